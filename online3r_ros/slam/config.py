@@ -1,0 +1,496 @@
+"""Typed, validated configuration of the SLAM pipeline.
+
+Every key of MASt3R-SLAM's ``config/base.yaml`` is here with the reference default (sections ``dataset``,
+``matching``, ``tracking``, ``local_opt``, ``retrieval``, ``reloc``), plus this project's own options
+(``source``, ``system``, ``keyframes``, ``map``). Each field carries its documentation and its valid range in
+the dataclass metadata; :func:`load_config` reads YAML, rejects unknown keys and out-of-range values with a
+:class:`ConfigError` that names the key and the value, and :func:`documented_yaml` writes the commented
+default file (``config/online3r.yaml``).
+
+Usage::
+
+    cfg = load_config("my.yaml")                       # defaults overridden by the file
+    cfg = load_config(overrides={"tracking": {"max_iters": 20}})
+    cfg.tracking.match_frac_thresh                      # typed attribute access
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "SlamConfig",
+    "DatasetConfig",
+    "MatchingConfig",
+    "TrackingConfig",
+    "LocalOptConfig",
+    "RetrievalConfig",
+    "RelocConfig",
+    "SourceConfig",
+    "SystemConfig",
+    "KeyframesConfig",
+    "MapConfig",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "validate_config",
+    "documented_yaml",
+]
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, has the wrong type or is out of range (the message names key and value)."""
+
+
+def _opt(
+    default: Any,
+    doc: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: tuple | None = None,
+) -> Any:
+    """A dataclass field with documentation and a valid range kept in its metadata."""
+    meta = {"doc": doc, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ----------------------------------------------------------------------------------------------------
+# MASt3R-SLAM reference sections (defaults = config/base.yaml of rmurai0610/MASt3R-SLAM @ b0ae540)
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DatasetConfig:
+    """Input handling (reference ``dataset`` section)."""
+
+    subsample: int = _opt(1, "use every N-th frame of the dataset (same as the CLI's --stride)", ge=1)
+    img_downsample: int = _opt(
+        1, "integer image downsampling before the source (reference key; broken there, fixed here)", ge=1
+    )
+    center_principle_point: bool = _opt(
+        True, "centre the principal point when undistorting (reference spelling of the key kept)"
+    )
+
+
+@dataclass
+class MatchingConfig:
+    """Iterative projective matching + descriptor refinement (reference ``matching`` section)."""
+
+    max_iter: int = _opt(10, "Levenberg-Marquardt iterations of the projective matching", ge=1)
+    lambda_init: float = _opt(1e-8, "initial LM damping of the matching", ge=0.0)
+    convergence_thresh: float = _opt(1e-6, "matching stops when the pixel step is below this", gt=0.0)
+    dist_thresh: float = _opt(
+        1e-1, "3D occlusion/outlier check: max distance between matched points (pointmap units)", gt=0.0
+    )
+    radius: int = _opt(3, "descriptor refinement window radius (pixels)", ge=0)
+    dilation_max: int = _opt(5, "descriptor refinement: largest dilation of the window", ge=1)
+
+
+@dataclass
+class TrackingConfig:
+    """Frame-to-keyframe tracking, keyframe selection and local fusion (reference ``tracking`` section)."""
+
+    min_match_frac: float = _opt(
+        0.05, "tracking is lost below this fraction of valid matches", ge=0.0, le=1.0
+    )
+    max_iters: int = _opt(50, "Gauss-Newton iterations of the pose optimisation", ge=1)
+    C_conf: float = _opt(0.0, "minimum pointmap confidence of a match used for the pose", ge=0.0)
+    Q_conf: float = _opt(1.5, "minimum descriptor confidence of a match used for the pose", ge=0.0)
+    rel_error: float = _opt(1e-3, "convergence: relative cost decrease", gt=0.0)
+    delta_norm: float = _opt(1e-3, "convergence: norm of the pose update", gt=0.0)
+    huber: float = _opt(1.345, "Huber threshold on whitened residuals", gt=0.0)
+    match_frac_thresh: float = _opt(
+        0.333, "new keyframe when min(match fraction, unique fraction) drops below this", ge=0.0, le=1.0
+    )
+    sigma_ray: float = _opt(0.003, "ray residual standard deviation (unit-ray units)", gt=0.0)
+    sigma_dist: float = _opt(10.0, "distance residual standard deviation (pointmap units)", gt=0.0)
+    sigma_pixel: float = _opt(1.0, "calibrated pixel residual standard deviation (px)", gt=0.0)
+    sigma_depth: float = _opt(10.0, "calibrated log-depth residual standard deviation", gt=0.0)
+    sigma_point: float = _opt(0.05, "3D point residual standard deviation (pointmap units)", gt=0.0)
+    pixel_border: float = _opt(-10.0, "calibrated projections valid up to -border px outside the image")
+    depth_eps: float = _opt(1e-6, "points with depth at or below this are invalid", gt=0.0)
+    filtering_mode: str = _opt(
+        "weighted_pointmap",
+        "keyframe pointmap fusion mode",
+        choices=("first", "recent", "best_score", "indep_conf", "weighted_pointmap", "weighted_spherical"),
+    )
+    filtering_score: str = _opt("median", "score of best_score fusion", choices=("median", "mean"))
+
+
+@dataclass
+class LocalOptConfig:
+    """Global (keyframe graph) optimisation (reference ``local_opt`` section)."""
+
+    pin: int = _opt(1, "number of first keyframes held fixed (gauge)", ge=1)
+    window_size: float = _opt(
+        1e6, "keyframe window of the optimisation (reference: unused, always global)", ge=1
+    )
+    C_conf: float = _opt(0.0, "minimum pointmap confidence of a residual", ge=0.0)
+    Q_conf: float = _opt(1.5, "minimum descriptor confidence of a residual", ge=0.0)
+    min_match_frac: float = _opt(
+        0.1, "non-consecutive edges need this valid-match fraction both ways", ge=0.0, le=1.0
+    )
+    pixel_border: float = _opt(-10.0, "calibrated projections valid up to -border px outside the image")
+    depth_eps: float = _opt(1e-6, "points with depth at or below this are invalid", gt=0.0)
+    max_iters: int = _opt(10, "Gauss-Newton iterations per optimisation", ge=1)
+    sigma_ray: float = _opt(0.003, "ray residual standard deviation", gt=0.0)
+    sigma_dist: float = _opt(10.0, "distance residual standard deviation", gt=0.0)
+    sigma_pixel: float = _opt(1.0, "calibrated pixel residual standard deviation (px)", gt=0.0)
+    sigma_depth: float = _opt(10.0, "calibrated log-depth residual standard deviation", gt=0.0)
+    sigma_point: float = _opt(0.05, "3D point residual standard deviation", gt=0.0)
+    delta_norm: float = _opt(1e-8, "stop when the update norm is below this", gt=0.0)
+    use_cuda: bool = _opt(True, "use the GPU for the optimisation when the tensors are on it")
+
+
+@dataclass
+class RetrievalConfig:
+    """Loop-closure retrieval (reference ``retrieval`` section; used by the loop-closure work)."""
+
+    k: int = _opt(3, "number of retrieved keyframe candidates", ge=0)
+    min_thresh: float = _opt(5e-3, "minimum retrieval score of a candidate", ge=0.0)
+
+
+@dataclass
+class RelocConfig:
+    """Relocalisation after tracking loss (reference ``reloc`` section)."""
+
+    min_match_frac: float = _opt(0.3, "a relocalisation candidate needs this match fraction", ge=0.0, le=1.0)
+    strict: bool = _opt(True, "all candidates must pass (True) or at least one (False)")
+
+
+# ----------------------------------------------------------------------------------------------------
+# This project's options
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SourceConfig:
+    """Which pointmap source, and how big its pointmaps are."""
+
+    kind: str = _opt(
+        "depth", "pointmap source: depth (RGB-D) or mast3r (network)", choices=("depth", "mast3r")
+    )
+    checkpoint: str = _opt("", "MASt3R checkpoint file (source.kind: mast3r)")
+    width: int = _opt(0, "working width in pixels (0: the source's default)", ge=0)
+    height: int = _opt(0, "working height in pixels (0: the source's default)", ge=0)
+    points_per_frame: int = _opt(0, "matched points used per frame for tracking (0: every valid pixel)", ge=0)
+    rematch_iters: int = _opt(
+        0, "extra re-matching passes of RGB-D tracking (ICP-style; 0: the source's default)", ge=0
+    )
+    depth_trunc: float = _opt(4.0, "RGB-D: depths beyond this (m) are invalid", gt=0.0)
+    depth_min: float = _opt(0.1, "RGB-D: depths below this (m) are invalid", ge=0.0)
+
+
+@dataclass
+class SystemConfig:
+    """Pipeline behaviour."""
+
+    pose_group: str = _opt(
+        "auto",
+        "tracking/optimisation group: sim3, se3, or auto (se3 for metric sources)",
+        choices=("auto", "sim3", "se3"),
+    )
+    use_calib: bool = _opt(False, "calibrated residuals (pixels + log-depth) when intrinsics are known")
+    device: str = _opt("cpu", "torch device: cpu, cuda or cuda:N")
+    seed: int = _opt(0, "seed of torch/numpy random generators", ge=0)
+    deterministic: bool = _opt(True, "torch deterministic algorithms (identical output for identical input)")
+    dtype: str = _opt("float32", "floating point type of the pipeline", choices=("float32", "float64"))
+    reloc_keyframes: int = _opt(
+        3, "relocalisation (RGB-D): try this many most recent keyframes with the motion model", ge=0
+    )
+    max_lost_frames: int = _opt(
+        0, "after this many consecutive lost frames start a new map (0: never, keep trying reloc)", ge=0
+    )
+    motion_model: str = _opt(
+        "constant_velocity",
+        "initial guess of a frame's pose",
+        choices=("constant_position", "constant_velocity"),
+    )
+
+
+@dataclass
+class KeyframesConfig:
+    """Keyframe store."""
+
+    offload_after: int = _opt(
+        0, "move bulk data of keyframes older than the last N to the CPU (0: keep all on the device)", ge=0
+    )
+    store_images: bool = _opt(True, "keep each keyframe's colour image (for the map colours)")
+
+
+@dataclass
+class MapConfig:
+    """Dense map export."""
+
+    conf_threshold: float = _opt(1.5, "keep points with average confidence above this", ge=0.0)
+    max_points: int = _opt(2_000_000, "subsample the exported map to at most this many points (0: all)", ge=0)
+
+
+_SECTIONS: dict[str, type] = {
+    "dataset": DatasetConfig,
+    "matching": MatchingConfig,
+    "tracking": TrackingConfig,
+    "local_opt": LocalOptConfig,
+    "retrieval": RetrievalConfig,
+    "reloc": RelocConfig,
+    "source": SourceConfig,
+    "system": SystemConfig,
+    "keyframes": KeyframesConfig,
+    "map": MapConfig,
+}
+
+
+@dataclass
+class SlamConfig:
+    """The whole configuration: one attribute per section."""
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    matching: MatchingConfig = field(default_factory=MatchingConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    local_opt: LocalOptConfig = field(default_factory=LocalOptConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    reloc: RelocConfig = field(default_factory=RelocConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
+    keyframes: KeyframesConfig = field(default_factory=KeyframesConfig)
+    map: MapConfig = field(default_factory=MapConfig)
+
+    def replace(self, **sections: dict[str, Any]) -> SlamConfig:
+        """A validated copy with some keys overridden: ``cfg.replace(tracking={"max_iters": 5})``."""
+        data = config_to_dict(self)
+        _deep_update(data, sections, prefix="")
+        return config_from_dict(data)
+
+
+_SECTION_DOCS = {
+    "dataset": "Input handling (MASt3R-SLAM reference section).",
+    "matching": "Iterative projective matching (MASt3R-SLAM reference section).",
+    "tracking": "Frame-to-keyframe tracking, keyframe selection, fusion (MASt3R-SLAM reference section).",
+    "local_opt": "Global keyframe-graph optimisation (MASt3R-SLAM reference section).",
+    "retrieval": "Loop-closure retrieval (MASt3R-SLAM reference section).",
+    "reloc": "Relocalisation (MASt3R-SLAM reference section).",
+    "source": "Pointmap source and working resolution (online3r_ros).",
+    "system": "Pipeline behaviour (online3r_ros).",
+    "keyframes": "Keyframe store (online3r_ros).",
+    "map": "Dense map export (online3r_ros).",
+}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Conversion and validation
+# ----------------------------------------------------------------------------------------------------
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Check/convert one YAML value to the field's declared type (ints accepted for floats, not bools)."""
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {key!r}: expected true/false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
+        return int(value)
+    if typ is float:
+        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", value.strip()):
+            value = float(value)  # YAML 1.1 reads "1e-8" as a string
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r}: expected a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"config key {key!r}: expected a finite number, got {value!r}")
+        return value
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key!r}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _check_range(key: str, value: Any, meta: dict) -> None:
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"config key {key!r}: {value!r} is not one of {list(choices)}")
+    for name, ok, sym in (
+        ("ge", lambda v, b: v >= b, ">="),
+        ("gt", lambda v, b: v > b, ">"),
+        ("le", lambda v, b: v <= b, "<="),
+        ("lt", lambda v, b: v < b, "<"),
+    ):
+        bound = meta.get(name)
+        if bound is not None and not ok(value, bound):
+            raise ConfigError(f"config key {key!r}: {value!r} is out of range (must be {sym} {bound})")
+
+
+def _section_from_dict(name: str, cls: type, data: Any) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {name!r}: expected a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {name + '.' + str(unknown[0])!r} (value {data[unknown[0]]!r}); "
+            f"known keys of {name!r}: {sorted(known)}"
+        )
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(f"{name}.{key}", value, hints[key])
+    obj = cls(**kwargs)
+    for f in fields(cls):
+        _check_range(f"{name}.{f.name}", getattr(obj, f.name), dict(f.metadata))
+    return obj
+
+
+def _cross_checks(cfg: SlamConfig) -> None:
+    if (cfg.source.width == 0) != (cfg.source.height == 0):
+        raise ConfigError(
+            f"config keys 'source.width'/'source.height' must both be 0 or both be set "
+            f"(got {cfg.source.width} x {cfg.source.height})"
+        )
+    if cfg.source.depth_min >= cfg.source.depth_trunc:
+        raise ConfigError(
+            f"config key 'source.depth_min': {cfg.source.depth_min!r} must be below "
+            f"source.depth_trunc ({cfg.source.depth_trunc!r})"
+        )
+    dev = cfg.system.device
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", dev):
+        raise ConfigError(f"config key 'system.device': {dev!r} is not cpu, cuda or cuda:N")
+    if cfg.source.kind == "mast3r" and cfg.system.pose_group == "se3":
+        raise ConfigError("config key 'system.pose_group': 'se3' needs a metric source (source.kind: depth)")
+
+
+def config_from_dict(data: dict[str, Any] | None) -> SlamConfig:
+    """Build a validated :class:`SlamConfig` from nested dicts (missing keys take their defaults)."""
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"configuration must be a mapping of sections, got {data!r}")
+    unknown = sorted(set(data) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"unknown config section {unknown[0]!r} (value {data[unknown[0]]!r}); known: {sorted(_SECTIONS)}"
+        )
+    cfg = SlamConfig(
+        **{name: _section_from_dict(name, cls, data.get(name)) for name, cls in _SECTIONS.items()}
+    )
+    _cross_checks(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: SlamConfig) -> dict[str, dict[str, Any]]:
+    """Nested plain dicts of every key (for YAML/JSON dumps)."""
+    return dataclasses.asdict(cfg)
+
+
+def validate_config(cfg: SlamConfig) -> SlamConfig:
+    """Re-validate a config that was edited in place; returns it or raises :class:`ConfigError`."""
+    return config_from_dict(config_to_dict(cfg))
+
+
+def _deep_update(base: dict, new: dict, prefix: str) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value, prefix=f"{prefix}{key}.")
+        else:
+            base[key] = value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SlamConfig:
+    """Defaults, then the YAML file at ``path`` (if given), then ``overrides`` (nested dict); validated.
+
+    Raises:
+        ConfigError: unreadable/invalid YAML, unknown keys, wrong types or out-of-range values.
+        FileNotFoundError: ``path`` does not exist.
+    """
+    data = config_to_dict(SlamConfig())
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path}: invalid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: expected a mapping of sections, got {loaded!r}")
+        for name, section in loaded.items():
+            if name not in _SECTIONS:
+                raise ConfigError(
+                    f"unknown config section {name!r} in {path} (value {section!r}); "
+                    f"known: {sorted(_SECTIONS)}"
+                )
+            if section is not None and not isinstance(section, dict):
+                raise ConfigError(f"config section {name!r} in {path}: expected a mapping, got {section!r}")
+        _deep_update(data, {k: v for k, v in loaded.items() if v is not None}, prefix="")
+    if overrides:
+        _deep_update(data, overrides, prefix="")
+    return config_from_dict(data)
+
+
+def _yaml_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        text = repr(value)
+        if "e" in text or "E" in text:
+            mant, exp = text.lower().split("e")
+            if "." not in mant:
+                mant += ".0"
+            text = f"{mant}e{int(exp):+d}"
+        return text
+    if isinstance(value, str):
+        return yaml.safe_dump(value, default_style=None).strip().removesuffix("...").strip() or "''"
+    return str(value)
+
+
+def documented_yaml(cfg: SlamConfig | None = None) -> str:
+    """YAML text of ``cfg`` (default: the defaults) with each key's documentation and range as comments."""
+    cfg = SlamConfig() if cfg is None else cfg
+    lines = [
+        "# online3r_ros pipeline configuration: every key with its default.",
+        "# Load with `online3r run ... --config FILE`; a file may list only the keys it changes.",
+        "# Unknown keys and out-of-range values are rejected. Regenerate this file with",
+        "#   python -m online3r_ros.slam.config > config/online3r.yaml",
+        "",
+    ]
+    for name in _SECTIONS:
+        section = getattr(cfg, name)
+        lines.append(f"# {_SECTION_DOCS[name]}")
+        lines.append(f"{name}:")
+        for f in fields(section):
+            meta = dict(f.metadata)
+            rng = []
+            for key, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+                if meta.get(key) is not None:
+                    rng.append(f"{sym} {meta[key]}")
+            if meta.get("choices"):
+                rng.append("one of " + ", ".join(meta["choices"]))
+            note = meta["doc"] + (f" [{'; '.join(rng)}]" if rng else "")
+            lines.append(f"  # {note}")
+            lines.append(f"  {f.name}: {_yaml_scalar(getattr(section, f.name))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(documented_yaml(), end="")
