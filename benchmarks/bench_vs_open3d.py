@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Side-by-side: Open3D frame-to-frame RGB-D odometry vs the online3r_ros pipeline (RGB-D source).
+
+Both run on the same frames, pre-loaded into memory (disk decoding is excluded from both frame rates), on
+this machine's CPU. Printed: all-frames ATE RMSE after SE(3) and after Sim(3) alignment (evo), frames per
+second, and the throughput ratio.
+
+Open3D side (as the peer measured it): ``open3d.pipelines.odometry.compute_rgbd_odometry`` between
+consecutive frames, hybrid (photometric + geometric) Jacobian, default ``OdometryOption`` apart from
+``depth_max = 4 m`` (depth truncated at 4 m), identity initial guess, poses chained; a failed step keeps
+the previous pose (counted and reported). Skipped with a clear message when open3d is not importable.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_vs_open3d.py [--data ../shared/data/7scenes_redkitchen_0000_0499]
+        [--max-frames 500] [--config FILE] [--skip-open3d] [--skip-ours] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "7scenes_redkitchen_0000_0499"
+
+
+def load_frames(path: Path, max_frames: int | None, stride: int = 1) -> list:
+    """All frames (``online3r_ros.datasets.base.Frame``) of the dataset, decoded into memory."""
+    from online3r_ros.datasets import open_dataset
+
+    reader = open_dataset(path, stride=stride, max_frames=max_frames)
+    frames = list(reader)
+    if reader.skipped:
+        print(f"[data] {len(reader.skipped)} frame(s) skipped by the reader:", file=sys.stderr)
+        for item in reader.skipped[:10]:
+            print(f"  {item.path}: {item.reason}", file=sys.stderr)
+    return frames
+
+
+def run_open3d(frames: list, depth_trunc: float = 4.0) -> dict:
+    """Open3D frame-to-frame RGB-D odometry (hybrid term, default options, depth_max = depth_trunc).
+
+    Returns ``{"timestamps": [N], "T_WC": [N,4,4], "seconds": float, "failures": int}``; the first frame is
+    the world frame (identity). Timing covers RGBD image creation + odometry, not disk decoding.
+    """
+    import open3d as o3d
+
+    odo = o3d.pipelines.odometry
+    option = odo.OdometryOption()
+    option.depth_max = float(depth_trunc)
+    jacobian = odo.RGBDOdometryJacobianFromHybridTerm()
+    K = frames[0].K
+    h, w = frames[0].rgb.shape[:2]
+    intr = o3d.camera.PinholeCameraIntrinsic(w, h, K[0, 0], K[1, 1], K[0, 2], K[1, 2])
+
+    def rgbd(frame):
+        depth_mm = np.ascontiguousarray(frame.depth, dtype=np.float32)
+        return o3d.geometry.RGBDImage.create_from_color_and_depth(
+            o3d.geometry.Image(np.ascontiguousarray(frame.rgb)),
+            o3d.geometry.Image(depth_mm),
+            depth_scale=1.0,  # depth is already in metres
+            depth_trunc=float(depth_trunc),
+            convert_rgb_to_intensity=True,
+        )
+
+    poses = np.zeros((len(frames), 4, 4))
+    poses[0] = np.eye(4)
+    failures = 0
+    t0 = time.perf_counter()
+    prev = rgbd(frames[0])
+    for i in range(1, len(frames)):
+        cur = rgbd(frames[i])
+        ok, T_prev_cur, _ = odo.compute_rgbd_odometry(cur, prev, intr, np.eye(4), jacobian, option)
+        if not ok:
+            failures += 1
+            T_prev_cur = np.eye(4)
+        poses[i] = poses[i - 1] @ T_prev_cur
+        prev = cur
+    seconds = time.perf_counter() - t0
+    return {
+        "timestamps": np.array([f.timestamp for f in frames]),
+        "T_WC": poses,
+        "seconds": seconds,
+        "failures": failures,
+    }
+
+
+def run_ours(frames: list, config_path: str | None) -> dict:
+    """The online3r_ros pipeline on the frames (synchronous SlamSystem, RGB-D source)."""
+    from online3r_ros.slam.config import load_config
+    from online3r_ros.slam.runner import build_system
+
+    cfg = load_config(config_path, overrides={"source": {"kind": "depth"}})
+    system = build_system(cfg)
+    t0 = time.perf_counter()
+    for frame in frames:
+        system.process(frame)
+    seconds = time.perf_counter() - t0
+    traj = system.trajectory()
+    return {
+        "timestamps": traj.timestamps,
+        "T_WC": traj.T_WC,
+        "seconds": seconds,
+        "failures": len(frames) - len(traj),
+        "keyframes": system.num_keyframes,
+    }
+
+
+def ate(frames: list, result: dict) -> dict:
+    """ATE RMSE (m) after SE(3) and Sim(3) alignment against the frames' ground truth (evo)."""
+    from online3r_ros.eval import compute_ate
+
+    gt_t = np.array([f.timestamp for f in frames if f.pose_gt is not None])
+    gt_T = np.stack([f.pose_gt for f in frames if f.pose_gt is not None])
+    est_t, est_T = result["timestamps"], result["T_WC"]
+    return {al: compute_ate(est_t, est_T, gt_t, gt_T, alignment=al).rmse for al in ("se3", "sim3")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--max-frames", type=int, default=500)
+    parser.add_argument("--config", default=None, help="pipeline config YAML (default: config defaults)")
+    parser.add_argument("--skip-open3d", action="store_true")
+    parser.add_argument("--skip-ours", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+
+    if not args.data.is_dir():
+        print(f"SKIP: dataset folder {args.data} not found", file=sys.stderr)
+        return 0
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    frames = load_frames(args.data, args.max_frames)
+    n = len(frames)
+    print(f"data: {args.data.resolve()}  frames: {n}  ({frames[0].width}x{frames[0].height})")
+    report: dict = {"data": str(args.data.resolve()), "frames": n}
+
+    rows = []
+    if not args.skip_open3d:
+        try:
+            import open3d  # noqa: F401
+        except ImportError as exc:
+            print(f"SKIP Open3D: open3d is not importable ({exc}); install open3d-cpu to compare.")
+        else:
+            res = run_open3d(frames)
+            err = ate(frames, res)
+            fps = (n - 1) / res["seconds"]
+            rows.append(("Open3D RGB-D odometry (hybrid)", err, fps, res["failures"]))
+            report["open3d"] = {"ate": err, "fps": fps, "failures": res["failures"]}
+    if not args.skip_ours:
+        res = run_ours(frames, args.config)
+        err = ate(frames, res)
+        fps = n / res["seconds"]
+        rows.append((f"online3r_ros (RGB-D source, {res['keyframes']} keyframes)", err, fps, res["failures"]))
+        report["ours"] = {"ate": err, "fps": fps, "unposed": res["failures"], "keyframes": res["keyframes"]}
+
+    print(f"{'method':<46} {'ATE SE3 [m]':>12} {'ATE Sim3 [m]':>13} {'frames/s':>9} {'fail/unposed':>13}")
+    for name, err, fps, fails in rows:
+        print(f"{name:<46} {err['se3']:>12.4f} {err['sim3']:>13.4f} {fps:>9.2f} {fails:>13d}")
+    if "open3d" in report and "ours" in report:
+        ratio = report["ours"]["fps"] / report["open3d"]["fps"]
+        report["throughput_ratio"] = ratio
+        print(f"throughput ratio ours / Open3D: {ratio:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
