@@ -1,0 +1,771 @@
+"""Load MASt3R checkpoints without executing pickled code.
+
+Two layouts are supported (mast3r_architecture.md §1 "Checkpoint file format"):
+
+* the official ``.pth`` (``torch.save`` zip): a dict with ``'model'`` (the state_dict) and ``'args'`` (an
+  ``argparse.Namespace`` whose ``.model`` is the constructor string, e.g.
+  ``"AsymmetricMASt3R(pos_embed='RoPE100', patch_embed_cls='ManyAR_PatchEmbed', ...,
+  depth_mode=('exp', -inf, inf), ...)"``). It is read with ``torch.load(weights_only=True)``: only tensors,
+  containers and primitive values are rebuilt, ``argparse.Namespace`` is allow-listed and any other global
+  referenced by the pickle (e.g. a ``pathlib.PosixPath`` among the training arguments) is replaced by an
+  inert placeholder object; no code from the file runs. The zip CRCs are verified first, so truncated or
+  bit-flipped files are reported instead of silently loading wrong weights.
+* the Hugging Face layout (``PyTorchModelHubMixin``): a directory with ``config.json`` (the constructor
+  keyword arguments; tuples stored as lists, infinities as ``Infinity``) and ``model.safetensors`` (or
+  ``pytorch_model.bin``), or a hub cache repo folder (``models--naver--.../snapshots/<rev>/``).
+
+The constructor string is parsed with :mod:`ast` (literals, tuples, ``inf``); it is never evaluated. As the
+reference ``load_model`` does, ``ManyAR_PatchEmbed`` becomes ``PatchEmbedDust3R`` and ``landscape_only`` is
+forced to ``False``. ``two_confs`` is read from the weights (the local-feature MLP's output size) when the
+string disagrees with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import logging
+import math
+import pickle
+import re
+import struct
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "ArchitectureMismatchError",
+    "CheckpointCorruptedError",
+    "CheckpointError",
+    "CheckpointFormatError",
+    "CheckpointNotFoundError",
+    "ConstructorCall",
+    "LoadedCheckpoint",
+    "StateDictMismatchError",
+    "constructor_string",
+    "detect_architecture",
+    "kwargs_from_constructor",
+    "load_mast3r",
+    "match_state_dict",
+    "parse_constructor",
+    "read_checkpoint",
+    "save_checkpoint",
+]
+
+log = logging.getLogger(__name__)
+
+MAST3R_CLASS = "AsymmetricMASt3R"
+MAST3R_HEAD = "catmlp+dpt"
+# Reference constructor arguments without effect at inference (dropped if build_mast3r lacks them).
+_INERT_KWARGS = {"freeze", "mask_ratio", "img_size", "landscape_only"}
+# Reference state_dict keys that are unused at inference: tolerated if the rebuilt model does not have them.
+_IGNORABLE_KEYS = {"mask_token"}
+_ALIAS_LIST = re.compile(r"^(?P<pre>.*\.scratch\.)layer_rn\.(?P<i>[0-3])\.weight$")
+_ALIAS_NAMED = re.compile(r"^(?P<pre>.*\.scratch\.)layer(?P<n>[1-4])_rn\.weight$")
+_KNOWN_CLASSES = {
+    "AsymmetricMASt3R": "MASt3R",
+    "AsymmetricCroCo3DStereo": "DUSt3R (AsymmetricCroCo3DStereo)",
+    "CroCoNet": "CroCo pre-training network (CroCoNet)",
+}
+
+
+# ----------------------------------------------------------------------------------------------- errors
+class CheckpointError(Exception):
+    """Base class of every checkpoint-loading error."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The path does not exist, or a directory lacks the expected files."""
+
+
+class CheckpointFormatError(CheckpointError, ValueError):
+    """The file is not a supported checkpoint (not a torch/safetensors file, or not a MASt3R dict layout)."""
+
+
+class CheckpointCorruptedError(CheckpointError, ValueError):
+    """The file is truncated or its bytes are damaged (bad zip/CRC, bad safetensors header, NaN weights)."""
+
+
+class ArchitectureMismatchError(CheckpointError, ValueError):
+    """The checkpoint holds a different network (DUSt3R, CroCo, other head/output) than MASt3R."""
+
+
+class StateDictMismatchError(CheckpointError, ValueError):
+    """Strict key check failed. Attributes list the missing, unexpected and shape-mismatched keys."""
+
+    def __init__(
+        self,
+        missing: list[str],
+        unexpected: list[str],
+        mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
+    ) -> None:
+        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
+
+        def _fmt(items: list[str], n: int = 12) -> str:
+            more = f" ... (+{len(items) - n} more)" if len(items) > n else ""
+            return ", ".join(items[:n]) + more
+
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): {_fmt(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): {_fmt(unexpected)}")
+        if mismatched:
+            shapes = [f"{k}: checkpoint {list(c)} vs model {list(m)}" for k, c, m in mismatched]
+            parts.append(f"{len(mismatched)} shape mismatch(es): {_fmt(shapes)}")
+        super().__init__("state_dict does not match the model; " + "; ".join(parts))
+
+
+# --------------------------------------------------------------------------------- constructor strings
+@dataclass(frozen=True)
+class Symbol:
+    """A bare (dotted) name in a constructor string, e.g. ``nn.LayerNorm`` (kept as text, never looked up)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class ConstructorCall:
+    """A parsed call ``name(*args, **kwargs)``; values are literals, :class:`Symbol` or nested calls."""
+
+    name: str
+    args: tuple = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+_NAMED_CONSTANTS = {"inf": math.inf, "nan": math.nan, "True": True, "False": False, "None": None}
+
+
+def _dotted(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return None if base is None else f"{base}.{node.attr}"
+    return None
+
+
+def _literal(node: ast.AST, text: str) -> Any:
+    if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float, bool, type(None))):
+        return node.value
+    if isinstance(node, ast.Tuple):
+        return tuple(_literal(e, text) for e in node.elts)
+    if isinstance(node, ast.List):
+        return [_literal(e, text) for e in node.elts]
+    if isinstance(node, ast.Dict) and all(k is not None for k in node.keys):
+        return {_literal(k, text): _literal(v, text) for k, v in zip(node.keys, node.values, strict=True)}
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        val = _literal(node.operand, text)
+        if isinstance(val, (int, float)) and not isinstance(val, bool):
+            return -val if isinstance(node.op, ast.USub) else val
+    if isinstance(node, ast.Name) and node.id in _NAMED_CONSTANTS:
+        return _NAMED_CONSTANTS[node.id]
+    if isinstance(node, ast.Call):
+        return _call(node, text)
+    name = _dotted(node)
+    if name is not None:
+        return Symbol(name)
+    snippet = ast.get_source_segment(text, node) or type(node).__name__
+    raise CheckpointFormatError(f"unsupported expression in the constructor string: {snippet!r}")
+
+
+def _call(node: ast.Call, text: str) -> ConstructorCall:
+    name = _dotted(node.func)
+    if name is None:
+        raise CheckpointFormatError(
+            f"constructor string: cannot read callee of {ast.get_source_segment(text, node)!r}"
+        )
+    if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
+        raise CheckpointFormatError("constructor string: *args / **kwargs are not supported")
+    return ConstructorCall(
+        name=name,
+        args=tuple(_literal(a, text) for a in node.args),
+        kwargs={k.arg: _literal(k.value, text) for k in node.keywords},
+    )
+
+
+def parse_constructor(text: str) -> ConstructorCall:
+    """Parse a reference constructor string such as ``"AsymmetricMASt3R(enc_depth=24, depth_mode=('exp',
+    -inf, inf))"`` into a :class:`ConstructorCall` with :mod:`ast` (nothing is evaluated).
+
+    Raises:
+        CheckpointFormatError: not a single call expression, or a value that is not a literal/name/call.
+    """
+    if not isinstance(text, str):
+        raise CheckpointFormatError(f"constructor must be a string, got {type(text).__name__}")
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise CheckpointFormatError(
+            f"constructor string is not valid Python syntax: {text!r} ({exc.msg})"
+        ) from None
+    if not isinstance(tree.body, ast.Call):
+        raise CheckpointFormatError(f"constructor string is not a call expression: {text!r}")
+    return _call(tree.body, text.strip())
+
+
+def _check_plain(name: str, value: Any) -> None:
+    if isinstance(value, (Symbol, ConstructorCall)):
+        raise ArchitectureMismatchError(
+            f"constructor argument {name}={value!r} is not a plain value; this variant is not supported"
+        )
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            _check_plain(name, v)
+
+
+def kwargs_from_constructor(constructor: str | ConstructorCall) -> dict[str, Any]:
+    """Keyword arguments of ``build_mast3r`` from a reference constructor (string or parsed call).
+
+    Applies the reference ``load_model`` rewrites (``ManyAR_PatchEmbed`` -> ``PatchEmbedDust3R``,
+    ``landscape_only=False``) and checks that it is a MASt3R network with the ``catmlp+dpt`` head.
+
+    Raises:
+        ArchitectureMismatchError: another class (DUSt3R, CroCo, ...) or head/output.
+        CheckpointFormatError: unparsable string or positional arguments.
+    """
+    call = parse_constructor(constructor) if isinstance(constructor, str) else constructor
+    cls = call.name.rsplit(".", 1)[-1]
+    if cls != MAST3R_CLASS:
+        what = _KNOWN_CLASSES.get(cls, f"unknown class {cls!r}")
+        raise ArchitectureMismatchError(
+            f"checkpoint holds a {what} network, not MASt3R ({MAST3R_CLASS} with head_type='{MAST3R_HEAD}')"
+        )
+    if call.args:
+        raise CheckpointFormatError(
+            f"constructor string has positional arguments {call.args!r}; expected keywords"
+        )
+    kwargs = dict(call.kwargs)
+    for k, v in kwargs.items():
+        _check_plain(k, v)
+    return _normalise_kwargs(kwargs)
+
+
+def _normalise_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    out = dict(kwargs)
+    for key in ("img_size", "depth_mode", "conf_mode", "desc_conf_mode"):
+        if isinstance(out.get(key), list):
+            out[key] = tuple(out[key])
+    if out.get("patch_embed_cls", "PatchEmbedDust3R") == "ManyAR_PatchEmbed":
+        out["patch_embed_cls"] = "PatchEmbedDust3R"
+    out["landscape_only"] = False
+    head = out.get("head_type", "linear")
+    mode = out.get("output_mode", "pts3d")
+    if head != MAST3R_HEAD or not re.fullmatch(r"pts3d\+desc\d+", str(mode)):
+        raise ArchitectureMismatchError(
+            f"checkpoint head_type={head!r}, output_mode={mode!r}: not a MASt3R head "
+            f"(need head_type='{MAST3R_HEAD}', output_mode='pts3d+desc24')"
+        )
+    return out
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float) and math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if isinstance(v, tuple):
+        inner = ", ".join(_fmt_value(x) for x in v)
+        return f"({inner},)" if len(v) == 1 else f"({inner})"
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def constructor_string(kwargs: Mapping[str, Any], cls: str = MAST3R_CLASS) -> str:
+    """Reference-style constructor string, e.g. ``AsymmetricMASt3R(enc_depth=2, two_confs=True)``."""
+    return f"{cls}(" + ", ".join(f"{k}={_fmt_value(v)}" for k, v in kwargs.items()) + ")"
+
+
+# ------------------------------------------------------------------------------ architecture from keys
+def detect_architecture(keys: set[str] | Mapping[str, Any]) -> str:
+    """Name the network family from state_dict key names: ``'MASt3R'``, or raise.
+
+    Raises:
+        ArchitectureMismatchError: DUSt3R (DPT or linear head, no local-feature MLP), CroCo pre-training
+            (no downstream heads) or not a CroCo-family state_dict at all.
+    """
+    ks = set(keys)
+    if not any(k.startswith("enc_blocks.") for k in ks):
+        raise ArchitectureMismatchError(
+            "not a MASt3R state_dict: no 'enc_blocks.*' keys (not a CroCo-family ViT)"
+        )
+    if not any(k.startswith("downstream_head1.") for k in ks):
+        raise ArchitectureMismatchError(
+            "checkpoint is a CroCo pre-training network (no 'downstream_head1.*' keys), not MASt3R"
+        )
+    if "downstream_head1.head_local_features.fc1.weight" not in ks:
+        if any(k.startswith("downstream_head1.dpt.") for k in ks):
+            head = "DUSt3R with a DPT head (head_type='dpt', no local-feature MLP / descriptors)"
+        elif "downstream_head1.proj.weight" in ks:
+            head = "DUSt3R with a linear head (head_type='linear', no descriptors)"
+        else:
+            head = "an unknown head (no 'downstream_head1.head_local_features.*')"
+        raise ArchitectureMismatchError(f"checkpoint is {head}, not MASt3R (head_type='{MAST3R_HEAD}')")
+    return "MASt3R"
+
+
+def _reconcile_two_confs(kwargs: dict[str, Any], sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    fc2 = sd.get("downstream_head1.head_local_features.fc2.weight")
+    mode = str(kwargs.get("output_mode", "pts3d+desc24"))
+    m = re.fullmatch(r"pts3d\+desc(\d+)", mode)
+    pe = sd.get("patch_embed.proj.weight")
+    if fc2 is None or m is None or pe is None or pe.dim() != 4:
+        return kwargs
+    n_out, patch2, desc_dim = int(fc2.shape[0]), int(pe.shape[2]) * int(pe.shape[3]), int(m.group(1))
+    has_two = n_out == (desc_dim + 1) * patch2
+    if (has_two or n_out == desc_dim * patch2) and bool(kwargs.get("two_confs", False)) != has_two:
+        log.warning(
+            "constructor says two_confs=%s but the weights say %s; using the weights",
+            kwargs.get("two_confs"),
+            has_two,
+        )
+        kwargs = dict(kwargs, two_confs=has_two)
+        if has_two:
+            kwargs.setdefault("desc_conf_mode", ("exp", 0, math.inf))
+    return kwargs
+
+
+def _infer_kwargs(sd: Mapping[str, torch.Tensor], head_dim: int = 64) -> dict[str, Any]:
+    """Best-effort constructor kwargs from shapes alone (no ``args``/``config.json``); assumes 64-d heads."""
+    detect_architecture(sd)
+
+    def depth(prefix: str) -> int:
+        idx = {int(k.split(".")[1]) for k in sd if k.startswith(prefix + ".")}
+        return max(idx) + 1 if idx else 0
+
+    enc_dim = int(sd["patch_embed.proj.weight"].shape[0])
+    dec_dim = int(sd["decoder_embed.weight"].shape[0])
+    patch2 = int(sd["patch_embed.proj.weight"].shape[2]) ** 2
+    n_local = int(sd["downstream_head1.head_local_features.fc2.weight"].shape[0]) // patch2
+    two_confs = n_local == 25
+    kwargs: dict[str, Any] = dict(
+        enc_depth=depth("enc_blocks"),
+        dec_depth=depth("dec_blocks"),
+        enc_embed_dim=enc_dim,
+        dec_embed_dim=dec_dim,
+        enc_num_heads=enc_dim // head_dim,
+        dec_num_heads=dec_dim // head_dim,
+        pos_embed="RoPE100",
+        patch_embed_cls="PatchEmbedDust3R",
+        img_size=(512, 512),
+        head_type=MAST3R_HEAD,
+        output_mode=f"pts3d+desc{n_local - 1 if two_confs else n_local}",
+        depth_mode=("exp", -math.inf, math.inf),
+        conf_mode=("exp", 1, math.inf),
+        landscape_only=False,
+        two_confs=two_confs,
+    )
+    if two_confs:
+        kwargs["desc_conf_mode"] = ("exp", 0, math.inf)
+    log.warning(
+        "checkpoint has no constructor arguments; inferred %s (assuming %d-d attention heads)",
+        kwargs,
+        head_dim,
+    )
+    return kwargs
+
+
+# ----------------------------------------------------------------------------------------- file reading
+@dataclass
+class LoadedCheckpoint:
+    """What :func:`read_checkpoint` found.
+
+    Attributes:
+        kwargs: ``build_mast3r`` keyword arguments (rewrites applied).
+        state_dict: CPU tensors, reference key names.
+        layout: ``'pth'`` or ``'hf'``.
+        path: the weights file actually read.
+        constructor: the original constructor string (``'pth'``) or ``None``.
+        inferred: True when ``kwargs`` were inferred from shapes (no constructor metadata in the file).
+    """
+
+    kwargs: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    layout: str
+    path: Path
+    constructor: str | None = None
+    inferred: bool = False
+
+
+class _Inert:
+    """Stand-in for a non-allow-listed global in a pickle: swallows construction and state, runs nothing."""
+
+    _qualname = "?"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.__dict__["_args"] = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["_state"] = state
+
+    def __repr__(self) -> str:
+        return f"<inert {self._qualname}>"
+
+
+def _inert_class(qualname: str) -> type:
+    return type(qualname.rsplit(".", 1)[-1], (_Inert,), {"_qualname": qualname})
+
+
+def _verify_zip(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            if not any(n.endswith("data.pkl") for n in names):
+                raise CheckpointFormatError(f"{path}: a zip archive but not a torch.save file (no data.pkl)")
+            bad = zf.testzip()  # reads every member and checks its CRC-32
+    except zipfile.BadZipFile as exc:
+        raise CheckpointCorruptedError(f"{path}: truncated or corrupted zip archive ({exc})") from None
+    except (OSError, EOFError, zipfile.LargeZipFile) as exc:
+        raise CheckpointCorruptedError(f"{path}: cannot read the zip archive ({exc})") from None
+    if bad is not None:
+        raise CheckpointCorruptedError(f"{path}: corrupted data, CRC-32 mismatch in member {bad!r}")
+
+
+def _torch_load_restricted(path: Path, mmap: bool) -> Any:
+    allowed: list[Any] = [argparse.Namespace]
+    try:
+        unknown = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # legacy (non-zip) format: unknown globals are reported by torch.load itself
+        unknown = []
+    allowed += [(_inert_class(g), g) for g in unknown if g != "argparse.Namespace"]
+    with torch.serialization.safe_globals(allowed):
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+        except pickle.UnpicklingError as exc:
+            lines = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
+            why = lines[0] if lines else str(exc).splitlines()[0]
+            raise CheckpointFormatError(
+                f"{path}: the pickle needs objects other than tensors and plain values, refused ({why})"
+            ) from None
+        except (RuntimeError, EOFError, OSError, KeyError, ValueError, UnicodeDecodeError) as exc:
+            raise CheckpointCorruptedError(
+                f"{path}: truncated or corrupted torch checkpoint ({exc})"
+            ) from None
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointCorruptedError(f"{path}: truncated safetensors file ({size} bytes)")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            raise CheckpointCorruptedError(f"{path}: truncated or corrupted safetensors header (length {n})")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise CheckpointCorruptedError(f"{path}: corrupted safetensors header ({exc})") from None
+    if max(ends, default=0) > size - 8 - n:
+        raise CheckpointCorruptedError(
+            f"{path}: truncated safetensors file ({size} bytes, header needs {8 + n + max(ends)})"
+        )
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointCorruptedError(f"{path}: corrupted safetensors file ({exc})") from None
+
+
+def _file_kind(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise CheckpointCorruptedError(f"{path}: empty file")
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if 0 < n < path.stat().st_size and head[8:9] == b"{":
+            return "safetensors"
+    if head[:1] == b"\x80":
+        return "legacy"
+    raise CheckpointFormatError(
+        f"{path}: not a PyTorch checkpoint or safetensors file (starts with {head[:8]!r}); "
+        "expected the official .pth or a Hugging Face folder (config.json + model.safetensors)"
+    )
+
+
+def _resolve_hf_dir(path: Path) -> Path:
+    if (path / "config.json").is_file():
+        return path
+    snaps = path / "snapshots"
+    if snaps.is_dir():
+        ref = path / "refs" / "main"
+        if ref.is_file() and (snaps / ref.read_text().strip() / "config.json").is_file():
+            return snaps / ref.read_text().strip()
+        cands = sorted(
+            (d for d in snaps.iterdir() if (d / "config.json").is_file()), key=lambda d: d.stat().st_mtime
+        )
+        if cands:
+            return cands[-1]
+    raise CheckpointNotFoundError(f"{path}: directory has no config.json (nor snapshots/<rev>/config.json)")
+
+
+def _read_hf(directory: Path) -> LoadedCheckpoint:
+    cfg_path = directory / "config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointCorruptedError(f"{cfg_path}: not valid JSON ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointFormatError(f"{cfg_path}: expected a JSON object of constructor arguments")
+    constructor = cfg.get("model") if isinstance(cfg.get("model"), str) else None
+    kwargs_raw = {
+        k: v for k, v in cfg.items() if not k.startswith("_") and k not in ("architectures", "model")
+    }
+    weights = next(
+        (directory / n for n in ("model.safetensors", "pytorch_model.bin") if (directory / n).is_file()), None
+    )
+    if weights is None:
+        raise CheckpointNotFoundError(
+            f"{directory}: no model.safetensors (or pytorch_model.bin) next to config.json"
+        )
+    if weights.suffix == ".safetensors":
+        sd = _read_safetensors(weights)
+    else:
+        if _file_kind(weights) == "zip":
+            _verify_zip(weights)
+        sd = _torch_load_restricted(weights, mmap=False)
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointFormatError(f"{weights}: expected a flat mapping of tensors")
+    detect_architecture(sd)
+    kwargs = kwargs_from_constructor(constructor) if constructor else _normalise_kwargs(kwargs_raw)
+    return LoadedCheckpoint(_reconcile_two_confs(kwargs, sd), sd, "hf", weights, constructor)
+
+
+def _read_pth(path: Path, mmap: bool) -> LoadedCheckpoint:
+    kind = _file_kind(path)
+    if kind == "safetensors":
+        cfg = path.parent / "config.json"
+        if cfg.is_file():
+            return _read_hf(path.parent)
+        sd = _read_safetensors(path)
+        return LoadedCheckpoint(_infer_kwargs(sd), sd, "hf", path, None, inferred=True)
+    if kind == "zip":
+        _verify_zip(path)
+    obj = _torch_load_restricted(path, mmap=mmap and kind == "zip")
+    if not isinstance(obj, dict):
+        raise CheckpointFormatError(
+            f"{path}: expected a dict with 'model' and 'args', got {type(obj).__name__}"
+        )
+    if "model" in obj and isinstance(obj["model"], Mapping):
+        sd = dict(obj["model"])
+    elif obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        sd = dict(obj)  # a bare state_dict
+    else:
+        raise CheckpointFormatError(
+            f"{path}: no 'model' state_dict (top-level keys: {sorted(map(str, obj))[:10]}); "
+            "is this a MASt3R network checkpoint (not e.g. a retrieval/codebook file)?"
+        )
+    if not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointFormatError(f"{path}: 'model' holds non-tensor values")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    args = obj.get("args")
+    constructor = args.get("model") if isinstance(args, dict) else getattr(args, "model", None)
+    if isinstance(constructor, str):
+        kwargs = kwargs_from_constructor(constructor)  # class/head errors first: they name the architecture
+        detect_architecture(sd)
+        return LoadedCheckpoint(_reconcile_two_confs(kwargs, sd), sd, "pth", path, constructor)
+    return LoadedCheckpoint(_infer_kwargs(sd), sd, "pth", path, None, inferred=True)
+
+
+def read_checkpoint(path: str | Path, *, mmap: bool = True) -> LoadedCheckpoint:
+    """Read a MASt3R checkpoint (official ``.pth``, Hugging Face folder / snapshot, or ``.safetensors`` file).
+
+    Args:
+        path: file or directory.
+        mmap: memory-map the ``.pth`` tensors (saves one copy of the 2.75 GB weights).
+
+    Raises:
+        CheckpointNotFoundError, CheckpointFormatError, CheckpointCorruptedError, ArchitectureMismatchError.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CheckpointNotFoundError(f"checkpoint not found: {p}")
+    if p.is_dir():
+        return _read_hf(_resolve_hf_dir(p))
+    return _read_pth(p, mmap=mmap)
+
+
+# ------------------------------------------------------------------------------------- strict matching
+def _alias_partner(key: str) -> str | None:
+    m = _ALIAS_LIST.match(key)
+    if m:
+        return f"{m['pre']}layer{int(m['i']) + 1}_rn.weight"
+    m = _ALIAS_NAMED.match(key)
+    if m:
+        return f"{m['pre']}layer_rn.{int(m['n']) - 1}.weight"
+    return None
+
+
+def match_state_dict(
+    expected: Mapping[str, torch.Size | tuple[int, ...]], state_dict: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Strict key/shape check of ``state_dict`` against the model's ``{key: shape}``.
+
+    Tolerated differences (reference quirks): the DPT alias pairs ``scratch.layer_rn.{i}`` /
+    ``scratch.layer{i+1}_rn`` may appear under either or both names (safetensors files drop one of two shared
+    tensors), and ``mask_token`` (unused at inference) may be absent from the model.
+
+    Returns:
+        a state_dict with exactly the expected keys.
+    Raises:
+        StateDictMismatchError: listing every missing, unexpected and shape-mismatched key.
+    """
+    out: dict[str, torch.Tensor] = {}
+    missing: list[str] = []
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
+    for key, shape in expected.items():
+        t = state_dict.get(key)
+        if t is None:
+            partner = _alias_partner(key)
+            t = state_dict.get(partner) if partner else None
+        if t is None:
+            missing.append(key)
+        elif tuple(t.shape) != tuple(shape):
+            mismatched.append((key, tuple(t.shape), tuple(shape)))
+        else:
+            out[key] = t
+    unexpected = []
+    for key in state_dict:
+        if key in expected or key in _IGNORABLE_KEYS:
+            continue
+        partner = _alias_partner(key)
+        if partner is not None and partner in expected:
+            continue
+        unexpected.append(key)
+    if missing or unexpected or mismatched:
+        raise StateDictMismatchError(sorted(missing), sorted(unexpected), sorted(mismatched))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ build + load
+def _build_kwargs(build: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    import inspect
+
+    try:
+        params = inspect.signature(build).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    out, unsupported = {}, []
+    for k, v in kwargs.items():
+        if k in params:
+            out[k] = v
+        elif k not in _INERT_KWARGS:
+            unsupported.append(f"{k}={v!r}")
+    if unsupported:
+        raise ArchitectureMismatchError(
+            f"constructor arguments not supported by build_mast3r: {', '.join(unsupported)}"
+        )
+    return out
+
+
+def load_mast3r(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    check_finite: bool = True,
+    mmap: bool = False,
+    build: Any = None,
+) -> torch.nn.Module:
+    """Build the network described by a checkpoint and load its weights (strict), in eval mode on ``device``.
+
+    Args:
+        path: official ``.pth``, Hugging Face folder/snapshot, or ``.safetensors`` file.
+        device: target device.
+        check_finite: reject weights containing NaN/Inf (a cheap corruption check for safetensors files,
+            which carry no checksum).
+        mmap: see :func:`read_checkpoint` (off by default: the loaded tensors become the parameters, so a
+            memory-mapped file would stay in use by the model).
+        build: network factory taking the constructor kwargs (default ``online3r_ros.model.build_mast3r``).
+
+    Raises:
+        every :class:`CheckpointError` subclass (see :func:`read_checkpoint`, :func:`match_state_dict`).
+    """
+    if build is None:
+        from online3r_ros.model import build_mast3r as build
+
+    ckpt = read_checkpoint(path, mmap=mmap)
+    kwargs = _build_kwargs(build, ckpt.kwargs)
+    try:
+        with torch.device("meta"):  # no random init of ~700M parameters; real tensors are assigned below
+            model = build(**kwargs)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise ArchitectureMismatchError(
+            f"cannot build the network of {ckpt.path} with {kwargs}: {exc}"
+        ) from exc
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    sd = match_state_dict(expected, ckpt.state_dict)
+    if check_finite:
+        # a float32 sum is NaN/Inf iff an element is (weights are far from overflow); cheaper than isfinite
+        bad = [k for k, v in sd.items() if v.is_floating_point() and not math.isfinite(float(v.sum()))]
+        if bad:
+            raise CheckpointCorruptedError(
+                f"{ckpt.path}: non-finite weights in {len(bad)} tensor(s): {bad[:8]}"
+            )
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    model.load_state_dict(sd, strict=True, assign=True)
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        model = build(**kwargs)  # the network has state outside its state_dict: build it for real
+        model.load_state_dict(sd, strict=True)
+    return model.to(device).eval()
+
+
+# ------------------------------------------------------------------------------------------------ saving
+def _dedup_shared(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the ``layer_rn.{i}`` alias of a tensor also stored as ``layer{i+1}_rn`` (safetensors refuses
+    shared storage); any other shared storage is cloned."""
+    out: dict[str, torch.Tensor] = {}
+    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    for k in sorted(sd, key=lambda k: (_ALIAS_LIST.match(k) is not None, k)):
+        t = sd[k].detach().cpu().contiguous()
+        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape)) if t.numel() else None
+        if ident is not None and ident in seen:
+            if _alias_partner(k) == seen[ident]:
+                continue
+            t = t.clone()
+        elif ident is not None:
+            seen[ident] = k
+        out[k] = t
+    return out
+
+
+def save_checkpoint(
+    path: str | Path,
+    state_dict: Mapping[str, torch.Tensor],
+    kwargs: Mapping[str, Any],
+    layout: str = "pth",
+) -> Path:
+    """Write a checkpoint in the official ``.pth`` layout or the Hugging Face folder layout.
+
+    ``pth``: ``{'model': state_dict, 'args': Namespace(model=<constructor string>), 'epoch': 0}``.
+    ``hf``: ``path/config.json`` (kwargs; tuples as lists, infinities as ``Infinity``) and
+    ``path/model.safetensors``.
+    Returns the written file (``pth``) or directory (``hf``).
+    """
+    p = Path(path)
+    if layout == "pth":
+        sd = {k: v.detach().cpu() for k, v in state_dict.items()}
+        torch.save({"model": sd, "args": argparse.Namespace(model=constructor_string(kwargs)), "epoch": 0}, p)
+        return p
+    if layout == "hf":
+        from safetensors.torch import save_file
+
+        p.mkdir(parents=True, exist_ok=True)
+        cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+        (p / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True), encoding="utf-8")
+        save_file(_dedup_shared(state_dict), str(p / "model.safetensors"), metadata={"format": "pt"})
+        return p
+    raise ValueError(f"layout must be 'pth' or 'hf', got {layout!r}")
