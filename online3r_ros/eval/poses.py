@@ -97,9 +97,9 @@ def interpolate_poses(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Interpolate poses (lerp translation, slerp rotation) at ``t_query`` from a sorted stream.
 
-    A query gets a pose only when it lies between two source samples that are each at most ``max_difference``
-    seconds away (an exact hit needs only that sample). Returns ``(T [M, 4, 4], valid [M] bool)``; invalid
-    rows are NaN.
+    A query lying between two source samples that are each at most ``max_difference`` seconds away gets the
+    interpolated pose; otherwise it takes the nearest sample if that is within ``max_difference`` (the TUM
+    association rule), else it gets none. Returns ``(T [M, 4, 4], valid [M] bool)``; invalid rows are NaN.
     """
     t_src = np.asarray(t_src, dtype=np.float64)
     t_query = np.asarray(t_query, dtype=np.float64)
@@ -115,6 +115,12 @@ def interpolate_poses(
     inside = (t_src[lo] <= t_query + 1e-9) & (t_src[hi] >= t_query - 1e-9)
     near = (t_query - t_src[lo] <= max_difference) & (t_src[hi] - t_query <= max_difference)
     valid = inside & near
+    # fallback: nearest sample within max_difference (sparse reference streams, query outside the range)
+    nearest = np.where(np.abs(t_src[lo] - t_query) <= np.abs(t_src[hi] - t_query), lo, hi)
+    snap = ~valid & (np.abs(t_src[nearest] - t_query) <= max_difference)
+    lo = np.where(snap, nearest, lo)
+    hi = np.where(snap, nearest, hi)
+    valid = valid | snap
     if not valid.any():
         return out, valid
     qi = np.flatnonzero(valid)
