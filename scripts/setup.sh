@@ -149,6 +149,12 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 "$VENV/bin/python" -c 'import sys' 2>/dev/null \
   || die "$VENV/bin/python does not run (venv moved or its base interpreter removed?): delete $VENV and re-run"
+# One venv, one mode: a pip-only venv holds ROS wheels, a colcon-path venv sees the distro's packages.
+MODE_FILE="$VENV/.online3r_mode"
+if [[ -f "$MODE_FILE" && "$(cat "$MODE_FILE")" != "$MODE" ]]; then
+  die "$VENV was set up in mode '$(cat "$MODE_FILE")', this run is '$MODE' (ROS_DISTRO=${ROS_DISTRO:-unset}). Use a shell with the same ROS setup, or delete $VENV and re-run."
+fi
+echo "$MODE" >"$MODE_FILE"
 # A colcon workspace must not crawl the venv.
 touch "$VENV/COLCON_IGNORE"
 PY="$VENV/bin/python"
