@@ -1,0 +1,464 @@
+"""Tests for the factor graph (slam.graph) and the global optimiser (slam.global_opt)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import online3r_ros.slam.global_opt as go
+from online3r_ros.geometry.lie import sim3_act, sim3_compose, sim3_exp, sim3_inverse, sim3_log
+from online3r_ros.slam.global_opt import (
+    GlobalOptConfig,
+    GlobalOptError,
+    GlobalOptimizer,
+    calib_residual,
+    ray_dist_residual,
+)
+from online3r_ros.slam.graph import FactorGraph, GraphError, combined_match_confidence
+from online3r_ros.slam.keyframes import KeyframeStore
+
+DT = torch.float64
+
+
+# --------------------------------------------------------------------------------------------- scenes
+def _true_poses(n: int, seed: int, scale_spread: float = 0.2) -> torch.Tensor:
+    """Cameras on a circle of radius 3 around the origin with random small rotations and scales."""
+    g = torch.Generator().manual_seed(seed)
+    xi = torch.zeros(n, 7, dtype=DT)
+    ang = torch.arange(n, dtype=DT) * (2 * math.pi / n)
+    xi[:, 3:6] = 0.2 * torch.randn(n, 3, generator=g, dtype=DT)
+    xi[:, 6] = scale_spread * torch.randn(n, generator=g, dtype=DT)
+    T = sim3_exp(xi)
+    T[:, 0] = 3 * torch.cos(ang)
+    T[:, 1] = 3 * torch.sin(ang)
+    T[:, 2] = 0.3 * torch.randn(n, generator=g, dtype=DT)
+    return T
+
+
+def _subset_scene(T_true, H=16, W=25, shift=150, seed=0):
+    """Each keyframe sees a window of a shared world point list (in a random pixel order): exact matches."""
+    n = T_true.shape[0]
+    P = H * W
+    n_world = n * shift
+    g = torch.Generator().manual_seed(seed)
+    Y = torch.rand(n_world, 3, generator=g, dtype=DT) * 2 - 1
+    sels, invs, Xs = [], [], []
+    for k in range(n):
+        sel = (k * shift + torch.randperm(P, generator=g)) % n_world
+        inv = torch.full((n_world,), -1, dtype=torch.long)
+        inv[sel] = torch.arange(P)
+        X = sim3_act(sim3_inverse(T_true[k]), Y[sel]).reshape(H, W, 3)
+        sels.append(sel)
+        invs.append(inv)
+        Xs.append(X)
+    return Xs, sels, invs
+
+
+def _subset_matches(sels, invs, i, j):
+    m = invs[i][sels[j]]  # for each pixel of j its pixel in i
+    valid = m >= 0
+    return torch.where(valid, m, torch.zeros_like(m)), valid
+
+
+def _store_and_graph(T_init, Xs, edges, sels, invs, K=None, **graph_kw):
+    store = KeyframeStore(pose_dtype=DT)
+    store.K = K
+    for k, X in enumerate(Xs):
+        store.append(T_init[k], X, torch.ones(X.shape[:2], dtype=DT), frame_index=k)
+    graph = FactorGraph(**graph_kw)
+    for i, j in edges:
+        idx_ji, val_j = _subset_matches(sels, invs, i, j)
+        idx_ij, val_i = _subset_matches(sels, invs, j, i)
+        q = torch.full((1, idx_ji.numel()), 4.0)
+        res = graph.add_edges([i], [j], idx_ji[None], val_j[None], q, idx_ij[None], val_i[None], q)
+        assert bool(res.accepted.all()), (i, j, res)
+    return store, graph
+
+
+def _perturb(T, seed, mag=0.05, first_fixed=True, scale=True):
+    g = torch.Generator().manual_seed(seed)
+    xi = mag * torch.randn(T.shape[0], 7, generator=g, dtype=DT)
+    if not scale:
+        xi[:, 6] = 0
+    if first_fixed:
+        xi[0] = 0
+    return sim3_compose(sim3_exp(xi), T)
+
+
+def _pose_err(T_est, T_true):
+    return sim3_log(sim3_compose(sim3_inverse(T_true), T_est)).norm(dim=-1)
+
+
+def _chain_with_loops(n):
+    return [(k, k + 1) for k in range(n - 1)] + [(0, n - 1), (0, 2), (3, 5)]
+
+
+# ------------------------------------------------------------------------------------------- Jacobians
+def _fd_check(fun, P, J, eps=1e-6):
+    for c in range(7):
+        d = torch.zeros(7, dtype=DT)
+        d[c] = eps
+        Tp = sim3_exp(d)
+        Tm = sim3_exp(-d)
+        num = (fun(sim3_act(Tp, P)) - fun(sim3_act(Tm, P))) / (2 * eps)
+        torch.testing.assert_close(J[..., c], num, rtol=1e-5, atol=1e-6)
+
+
+def test_ray_dist_jacobian_matches_finite_differences():
+    g = torch.Generator().manual_seed(0)
+    P = torch.randn(20, 3, generator=g, dtype=DT) + torch.tensor([0, 0, 3.0], dtype=DT)
+    Xa = torch.randn(20, 3, generator=g, dtype=DT)
+    e, J, valid = ray_dist_residual(P, Xa)
+    assert valid.all() and J.shape == (20, 4, 7)
+    _fd_check(lambda Q: ray_dist_residual(Q, Xa, with_jac=False)[0], P, J)
+
+
+def test_calib_jacobian_matches_finite_differences():
+    g = torch.Generator().manual_seed(1)
+    P = torch.randn(20, 3, generator=g, dtype=DT) * 0.5 + torch.tensor([0, 0, 3.0], dtype=DT)
+    target = torch.randn(20, 3, generator=g, dtype=DT)
+    Kp = torch.tensor([[300.0, 310.0, 32.0, 24.0]], dtype=DT).expand(20, 4)
+    hw = torch.tensor([[48, 64]]).expand(20, 2)
+
+    def f(Q):
+        return calib_residual(Q, target, Kp, hw, -1e9, 1e-6, with_jac=False)[0]
+
+    e, J, valid = calib_residual(P, target, Kp, hw, -1e9, 1e-6)
+    assert valid.all()
+    _fd_check(f, P, J)
+
+
+def test_assembled_gradient_matches_numeric_cost_derivative():
+    n = 4
+    T_true = _true_poses(n, seed=3)
+    Xs, sels, invs = _subset_scene(T_true, H=8, W=10, shift=30, seed=3)
+    T0 = _perturb(T_true, seed=4, mag=0.02)
+    store, graph = _store_and_graph(T0, Xs, [(0, 1), (1, 2), (2, 3), (0, 3)], sels, invs)
+    cfg = GlobalOptConfig(huber=0.0)  # pure least squares: gradient of 0.5 |W e|^2
+    var_of_kf = torch.arange(n)
+    prob = go._build_problem(store, graph.factor_batch(), var_of_kf, cfg, torch.device("cpu"), DT)
+    var = torch.tensor([-1, 0, 1, 2])
+    cost, H_loc, g_loc, _ = go._linearize(T0, prob, cfg)
+    Hs, g = go._assemble(T0, prob, var, H_loc, g_loc, 3, 7)
+    eps = 1e-7
+    for k in (1, 3):
+        for c in range(7):
+            d = torch.zeros(7, dtype=DT)
+            d[c] = eps
+            Tp, Tm = T0.clone(), T0.clone()
+            Tp[k] = sim3_compose(sim3_exp(d), T0[k])
+            Tm[k] = sim3_compose(sim3_exp(-d), T0[k])
+            num = (go._linearize(Tp, prob, cfg, False)[0] - go._linearize(Tm, prob, cfg, False)[0]) / (
+                2 * eps
+            )
+            assert g[(k - 1) * 7 + c] == pytest.approx(num, rel=1e-4, abs=1e-3 * max(1.0, abs(num)))
+    Hd = Hs.toarray()
+    np.testing.assert_allclose(Hd, Hd.T, rtol=1e-9, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------- optimiser
+def test_recovers_perturbed_sim3_poses_on_chain_with_loops():
+    n = 8
+    T_true = _true_poses(n, seed=0)
+    Xs, sels, invs = _subset_scene(T_true, seed=0)
+    T0 = _perturb(T_true, seed=1, mag=0.05)
+    assert float(_pose_err(T0, T_true)[1:].min()) > 1e-2
+    store, graph = _store_and_graph(T0, Xs, _chain_with_loops(n), sels, invs)
+    res = GlobalOptimizer(GlobalOptConfig(max_iters=20)).optimize(store, graph)
+    err = _pose_err(store.get_poses(), T_true)
+    assert float(err.max()) < 1e-4, err
+    assert res.converged and res.status == "converged"
+    assert res.cost_history[-1] < 1e-6 * res.cost_history[0]
+    assert all(b <= a for a, b in zip(res.cost_history, res.cost_history[1:], strict=False))
+    assert res.n_factorization_failures == 0
+    assert torch.equal(store.get_poses([0])[0], T0[0])  # gauge: first keyframe untouched
+    assert res.n_residual_points > 0 and res.poses.shape == (n, 8)
+
+
+def test_recovers_float32_store_and_compute():
+    n = 6
+    T_true = _true_poses(n, seed=5)
+    Xs, sels, invs = _subset_scene(T_true, seed=5)
+    T0 = _perturb(T_true, seed=6, mag=0.03)
+    store, graph = _store_and_graph(T0, Xs, [(k, k + 1) for k in range(n - 1)] + [(0, 5)], sels, invs)
+    res = GlobalOptimizer(GlobalOptConfig(max_iters=20, dtype="float32")).optimize(store, graph)
+    assert float(_pose_err(store.get_poses(), T_true).max()) < 1e-3
+    assert res.cost_history[-1] < res.cost_history[0]
+
+
+def test_pin_more_keyframes_and_fixed_ids():
+    n = 5
+    T_true = _true_poses(n, seed=7)
+    Xs, sels, invs = _subset_scene(T_true, seed=7)
+    T0 = _perturb(T_true, seed=8, mag=0.03)
+    T0[1] = T_true[1]
+    store, graph = _store_and_graph(T0, Xs, [(k, k + 1) for k in range(n - 1)], sels, invs)
+    GlobalOptimizer(GlobalOptConfig(pin=2, max_iters=20)).optimize(store, graph, fixed_ids=[4])
+    P = store.get_poses()
+    assert torch.equal(P[0], T0[0]) and torch.equal(P[1], T0[1]) and torch.equal(P[4], T0[4])
+    # 4 is fixed at a wrong pose: 2 and 3 are pulled between 1 and 4, so they are not exactly recovered
+    assert float(_pose_err(P[2:4], T_true[2:4]).max()) > 1e-6
+
+
+def test_se3_mode_holds_scale_and_recovers_rigid_poses():
+    n = 7
+    T_true = _true_poses(n, seed=11, scale_spread=0.0)
+    T_true[:, 7] = 1.0
+    Xs, sels, invs = _subset_scene(T_true, seed=11)
+    T0 = _perturb(T_true, seed=12, mag=0.05, scale=False)
+    store, graph = _store_and_graph(T0, Xs, _chain_with_loops(n), sels, invs)
+    res = GlobalOptimizer(GlobalOptConfig(pose_model="se3", max_iters=20)).optimize(store, graph)
+    P = store.get_poses()
+    assert torch.equal(P[:, 7], T0[:, 7])  # scale exactly held
+    assert float(_pose_err(P, T_true).max()) < 1e-4
+    assert res.converged
+
+
+def test_se3_mode_with_non_unit_fixed_scales():
+    """SE(3) mode must also be right when keyframes carry a fixed, non-unit scale (Adjoint restricted)."""
+    n = 5
+    T_true = _true_poses(n, seed=13, scale_spread=0.3)
+    Xs, sels, invs = _subset_scene(T_true, seed=13)
+    T0 = _perturb(T_true, seed=14, mag=0.04, scale=False)
+    store, graph = _store_and_graph(T0, Xs, [(k, k + 1) for k in range(n - 1)] + [(0, 4)], sels, invs)
+    GlobalOptimizer(GlobalOptConfig(pose_model="se3", max_iters=20)).optimize(store, graph)
+    assert float(_pose_err(store.get_poses(), T_true).max()) < 1e-4
+
+
+def test_factorisation_failure_is_detected_and_damped_not_silent():
+    """A keyframe with no usable match (a consecutive edge is kept whatever its fraction) makes the
+    undamped system singular: the optimiser must report it, damp, and still recover the other poses."""
+    n = 6
+    T_true = _true_poses(n, seed=21)
+    Xs, sels, invs = _subset_scene(T_true, seed=21)
+    T0 = _perturb(T_true, seed=22, mag=0.03)
+    store, graph = _store_and_graph(T0, Xs, [(k, k + 1) for k in range(n - 2)] + [(0, 4)], sels, invs)
+    P = Xs[0].shape[0] * Xs[0].shape[1]
+    res_add = graph.add_edges(
+        [4], [5], torch.zeros(1, P, dtype=torch.long), torch.zeros(1, P, dtype=torch.bool), torch.zeros(1, P)
+    )
+    assert bool(res_add.accepted[0]) and bool(res_add.consecutive[0]) and float(res_add.frac_j[0]) == 0.0
+    res = GlobalOptimizer(GlobalOptConfig(max_iters=30)).optimize(store, graph)
+    assert res.n_factorization_failures >= 1
+    assert max(res.damping_history) > 0
+    P_opt = store.get_poses()
+    assert float(_pose_err(P_opt[:5], T_true[:5]).max()) < 1e-4
+    torch.testing.assert_close(P_opt[5], T0[5])  # unconstrained keyframe: not moved by a garbage step
+
+
+def test_cost_increase_is_rejected_and_damped(monkeypatch):
+    n = 5
+    T_true = _true_poses(n, seed=31)
+    Xs, sels, invs = _subset_scene(T_true, seed=31)
+    T0 = _perturb(T_true, seed=32, mag=0.03)
+    store, graph = _store_and_graph(T0, Xs, [(k, k + 1) for k in range(n - 1)] + [(0, 4)], sels, invs)
+    real_solve = go.solve_sparse
+    calls = {"n": 0}
+
+    def overshooting_solve(Hs, rhs):
+        calls["n"] += 1
+        x = real_solve(Hs, rhs)
+        return x * 40.0 if calls["n"] == 1 else x  # first step wildly overshoots
+
+    monkeypatch.setattr(go, "solve_sparse", overshooting_solve)
+    res = GlobalOptimizer(GlobalOptConfig(max_iters=30)).optimize(store, graph)
+    assert res.n_rejected_steps >= 1
+    assert res.damping_history[0] == 0.0 and res.damping_history[1] > 0.0
+    assert all(b <= a for a, b in zip(res.cost_history, res.cost_history[1:], strict=False))
+    assert float(_pose_err(store.get_poses(), T_true).max()) < 1e-4
+
+
+@pytest.mark.parametrize(
+    "pose_model, sigma_depth", [("se3", 10.0), ("sim3", 0.05)], ids=["se3-default-sigma", "sim3-firm-depth"]
+)
+def test_calibrated_mode_recovers_poses_up_to_pixel_quantisation(pose_model, sigma_depth):
+    """Box room ray-cast from keyframes on a small loop; matches by nearest-pixel projection (<= 0.5 px).
+
+    With pixel residuals alone, a Sim(3) keyframe's scale trades against its translation (only t/s is seen
+    by a projection), so with the reference's weak log-depth term (σ_depth = 10) quantisation noise moves
+    Sim(3) poses along that direction; SE(3) (metric sources) or a firmer depth term pin it.
+    """
+    n, H, W = 6, 48, 64
+    K = torch.tensor([[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]], dtype=DT)
+    g = torch.Generator().manual_seed(41)
+    ang = torch.arange(n, dtype=DT) * (2 * math.pi / n)
+    xi = torch.zeros(n, 7, dtype=DT)
+    xi[:, 4] = 0.15 * torch.sin(ang)  # yaw wobble
+    xi[:, 3] = 0.05 * torch.randn(n, generator=g, dtype=DT)
+    xi[:, 5] = 0.5 * torch.randn(n, generator=g, dtype=DT)  # roll: decorrelates the rounding errors
+    T_true = sim3_exp(xi)
+    T_true[:, 0] = 0.3 * torch.cos(ang)
+    T_true[:, 1] = 0.2 * torch.sin(ang)
+    uu, vv = torch.meshgrid(torch.arange(W, dtype=DT), torch.arange(H, dtype=DT), indexing="xy")
+    rays = torch.stack(((uu - K[0, 2]) / K[0, 0], (vv - K[1, 2]) / K[1, 1], torch.ones_like(uu)), -1)
+
+    def cast(T):  # distance along each camera ray to the box [-3, 3] x [-2, 2] x [-1, 4]
+        R_s = go.sim3_to_matrix(T)[:3, :3]
+        d = rays.reshape(-1, 3) @ R_s.T
+        o = T[:3]
+        lo = torch.tensor([-3.0, -2.0, -1.0], dtype=DT)
+        hi = torch.tensor([3.0, 2.0, 4.0], dtype=DT)
+        t = torch.where(d > 0, (hi - o) / d, (lo - o) / d)
+        t = torch.where(d.abs() < 1e-12, torch.full_like(t, math.inf), t)
+        return (t.min(dim=-1).values[:, None] * rays.reshape(-1, 3)).reshape(H, W, 3)
+
+    Xs = [cast(T_true[k]) for k in range(n)]
+    store = KeyframeStore(pose_dtype=DT)
+    store.K = K
+    T0 = _perturb(T_true, seed=42, mag=0.01, scale=pose_model == "sim3")
+    for k in range(n):
+        store.append(T0[k], Xs[k], torch.ones(H, W, dtype=DT))
+    graph = FactorGraph()
+    for i, j in [(k, k + 1) for k in range(n - 1)] + [(0, n - 1), (1, 4)]:
+        for a, b in ((i, j), (j, i)):
+            Pw = sim3_act(T_true[b], Xs[b].reshape(-1, 3))
+            Pa = sim3_act(sim3_inverse(T_true[a]), Pw)
+            u = (K[0, 0] * Pa[:, 0] / Pa[:, 2] + K[0, 2]).round().long()
+            v = (K[1, 1] * Pa[:, 1] / Pa[:, 2] + K[1, 2]).round().long()
+            ok = (Pa[:, 2] > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+            idx = torch.where(ok, v * W + u, torch.zeros_like(u))
+            if a == i:
+                idx_ji, val_j = idx, ok
+            else:
+                idx_ij, val_i = idx, ok
+        q = torch.full((1, H * W), 4.0)
+        r = graph.add_edges([i], [j], idx_ji[None], val_j[None], q, idx_ij[None], val_i[None], q)
+        assert bool(r.accepted.all())
+    err0 = float(_pose_err(T0, T_true).max())
+    cfg = GlobalOptConfig(calibrated=True, max_iters=20, pose_model=pose_model, sigma_depth=sigma_depth)
+    res = GlobalOptimizer(cfg).optimize(store, graph)
+    err = float(_pose_err(store.get_poses(), T_true).max())
+    # quantisation-limited: the optimum is at least as good as the true poses, and near them
+    prob = go._build_problem(store, graph.factor_batch(), torch.arange(n), cfg, torch.device("cpu"), DT)
+    cost_true = go._linearize(T_true, prob, cfg, False)[0]
+    assert res.cost_history[-1] <= cost_true * (1 + 1e-6) < res.cost_history[0]
+    assert err < 0.15 * err0 and err < 5e-3, (err0, err)
+
+
+def test_calibrated_mode_without_intrinsics_raises():
+    n = 3
+    T_true = _true_poses(n, seed=51)
+    Xs, sels, invs = _subset_scene(T_true, seed=51)
+    store, graph = _store_and_graph(T_true, Xs, [(0, 1), (1, 2)], sels, invs)
+    with pytest.raises(GlobalOptError, match="intrinsics"):
+        GlobalOptimizer(GlobalOptConfig(calibrated=True)).optimize(store, graph)
+
+
+def test_empty_graph_and_all_fixed():
+    store = KeyframeStore()
+    res = GlobalOptimizer().optimize(store, FactorGraph())
+    assert res.status == "nothing_to_optimize" and res.iterations == 0
+
+
+def test_config_from_objects_and_validation():
+    class LocalOpt:
+        pin = 2
+        max_iters = 7
+        sigma_ray = 0.01
+        window_size = 1e6  # unknown to GlobalOptConfig: ignored
+
+    class System:
+        use_calib = True
+
+    class Slam:
+        local_opt = LocalOpt()
+        system = System()
+
+    cfg = GlobalOptConfig.from_config(Slam(), pose_model="se3")
+    assert (cfg.pin, cfg.max_iters, cfg.sigma_ray, cfg.calibrated, cfg.pose_model) == (
+        2,
+        7,
+        0.01,
+        True,
+        "se3",
+    )
+    assert GlobalOptimizer({"max_iters": 3}).config.max_iters == 3
+    with pytest.raises(GlobalOptError, match="pose_model"):
+        GlobalOptConfig(pose_model="se2")
+    with pytest.raises(GlobalOptError, match="sigma_ray"):
+        GlobalOptConfig(sigma_ray=0.0)
+
+
+# ------------------------------------------------------------------------------------------------ graph
+def _rand_matches(E, P, frac, seed):
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, P, (E, P), generator=g)
+    valid = torch.rand(E, P, generator=g) < frac
+    return idx, valid, torch.full((E, P), 3.0)
+
+
+def test_edge_acceptance_min_match_frac_and_consecutive_exemption():
+    P = 1000
+    graph = FactorGraph(min_match_frac=0.1)
+    idx, val, q = _rand_matches(3, P, 0.05, 0)  # 5% valid: below 0.1
+    res = graph.add_edges([2, 0, 5], [3, 7, 9], idx, val, q, idx, val, q)
+    assert res.accepted.tolist() == [True, False, False]  # only the consecutive edge 2-3 is kept
+    assert res.consecutive.tolist() == [True, False, False]
+    idx2, val2, q2 = _rand_matches(2, P, 0.5, 1)
+    res2 = graph.add_edges([0, 3], [7, 2], idx2, val2, q2, idx2, val2, q2)
+    assert res2.accepted.tolist() == [True, False] and res2.duplicate.tolist() == [False, True]
+    ii, jj = graph.edges
+    assert list(zip(ii.tolist(), jj.tolist(), strict=True)) == [(2, 3), (0, 7)]
+    assert graph.keyframe_ids() == [0, 2, 3, 7]
+
+
+def test_edge_acceptance_uses_both_directions_and_q_conf():
+    P = 500
+    graph = FactorGraph(min_match_frac=0.1, Q_conf=1.5)
+    idx, val_good, _ = _rand_matches(1, P, 0.9, 2)
+    q_low = torch.full((1, P), 1.0)  # all q below Q_conf: the i direction has fraction 0
+    res = graph.add_edges([0], [5], idx, val_good, torch.full((1, P), 3.0), idx, val_good, q_low)
+    assert not bool(res.accepted[0]) and float(res.frac_i[0]) == 0.0 and float(res.frac_j[0]) > 0.8
+
+
+def test_reloc_style_strict_and_no_exemption():
+    P = 400
+    graph = FactorGraph()
+    good = _rand_matches(1, P, 0.5, 3)
+    bad = _rand_matches(1, P, 0.2, 4)
+    idx = torch.cat((good[0], bad[0]))
+    val = torch.cat((good[1], bad[1]))
+    q = torch.cat((good[2], bad[2]))
+    res = graph.add_edges(
+        [9, 9], [3, 8], idx, val, q, min_match_frac=0.3, consecutive_exemption=False, strict=True
+    )
+    assert res.accepted.tolist() == [False, False] and len(graph) == 0
+    res = graph.add_edges([9, 9], [3, 8], idx, val, q, min_match_frac=0.3, consecutive_exemption=False)
+    assert res.accepted.tolist() == [True, False]
+
+
+def test_subsampling_memory_and_factor_batch():
+    P = 2000
+    graph = FactorGraph(max_points_per_edge=100, seed=5)
+    idx, val, q = _rand_matches(2, P, 0.5, 6)
+    graph.add_edges([0, 1], [1, 2], idx, val, q, idx, val, q)
+    b = graph.factor_batch()
+    assert b.n_factors == 4 and b.counts.tolist() == [100] * 4 and b.n_points == 400
+    assert b.a.tolist() == [0, 1, 1, 2] and b.b.tolist() == [1, 0, 2, 1]
+    assert bool(val[0][b.pix_b[:100]].all())  # only valid matches kept
+    assert torch.equal(b.pix_a[:100], idx[0][b.pix_b[:100]])
+    mem = graph.memory_report()
+    assert mem["n_edges"] == 2 and mem["per_edge"] == [2 * 100 * 12] * 2
+    again = FactorGraph(max_points_per_edge=100, seed=5)
+    again.add_edges([0, 1], [1, 2], idx, val, q, idx, val, q)
+    assert torch.equal(again.factor_batch().pix_b, b.pix_b)  # deterministic subsampling
+    assert graph.remove_keyframe(2) == 1 and graph.factor_batch().n_factors == 2
+
+
+def test_graph_bad_inputs():
+    graph = FactorGraph()
+    idx, val, q = _rand_matches(1, 10, 0.5, 0)
+    with pytest.raises(GraphError, match="different"):
+        graph.add_edges([1], [1], idx, val, q)
+    with pytest.raises(GraphError, match="rows"):
+        graph.add_edges([1, 2], [3, 4], idx, val, q)
+    with pytest.raises(GraphError, match="together"):
+        graph.add_edges([1], [2], idx, val, q, idx, None, None)
+
+
+def test_combined_match_confidence():
+    Q_ref = torch.tensor([[1.0, 4.0, 9.0]])
+    idx = torch.tensor([[2, 0, 1]])
+    Q_src = torch.tensor([[1.0, 1.0, 4.0]])
+    torch.testing.assert_close(combined_match_confidence(Q_ref, idx, Q_src), torch.tensor([[3.0, 1.0, 4.0]]))
