@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from online3r_ros.ros._common import as_uint8_buffer, make_header, to_byte_array
+from online3r_ros.ros._common import as_uint8_buffer, make_header, new_message, to_byte_array
 from online3r_ros.ros.errors import CompressedImageError, EncodingError, ImageLayoutError
 from online3r_ros.ros.image import encoding_info
 
@@ -171,7 +171,7 @@ def numpy_to_compressed_image(
     ok, buffer = cv2.imencode("." + fmt, pixels, params)
     if not ok:
         raise CompressedImageError("OpenCV failed to encode the image", fmt=fmt, encoding=encoding)
-    msg = CompressedImage()
+    msg = new_message(CompressedImage)
     msg.header = make_header(frame_id, stamp, header)
     msg.format = f"{encoding}; {fmt} compressed {target}"
     msg.data = to_byte_array(buffer)
@@ -278,7 +278,7 @@ def numpy_to_compressed_depth(
     ok, png = cv2.imencode(".png", quantised, [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)])
     if not ok:
         raise CompressedImageError("OpenCV failed to encode the depth PNG", encoding=encoding)
-    msg = CompressedImage()
+    msg = new_message(CompressedImage)
     msg.header = make_header(frame_id, stamp, header)
     msg.format = f"{encoding}; compressedDepth png"
     msg.data = to_byte_array(np.concatenate([np.frombuffer(header_bytes, np.uint8), png.reshape(-1)]))

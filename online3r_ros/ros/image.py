@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from online3r_ros.ros._common import as_uint8_buffer, make_header, to_byte_array
+from online3r_ros.ros._common import as_uint8_buffer, make_header, new_message, to_byte_array
 from online3r_ros.ros.errors import EncodingError, ImageLayoutError, InvalidDepthError
 
 __all__ = [
@@ -206,7 +206,7 @@ def numpy_to_image(
     else:
         raw = np.zeros((height, step), dtype=np.uint8)
         raw[:, :row_bytes] = pixels.view(np.uint8)
-    msg = Image()
+    msg = new_message(Image)
     msg.header = make_header(frame_id, stamp, header)
     msg.height, msg.width, msg.encoding = height, width, encoding
     msg.is_bigendian = int(big)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from online3r_ros.ros._common import as_uint8_buffer, make_header, to_byte_array
+from online3r_ros.ros._common import as_uint8_buffer, make_header, new_message, to_byte_array
 from online3r_ros.ros.errors import PointCloudError
 
 __all__ = [
@@ -148,7 +148,7 @@ def numpy_to_pointcloud2(
         packed.view(np.uint32)[:, 3] = pack_rgb(rgb.reshape(count, 3))
     if confidence is not None:
         packed[:, columns - 1] = confidence.reshape(count)
-    msg = PointCloud2()
+    msg = new_message(PointCloud2)
     msg.header = make_header(frame_id, stamp, header)
     msg.height, msg.width = int(height), int(width)
     msg.fields = [_point_field(name, 4 * i) for i, name in enumerate(names)]
