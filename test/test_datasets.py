@@ -312,3 +312,29 @@ def test_missing_colour_file_after_open(seven_dir):
     # re-iterating resets the skip list (no duplicates)
     list(r)
     assert len(r.skipped) == 1
+
+
+def test_tum_keyframes_layout_with_bad_rows(tmp_path):
+    seq = _seq(n=4)
+    folder = tmp_path / "tum_fr3_test_keyframes"
+    (folder / "raw_imgs").mkdir(parents=True)
+    (folder / "depth_imgs").mkdir()
+    rows = []
+    for f in seq:
+        cv2.imwrite(str(folder / "raw_imgs" / f"{f.source_index:04d}_rgb_raw.jpg"), f.rgb[..., ::-1])
+        raw = np.rint(f.depth * 5000).astype(np.uint16)
+        cv2.imwrite(str(folder / "depth_imgs" / f"{f.source_index:04d}_depth_raw.png"), raw)
+        t_q = np.concatenate([[100 + f.timestamp], f.pose_gt[:3, 3], [0, 0, 0, 1]])
+        rows.append(" ".join(f"{v:.6f}" for v in t_q))
+    rows[1] = "100.0 1 2"  # malformed row 1; row 3 missing
+    (folder / "truth_cam_poses.txt").write_text("\n".join(rows[:3]) + "\n")
+    assert detect_layout(folder) == "tum_keyframes"
+    with pytest.raises(IntrinsicsError, match="outside the 32x24 image"):
+        open_dataset(folder)  # fr3 (from the folder name) 640x480 intrinsics on 32x24 images
+    r = open_dataset(folder, intrinsics="29,29,15.5,11.5")
+    frames = list(r)
+    assert [f.source_index for f in frames] == [0, 2]
+    assert frames[1].timestamp == pytest.approx(100 + 2 / 30, abs=1e-6)
+    reasons = [s.reason for s in r.skipped]
+    assert "row 1 is malformed" in reasons[0] and "has no row 3" in reasons[1]
+    np.testing.assert_allclose(frames[1].pose_gt[:3, 3], seq[2].pose_gt[:3, 3], atol=1e-6)

@@ -274,19 +274,24 @@ class TumKeyframesReader(RGBDReaderBase):
         self._times = np.asarray(self._numbers, dtype=np.float64) / float(fps)
         self._poses: list[np.ndarray | None] = [None] * len(self._entries)
         self._has_gt = False
+        self._row_problem: dict[int, str] = {}
         if truth.exists():
-            rows, bad = read_tum_list(truth)
-            for lineno, reason in bad:
-                self._record_open_skip(-1, f"{truth}:{lineno}", reason)
+            # row i belongs to image i, so rows are parsed in place (a bad row must not shift the others)
+            lines = [ln.strip() for ln in truth.read_text(errors="replace").splitlines()]
+            lines = [ln for ln in lines if ln and not ln.startswith("#")]
             for k, num in enumerate(self._numbers):
-                if num < len(rows):
-                    t, rest = rows[num]
-                    self._times[k] = t
-                    try:
-                        self._poses[k] = tum_to_matrix(np.asarray([float(x) for x in rest.split()]))[0]
-                        self._has_gt = True
-                    except ValueError:
-                        self._poses[k] = None
+                if num >= len(lines):
+                    self._row_problem[k] = f"{truth.name} has no row {num} (timestamp and pose unknown)"
+                    continue
+                try:
+                    vals = np.asarray([float(x) for x in lines[num].replace(",", " ").split()])
+                    if vals.size != 8 or not np.isfinite(vals[0]):
+                        raise ValueError(f"expected 8 values, got {vals.size}")
+                    self._times[k] = vals[0]
+                    self._poses[k] = tum_to_matrix(vals[1:])[0]
+                    self._has_gt = True
+                except ValueError as exc:
+                    self._row_problem[k] = f"{truth.name} row {num} is malformed ({exc})"
         hit = tum_intrinsics_for(self.path)
         K = None if intrinsics is not None else (hit[1] if hit is not None else None)
         if K is None and intrinsics is None:
@@ -311,8 +316,10 @@ class TumKeyframesReader(RGBDReaderBase):
         depth_path = self._depth_paths[source_index] if self._has_depth else None
         if depth_path is not None and not depth_path.exists():
             raise SkipFrame(f"depth image {depth_path.name} is missing", depth_path)
+        if source_index in self._row_problem:
+            raise SkipFrame(self._row_problem[source_index], rgb_path)
         pose = self._poses[source_index]
-        warnings = [] if pose is not None or not self._has_gt else ["no ground-truth pose for this image"]
+        warnings: list[str] = []
         return self._make_frame(
             source_index, float(self._times[source_index]), rgb_path, depth_path,
             None if pose is None else pose.copy(), warnings,
