@@ -244,3 +244,12 @@ def test_metrics_and_timing_json(tmp_path):
     tj = json.loads((tmp_path / "timing.json").read_text())
     assert tj["fps"] == 2.5 and tj["stages"]["track"]["count"] == 1 and tj["device"] == "cpu"
     assert tj["peak_memory"]["cpu_max_rss_mb"] > 0
+
+
+def test_empty_outputs_are_valid_files(tmp_path):
+    for poses in (np.zeros((0, 4, 4)), np.zeros((0, 8)), torch.zeros(0, 7)):
+        write_tum(tmp_path / "e.tum", np.zeros(0), poses)
+        t, T = read_tum(tmp_path / "e.tum")
+        assert t.shape == (0,) and T.shape == (0, 4, 4)
+    assert write_ply(tmp_path / "e.ply", np.zeros((0, 3)), np.zeros((0, 3), np.uint8)) == 0
+    assert read_ply(tmp_path / "e.ply")["points"].shape == (0, 3)
