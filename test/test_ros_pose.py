@@ -40,6 +40,7 @@ from online3r_ros.ros.pose import (  # noqa: E402
 )
 from online3r_ros.ros.time import (  # noqa: E402
     MAX_STAMP_NS,
+    make_header,
     ns_to_sec,
     ns_to_stamp,
     sec_to_ns,
@@ -307,6 +308,20 @@ def test_bad_stamps_raise() -> None:
         stamp_to_ns(Stamp())
     with pytest.raises(StampError, match="not a time stamp"):
         stamp_to_ns(object())
+
+
+def test_make_header_stamp_forms() -> None:
+    assert make_header("cam").stamp.sec == 0 and make_header("cam").frame_id == "cam"
+    by_ns = make_header("a", np.int64(3_000_000_007))
+    assert (by_ns.stamp.sec, by_ns.stamp.nanosec) == (3, 7)
+    by_sec = make_header("a", 2.25)
+    assert (by_sec.stamp.sec, by_sec.stamp.nanosec) == (2, 250_000_000)
+    assert make_header("a", by_sec.stamp).stamp is by_sec.stamp
+    assert make_header("ignored", header=by_sec) is by_sec
+    with pytest.raises(StampError):
+        make_header("a", True)
+    with pytest.raises(StampError):
+        make_header("a", -1)
 
 
 def test_rclpy_time_is_accepted() -> None:

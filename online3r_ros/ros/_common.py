@@ -1,4 +1,4 @@
-"""Private helpers shared by the converters: byte buffers of ``uint8[]`` fields and message headers."""
+"""Private helpers shared by the converters: ``uint8[]`` byte buffers, message construction, headers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from online3r_ros.ros.errors import ConversionError
-from online3r_ros.ros.time import ns_to_stamp, sec_to_stamp
+from online3r_ros.ros.time import make_header  # noqa: F401  (re-exported for the converters)
 
 
 def as_uint8_buffer(data: Any, field: str = "data") -> np.ndarray:
@@ -49,29 +49,3 @@ def new_message(cls: type) -> Any:
         return cls(check_fields=True)
     except (AssertionError, TypeError):
         return cls()
-
-
-def make_header(frame_id: str = "", stamp: Any = None, header: Any = None) -> Any:
-    """``std_msgs/Header`` from a frame id and a stamp.
-
-    Args:
-        frame_id: the header's frame id (ignored when ``header`` is given).
-        stamp: ``None`` (zero time), a ``builtin_interfaces/Time`` message, integer nanoseconds, or float
-            seconds.
-        header: an existing header, returned unchanged (lets callers forward an input image's header).
-    """
-    if header is not None:
-        return header
-    from std_msgs.msg import Header
-
-    if stamp is None:
-        stamp_msg = ns_to_stamp(0)
-    elif isinstance(stamp, (bool, np.bool_)):
-        raise ConversionError("stamp must be a Time message, int nanoseconds or float seconds", stamp=stamp)
-    elif isinstance(stamp, (int, np.integer)):
-        stamp_msg = ns_to_stamp(int(stamp))
-    elif isinstance(stamp, (float, np.floating)):
-        stamp_msg = sec_to_stamp(float(stamp))
-    else:
-        stamp_msg = stamp
-    return Header(frame_id=str(frame_id), stamp=stamp_msg)

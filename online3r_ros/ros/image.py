@@ -169,7 +169,7 @@ def numpy_to_image(
         array: ``[H, W]`` or ``[H, W, C]`` with ``C`` the encoding's channel count. Integer encodings need the
             exact dtype (no silent re-scaling); float encodings accept any float dtype (cast).
         encoding: target encoding (see :func:`encoding_info`).
-        frame_id, stamp, header: see :func:`online3r_ros.ros._common.make_header`.
+        frame_id, stamp, header: see :func:`online3r_ros.ros.time.make_header`.
         step: row length in bytes; default ``W * bytes_per_pixel``; larger values pad each row with zeros.
         is_bigendian: byte order of ``data``; default the host's.
 

@@ -106,7 +106,7 @@ def numpy_to_pointcloud2(
             allowed (invalid points of organised clouds); they make ``is_dense`` False.
         rgb: uint8 with the same leading shape and 3 channels (other dtypes raise: no silent rescaling).
         confidence: real values with the same leading shape, cast to float32.
-        frame_id, stamp, header: see :func:`online3r_ros.ros._common.make_header`.
+        frame_id, stamp, header: see :func:`online3r_ros.ros.time.make_header`.
 
     Raises:
         PointCloudError: shape or dtype mismatch.

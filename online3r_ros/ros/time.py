@@ -14,12 +14,14 @@ Reading functions are duck-typed: they accept anything with ``sec``/``nanosec`` 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 from online3r_ros.ros.errors import StampError
 
 __all__ = [
     "MAX_STAMP_NS",
+    "make_header",
     "ns_to_sec",
     "ns_to_stamp",
     "sec_to_ns",
@@ -100,3 +102,29 @@ def ns_to_stamp(ns: int) -> Any:
 def sec_to_stamp(sec: float) -> Any:
     """``builtin_interfaces/msg/Time`` from float seconds (rounded to the nearest nanosecond)."""
     return ns_to_stamp(sec_to_ns(sec))
+
+
+def make_header(frame_id: str = "", stamp: Any = None, header: Any = None) -> Any:
+    """``std_msgs/Header`` from a frame id and a stamp.
+
+    Args:
+        frame_id: the header's frame id (ignored when ``header`` is given).
+        stamp: ``None`` (zero time), a ``builtin_interfaces/Time`` message, integer nanoseconds, or float
+            seconds.
+        header: an existing header, returned unchanged (lets callers forward an input image's header).
+    """
+    if header is not None:
+        return header
+    from std_msgs.msg import Header
+
+    if stamp is None:
+        stamp_msg = ns_to_stamp(0)
+    elif isinstance(stamp, bool):
+        raise StampError("stamp must be a Time message, int nanoseconds or float seconds", stamp=stamp)
+    elif isinstance(stamp, numbers.Integral):
+        stamp_msg = ns_to_stamp(int(stamp))
+    elif isinstance(stamp, numbers.Real):
+        stamp_msg = sec_to_stamp(float(stamp))
+    else:
+        stamp_msg = stamp
+    return Header(frame_id=str(frame_id), stamp=stamp_msg)
