@@ -338,3 +338,15 @@ def test_tum_keyframes_layout_with_bad_rows(tmp_path):
     reasons = [s.reason for s in r.skipped]
     assert "row 1 is malformed" in reasons[0] and "has no row 3" in reasons[1]
     np.testing.assert_allclose(frames[1].pose_gt[:3, 3], seq[2].pose_gt[:3, 3], atol=1e-6)
+
+
+def test_malformed_intrinsics_files(seven_dir, tum_dir):
+    folder, _ = seven_dir
+    (folder / "camera-intrinsics.txt").write_text("585 0 320\n0 585\n")
+    with pytest.raises(IntrinsicsError, match="camera-intrinsics.txt"):
+        open_dataset(folder)
+    assert open_dataset(folder, intrinsics="30,30,15.5,11.5").K[0, 0] == 30  # the override wins
+    tfolder, _ = tum_dir
+    (tfolder / "calibration.txt").write_text("fx fy cx cy\n")
+    with pytest.raises(IntrinsicsError, match="calibration.txt"):
+        open_dataset(tfolder)

@@ -60,7 +60,7 @@ class SevenScenesReader(RGBDReaderBase):
         self._has_gt = any(p.exists() for p in self._pose_paths)
         K = None
         for cand in (self.path / "camera-intrinsics.txt", self.path.parent / "camera-intrinsics.txt"):
-            if cand.exists():
+            if intrinsics is None and cand.exists():
                 K = read_K_file(cand)
                 break
         if K is None and intrinsics is None:

@@ -130,7 +130,10 @@ def _resolve_tum_K(folder: Path, intrinsics) -> np.ndarray | None:
         return None  # the override is applied by _init_geometry
     calib = folder / "calibration.txt"
     if calib.exists():
-        vals = np.loadtxt(calib, dtype=np.float64).ravel()
+        try:
+            vals = np.loadtxt(calib, dtype=np.float64, ndmin=1).ravel()
+        except ValueError as exc:
+            raise IntrinsicsError(f"{calib}: cannot read 'fx fy cx cy' ({exc})") from exc
         if vals.size < 4:
             raise IntrinsicsError(f"{calib}: expected 'fx fy cx cy', got {vals.size} numbers")
         return make_K(*vals[:4])
