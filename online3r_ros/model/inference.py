@@ -11,8 +11,9 @@ The three calls MASt3R-SLAM makes (mast3r_slam_notes.md §2.2, §2.4), on top of
   which loops over pairs and directions, all pairs of the same image size and both directions go through
   ONE decoder call (batch 2P) and one call per head.
 
-Encoder features are cached per frame key (LRU-bounded, explicit :meth:`~MASt3REngine.evict`); cache misses
-of one call are encoded together. The tracking path runs under :func:`torch.inference_mode`.
+Encoder features are cached per frame key (LRU-bounded, explicit :meth:`~MASt3REngine.evict`) and attached
+to the :class:`NetImage` itself (so frames the caller keeps, e.g. keyframes, are never re-encoded); cache
+misses of one call are encoded together. The tracking path runs under :func:`torch.inference_mode`.
 
 Precision: ``float32`` anywhere; ``float16`` / ``bfloat16`` autocast the encoder and decoder on CUDA
 (``bfloat16`` also on CPU); the heads always run in float32 on float32 tokens, as the reference.
@@ -30,7 +31,7 @@ import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -46,11 +47,16 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 @dataclass(frozen=True)
 class NetImage:
     """One network input: a cache ``key`` (unique per image, e.g. a frame counter), ``img [1,3,H,W]`` in
-    [-1, 1] and ``true_shape [1,2]`` (H, W) int."""
+    [-1, 1] and ``true_shape [1,2]`` (H, W) int.
+
+    The engine also attaches the encoder output to the object itself (``attached``): features live as long
+    as the caller keeps the ``NetImage`` (e.g. a keyframe), whatever the engine's bounded LRU evicts.
+    """
 
     key: Hashable
     img: torch.Tensor
     true_shape: torch.Tensor
+    attached: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if (
@@ -211,6 +217,17 @@ class MASt3REngine:
         with self._lock:
             return list(self._cache)
 
+    def peek(self, key: Hashable) -> EncodedImage | None:
+        """The cached entry of ``key`` (possibly stale), without touching the LRU order or the counters."""
+        with self._lock:
+            return self._cache.get(key)
+
+    def put(self, key: Hashable, enc: EncodedImage) -> None:
+        """Insert an entry (e.g. features a caller kept for a frame after the LRU dropped them)."""
+        if not isinstance(enc, EncodedImage):
+            raise TypeError(f"put() needs an EncodedImage, got {type(enc).__name__}")
+        self._store(key, enc)
+
     def evict(self, key: Hashable) -> bool:
         """Drop one cache entry; returns whether it existed."""
         with self._lock:
@@ -223,18 +240,27 @@ class MASt3REngine:
             self.stats.evictions += len(self._cache)
             self._cache.clear()
 
+    def _usable(self, enc: EncodedImage | None, frame: NetImage) -> bool:
+        return (
+            enc is not None
+            and enc.shape == frame.shape
+            and (self.stale_features == "reuse" or enc.prompt_version == self._prompt_version)
+        )
+
     def _lookup(self, frame: NetImage) -> EncodedImage | None:
         with self._lock:
             enc = self._cache.get(frame.key)
-            if enc is None:
-                return None
-            if enc.shape != frame.shape or (
-                self.stale_features == "reencode" and enc.prompt_version != self._prompt_version
-            ):
+            if enc is not None and not self._usable(enc, frame):
                 del self._cache[frame.key]
-                return None
-            self._cache.move_to_end(frame.key)
-            return enc
+                enc = None
+            if enc is not None:
+                self._cache.move_to_end(frame.key)
+                return enc
+            enc = frame.attached.get("enc")
+            if self._usable(enc, frame):
+                self._store(frame.key, enc)
+                return enc
+            return None
 
     def _store(self, key: Hashable, enc: EncodedImage) -> None:
         if self.cache_size == 0:
@@ -283,6 +309,7 @@ class MASt3REngine:
         for i, fr in enumerate(frames):
             if out[i] is None:
                 out[i] = out[first_of_key[fr.key]]
+            fr.attached["enc"] = out[i]
         return out  # type: ignore[return-value]
 
     def features(self, frame: NetImage) -> EncodedImage:

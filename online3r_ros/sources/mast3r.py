@@ -1,0 +1,224 @@
+"""MASt3R pointmap source: the network's pointmaps for the SLAM pipeline (MASt3R-SLAM's three calls).
+
+- ``prepare``: the reference pre-processing (long side 512, crop to multiples of 16, or the 224 mode), the
+  intrinsics mapped to the network image (calibrated mode), a cache key; the encoder runs lazily on first
+  use and its features stay attached to the frame's ``NetImage`` in ``SourceFrame.cache`` (so keyframes
+  are never re-encoded, whatever the engine's LRU holds).
+- ``predict_mono``: view 1 of ``decoder(f, f)`` (INIT / RELOC).
+- ``predict_asymmetric``: one decoder call on (frame, keyframe): ``X_ff, C_ff, D_ff, Q_ff`` and
+  ``X_kf, C_kf, D_kf, Q_kf``, both in the frame's coordinates. The pose guess is ignored.
+- ``predict_symmetric``: all keyframe pairs and both directions in one decoder call (pairs of equal size).
+
+Pointmaps are in network units (``metric = False``: Sim(3) tracking, as MASt3R-SLAM), ``C >= 1``,
+``Q >= 0``, ``D`` 24-d unit descriptors. Returned tensors are normal tensors (copied out of the engine's
+inference mode), so the pipeline may modify them in place.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from online3r_ros.model.inference import MASt3REngine, NetImage, Prediction
+from online3r_ros.model.preprocess import preprocess_image, scale_intrinsics
+from online3r_ros.sources.base import (
+    AsymmetricPrediction,
+    Pointmap,
+    PointmapSource,
+    SourceError,
+    SourceFrame,
+    SymmetricPrediction,
+)
+
+Tensor = torch.Tensor
+
+__all__ = ["MASt3RSource", "Mast3rSource"]
+
+_NET = "mast3r_net"  # SourceFrame.cache keys
+_TRANSFORM = "mast3r_transform"
+
+
+def _default_precision(device: torch.device) -> str:
+    # The reference is numerically safe with a half-precision encoder/decoder (heads stay float32).
+    return "float16" if device.type == "cuda" else "float32"
+
+
+def _to_numpy_image(image: np.ndarray | Tensor) -> np.ndarray:
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray):
+        raise SourceError(f"image must be a numpy array or a torch tensor, got {type(image).__name__}")
+    return image
+
+
+def _normal(t: Tensor) -> Tensor:
+    """A normal (non-inference) tensor: inference tensors cannot be modified in place later."""
+    return t.clone() if t.is_inference() else t
+
+
+def _pointmap(p: Prediction) -> Pointmap:
+    return Pointmap(_normal(p.X), _normal(p.C), _normal(p.D), _normal(p.Q))
+
+
+class MASt3RSource(PointmapSource):
+    """Pointmaps from a MASt3R network.
+
+    Args:
+        model: a MASt3R network (``build_mast3r`` / ``load_mast3r``) or a ready :class:`MASt3REngine`.
+        device: torch device of the network and the pointmaps.
+        img_size: 512 (reference default) or 224.
+        square_ok: keep square 512 images square (reference: crop them to 4:3).
+        precision: engine precision (default: float16 autocast on CUDA, float32 on CPU).
+        cache_size: engine LRU size (encoder features of frames not held by the pipeline).
+        use_calib: calibrated mode: ``prepare`` requires ``K`` and maps it to the network image.
+        intrinsics_convention: ``'pixel_center'`` (exact) or ``'reference'`` (MASt3R-SLAM bit for bit); see
+            :func:`online3r_ros.model.preprocess.scale_intrinsics`.
+    """
+
+    metric = False
+    calibrated = False
+    has_descriptors = True
+    pose_dependent = False
+
+    def __init__(
+        self,
+        model: torch.nn.Module | MASt3REngine,
+        device: str | torch.device = "cpu",
+        *,
+        img_size: int = 512,
+        square_ok: bool = False,
+        precision: str | None = None,
+        cache_size: int = 64,
+        use_calib: bool = False,
+        intrinsics_convention: Literal["pixel_center", "reference"] = "pixel_center",
+    ) -> None:
+        super().__init__(device)
+        if img_size not in (224, 512):
+            raise SourceError(f"img_size must be 224 or 512, got {img_size!r}")
+        if intrinsics_convention not in ("pixel_center", "reference"):
+            raise SourceError(
+                f"intrinsics_convention must be 'pixel_center' or 'reference', got {intrinsics_convention!r}"
+            )
+        if isinstance(model, MASt3REngine):
+            self.engine = model
+            self.device = model.device
+        else:
+            try:
+                self.engine = MASt3REngine(
+                    model, self.device, precision or _default_precision(self.device), cache_size=cache_size
+                )
+            except ValueError as exc:
+                raise SourceError(f"MASt3R engine: {exc}") from exc
+        self.img_size = int(img_size)
+        self.square_ok = bool(square_ok)
+        self.calibrated = bool(use_calib)
+        self.intrinsics_convention = intrinsics_convention
+        self._keys = itertools.count()
+
+    # ------------------------------------------------------------------------------------------ construction
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "cpu", **kwargs: Any
+    ) -> MASt3RSource:
+        """Load the network from a checkpoint (``.pth`` / Hugging Face folder, see ``load_mast3r``)."""
+        from online3r_ros.model.checkpoint import load_mast3r
+
+        return cls(load_mast3r(path, device=device), device, **kwargs)
+
+    @classmethod
+    def from_config(cls, cfg: Any, device: str | torch.device | None = None) -> MASt3RSource:
+        """From a ``SlamConfig``: ``source.checkpoint``; optional ``source.img_size`` / ``precision`` /
+        ``cache_size`` when the config has them (else: 224 if ``source.width`` and ``height`` are 224, else
+        512; default precision; 64); ``system.use_calib``."""
+        src, sys_cfg = cfg.source, cfg.system
+        dev = device if device is not None else sys_cfg.device
+        small = getattr(src, "width", 0) == 224 and getattr(src, "height", 0) == 224
+        img_size = getattr(src, "img_size", 0) or (224 if small else 512)
+        return cls.from_checkpoint(
+            src.checkpoint,
+            dev,
+            img_size=int(img_size),
+            precision=getattr(src, "precision", None) or None,
+            cache_size=int(getattr(src, "cache_size", 64) or 64),
+            use_calib=bool(getattr(sys_cfg, "use_calib", False)),
+        )
+
+    # ------------------------------------------------------------------------------------------------ prepare
+    def prepare(
+        self,
+        image: np.ndarray | Tensor,
+        *,
+        index: int = 0,
+        timestamp: float = 0.0,
+        depth: np.ndarray | Tensor | None = None,
+        K: np.ndarray | Tensor | None = None,
+    ) -> SourceFrame:
+        """Pre-process one image (``depth`` is not used by the network and is dropped)."""
+        try:
+            prep = preprocess_image(_to_numpy_image(image), size=self.img_size, square_ok=self.square_ok)
+        except (TypeError, ValueError) as exc:
+            raise SourceError(f"image: {exc}") from None
+        K_work = None
+        if K is not None:
+            Kt = torch.as_tensor(np.asarray(K, dtype=np.float64) if not isinstance(K, torch.Tensor) else K)
+            Kt = Kt.detach().to("cpu", torch.float64)
+            if Kt.shape != (3, 3) or not bool(torch.isfinite(Kt).all()) or Kt[0, 0] <= 0 or Kt[1, 1] <= 0:
+                raise SourceError(
+                    f"K must be a finite [3, 3] matrix with positive focal lengths, got {Kt.tolist()}"
+                )
+            K_work = scale_intrinsics(Kt, prep.transform, self.intrinsics_convention).to(
+                self.device, torch.float32
+            )
+        elif self.calibrated:
+            raise SourceError("MASt3RSource.prepare: K is required in calibrated mode (use_calib=True)")
+        net = NetImage(next(self._keys), prep.img.to(self.device), prep.true_shape.to(self.device))
+        cache = {_NET: net, _TRANSFORM: prep.transform}
+        return SourceFrame(int(index), float(timestamp), prep.uimg.to(self.device), None, K_work, cache)
+
+    # ------------------------------------------------------------------------------------------------ predict
+    def _nets(self, frames: Sequence[SourceFrame]) -> list[NetImage]:
+        """Network inputs of ``frames`` (their encoder features stay attached to them, see ``NetImage``)."""
+        nets = []
+        for fr in frames:
+            net = fr.cache.get(_NET)
+            if not isinstance(net, NetImage):
+                raise SourceError(f"frame {fr.index} was not prepared by MASt3RSource")
+            nets.append(net)
+        return nets
+
+    def predict_mono(self, frame: SourceFrame) -> Pointmap:
+        return _pointmap(self.engine.mono(self._nets([frame])[0]))
+
+    def predict_asymmetric(
+        self, frame: SourceFrame, keyframe: SourceFrame, T_CkCf_guess: Tensor | None = None
+    ) -> AsymmetricPrediction:
+        nets = self._nets([frame, keyframe])
+        ff, kf = self.engine.asymmetric(nets[0], nets[1])
+        return AsymmetricPrediction(_pointmap(ff), _pointmap(kf))
+
+    def predict_symmetric(
+        self,
+        pairs: Sequence[tuple[SourceFrame, SourceFrame]],
+        T_CiCj_guesses: Sequence[Tensor] | None = None,
+    ) -> list[SymmetricPrediction]:
+        if T_CiCj_guesses is not None and len(T_CiCj_guesses) != len(pairs):
+            raise SourceError(f"{len(T_CiCj_guesses)} pose guesses for {len(pairs)} pairs")
+        if not pairs:
+            return []
+        frames = [f for pair in pairs for f in pair]
+        nets = self._nets(frames)
+        preds = self.engine.symmetric_list([(nets[2 * p], nets[2 * p + 1]) for p in range(len(pairs))])
+        return [
+            SymmetricPrediction(
+                _pointmap(p.ii[0]), _pointmap(p.ji[0]), _pointmap(p.jj[0]), _pointmap(p.ij[0])
+            )
+            for p in preds
+        ]
+
+
+Mast3rSource = MASt3RSource  # the name the pipeline's runner imports
