@@ -350,3 +350,29 @@ def test_malformed_intrinsics_files(seven_dir, tum_dir):
     (tfolder / "calibration.txt").write_text("fx fy cx cy\n")
     with pytest.raises(IntrinsicsError, match="calibration.txt"):
         open_dataset(tfolder)
+
+
+def test_tum_fr1_frames_are_undistorted(tmp_path):
+    seq = make_synthetic_sequence(n_frames=2, width=640, height=480, seed=1)
+    folder = save_tum(seq, tmp_path / "rgbd_dataset_freiburg1_synthetic", fx_fy_cx_cy_file=False)
+    raw = open_dataset(folder, undistort=False)
+    assert raw.intrinsics_name == "fr1" and raw.distortion is None
+    np.testing.assert_allclose(raw.K[[0, 1, 0, 1], [0, 1, 2, 2]], TUM_INTRINSICS["fr1"])
+    f_raw = next(iter(raw))
+    np.testing.assert_array_equal(f_raw.rgb, seq[0].rgb)
+    r = open_dataset(folder)
+    f = next(iter(r))
+    assert r.distortion is not None and f.rgb.shape == (480, 640, 3) and f.depth.shape == (480, 640)
+    assert not np.allclose(f.K, r.K_raw) and np.allclose(f.K, r.K)
+    validate_intrinsics(f.K, 640, 480)
+    # pixel (u, v) of the undistorted image shows the raw image at the distorted projection of its ray
+    uv = np.array([[10.0, 12.0], [320.0, 240.0], [600.0, 450.0]])
+    rays = np.c_[(uv - r.K[:2, 2]) / r.K[[0, 1], [0, 1]], np.ones(3)]
+    proj, _ = cv2.projectPoints(rays, np.zeros(3), np.zeros(3), r.K_raw, r.distortion)
+    mx, my = r._undistort_maps
+    got = np.stack(
+        [mx[uv[:, 1].astype(int), uv[:, 0].astype(int)], my[uv[:, 1].astype(int), uv[:, 0].astype(int)]], 1
+    )
+    np.testing.assert_allclose(got, proj[:, 0], atol=0.05)
+    # depth is resampled with nearest neighbour: every value exists in the raw depth
+    assert np.isin(np.unique(f.depth), np.unique(f_raw.depth)).all()

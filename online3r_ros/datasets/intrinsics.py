@@ -10,12 +10,17 @@ import numpy as np
 from .base import IntrinsicsError
 
 # TUM RGB-D Kinect calibrations of the colour camera (640x480), from the dataset's calibration page
-# (the same values MASt3R-SLAM hard-codes). fr3 images are already undistorted; fr1/fr2 have small radial
-# distortion that is ignored here, as most pipelines do.
+# (the same values MASt3R-SLAM hard-codes). fr3 images are already undistorted; fr1/fr2 images are
+# undistorted by the TUM reader (see TumReader(undistort=...)).
 TUM_INTRINSICS: dict[str, tuple[float, float, float, float]] = {
     "fr1": (517.3, 516.5, 318.6, 255.3),
     "fr2": (520.9, 521.0, 325.1, 249.7),
     "fr3": (535.4, 539.2, 320.1, 247.6),
+}
+# Radial-tangential distortion (k1, k2, p1, p2, k3) of the same calibrations; fr3 images are undistorted.
+TUM_DISTORTION: dict[str, tuple[float, float, float, float, float]] = {
+    "fr1": (0.2624, -0.9531, -0.0054, 0.0026, 1.1633),
+    "fr2": (0.2312, -0.7849, -0.0033, -0.0001, 0.9172),
 }
 TUM_IMAGE_SIZE = (640, 480)
 SEVEN_SCENES_INTRINSICS = (585.0, 585.0, 320.0, 240.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .base import Frame, FrameReader, IntrinsicsError, SkipFrame
@@ -62,6 +63,17 @@ class RGBDReaderBase(FrameReader):
             warnings.append(f"{n_nonfinite} non-finite depth pixels set to 0 (invalid)")
         return depth
 
+    def _setup_undistortion(self, dist, size: tuple[int, int]) -> None:
+        """Undistort every frame (colour bilinear, depth nearest) to a pinhole camera without black borders
+        (OpenCV ``getOptimalNewCameraMatrix`` with ``alpha = 0``); ``self.K`` becomes the new K and the
+        original one is kept in ``self.K_raw`` with ``self.distortion``."""
+        w, h = size
+        dist = np.asarray(dist, dtype=np.float64)
+        K_new, _ = cv2.getOptimalNewCameraMatrix(self.K, dist, (w, h), 0, (w, h), False)
+        self.K_raw, self.distortion = self.K, dist
+        self._undistort_maps = cv2.initUndistortRectifyMap(self.K, dist, None, K_new, (w, h), cv2.CV_32FC1)
+        self.K = np.asarray(K_new, dtype=np.float64)
+
     def _make_frame(
         self,
         source_index: int,
@@ -76,6 +88,11 @@ class RGBDReaderBase(FrameReader):
         depth = None
         if depth_path is not None:
             depth = self._load_depth(depth_path, rgb.shape, warnings)
+        maps = getattr(self, "_undistort_maps", None)
+        if maps is not None:
+            rgb = cv2.remap(rgb, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            if depth is not None:
+                depth = cv2.remap(depth, maps[0], maps[1], cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
         return Frame(
             index=source_index,
             timestamp=float(timestamp),

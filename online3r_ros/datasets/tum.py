@@ -7,7 +7,10 @@ TUM RGB-D:
   depth partner are skipped (reason recorded) when the sequence has depth;
 - depth: uint16, 5000 units per metre, 0 = no data;
 - intrinsics: fr1/fr2/fr3 from the folder name (``freiburgN`` / ``frN``), or ``calibration.txt``
-  (``fx fy cx cy``) in the folder, or the ``intrinsics`` argument; otherwise :class:`IntrinsicsError`;
+  (``fx fy cx cy``) in the folder, or the ``intrinsics`` argument; otherwise :class:`IntrinsicsError`.
+  fr1/fr2 images (radially distorted) are undistorted by default (``undistort=True``: colour bilinear, depth
+  nearest, to the OpenCV ``alpha=0`` pinhole K that ``frame.K`` then holds; ``reader.K_raw`` /
+  ``reader.distortion`` keep the originals), as MASt3R-SLAM does in calibrated mode;
 - ground truth: ``groundtruth.txt`` interpolated (lerp + slerp) at each frame time when bracketing samples are
   within ``max_difference``; :meth:`TumReader.gt_trajectory` returns the raw ground-truth stream.
 - RGB rows whose timestamp does not increase are skipped and reported ("non-monotonic timestamp").
@@ -26,7 +29,7 @@ import numpy as np
 
 from ..eval.poses import interpolate_poses, tum_to_matrix
 from .base import DatasetError, Frame, IntrinsicsError, SkipFrame
-from .intrinsics import TUM_INTRINSICS, make_K, tum_intrinsics_for
+from .intrinsics import TUM_DISTORTION, TUM_IMAGE_SIZE, TUM_INTRINSICS, make_K, tum_intrinsics_for
 from .readers_common import RGBDReaderBase
 
 
@@ -125,9 +128,10 @@ def read_tum_trajectory_rows(path: Path) -> tuple[np.ndarray, np.ndarray, list[s
     return t_arr[~dup], T[~dup], problems
 
 
-def _resolve_tum_K(folder: Path, intrinsics) -> np.ndarray | None:
+def _resolve_tum_K(folder: Path, intrinsics) -> tuple[np.ndarray | None, str | None]:
+    """``(K, "fr1"|"fr2"|"fr3"|None)``; the name is set only when K comes from the folder name."""
     if intrinsics is not None:
-        return None  # the override is applied by _init_geometry
+        return None, None  # the override is applied by _init_geometry
     calib = folder / "calibration.txt"
     if calib.exists():
         try:
@@ -136,14 +140,14 @@ def _resolve_tum_K(folder: Path, intrinsics) -> np.ndarray | None:
             raise IntrinsicsError(f"{calib}: cannot read 'fx fy cx cy' ({exc})") from exc
         if vals.size < 4:
             raise IntrinsicsError(f"{calib}: expected 'fx fy cx cy', got {vals.size} numbers")
-        return make_K(*vals[:4])
+        return make_K(*vals[:4]), None
     hit = tum_intrinsics_for(folder)
     if hit is None:
         raise IntrinsicsError(
             f"{folder}: cannot tell TUM fr1/fr2/fr3 from the folder name and there is no calibration.txt; "
             f"pass intrinsics='fx,fy,cx,cy' (CLI --intrinsics). Known: {TUM_INTRINSICS}"
         )
-    return hit[1]
+    return hit[1], hit[0]
 
 
 class TumReader(RGBDReaderBase):
@@ -157,6 +161,7 @@ class TumReader(RGBDReaderBase):
         intrinsics=None,
         max_difference: float = 0.02,
         use_depth: bool = True,
+        undistort: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(path, **kwargs)
@@ -212,9 +217,11 @@ class TumReader(RGBDReaderBase):
             self._frame_gt = interpolate_poses(
                 self._gt[0], self._gt[1], np.asarray([e[0] for e in entries]), self.max_difference
             )
-        self.intrinsics_name = None
-        K = _resolve_tum_K(self.path, intrinsics)
+        K, self.intrinsics_name = _resolve_tum_K(self.path, intrinsics)
         self._init_geometry(K, intrinsics, entries[0][1] if entries[0][1].exists() else None)
+        self.K_raw, self.distortion = self.K, None
+        if undistort and self.intrinsics_name in TUM_DISTORTION:
+            self._setup_undistortion(TUM_DISTORTION[self.intrinsics_name], TUM_IMAGE_SIZE)
 
     def _entry_path(self, source_index: int) -> str:
         return str(self._entries[source_index][1])
