@@ -376,3 +376,32 @@ def test_tum_fr1_frames_are_undistorted(tmp_path):
     np.testing.assert_allclose(got, proj[:, 0], atol=0.05)
     # depth is resampled with nearest neighbour: every value exists in the raw depth
     assert np.isin(np.unique(f.depth), np.unique(f_raw.depth)).all()
+
+
+def _reprojected_depth_error(f0, f1, T_10):
+    K = f0.K
+    v, u = np.nonzero(f0.depth > 0)
+    z = f0.depth[v, u].astype(np.float64)
+    X0 = np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], 1)
+    X1 = X0 @ T_10[:3, :3].T + T_10[:3, 3]
+    front = X1[:, 2] > 0.1
+    X1 = X1[front]
+    u1 = np.rint(K[0, 0] * X1[:, 0] / X1[:, 2] + K[0, 2]).astype(int)
+    v1 = np.rint(K[1, 1] * X1[:, 1] / X1[:, 2] + K[1, 2]).astype(int)
+    ok = (u1 >= 0) & (u1 < f1.width) & (v1 >= 0) & (v1 < f1.height)
+    d1 = f1.depth[v1[ok], u1[ok]]
+    valid = d1 > 0
+    return int(valid.sum()), float(np.median(np.abs(d1[valid] - X1[ok, 2][valid])))
+
+
+@pytest.mark.realdata
+def test_real_7scenes_depth_and_poses_are_consistent():
+    """Frame 0's depth moved with the ground-truth poses predicts frame 30's depth (c2w poses, metres)."""
+    if not SEVEN.exists():
+        pytest.skip(f"shared data not found: {SEVEN}")
+    f0, f1 = list(open_dataset(SEVEN, stride=30, max_frames=2))
+    n, err = _reprojected_depth_error(f0, f1, np.linalg.inv(f1.pose_gt) @ f0.pose_gt)
+    assert n > 100_000 and err < 0.02
+    _, err_w2c = _reprojected_depth_error(f0, f1, f1.pose_gt @ np.linalg.inv(f0.pose_gt))  # wrong convention
+    _, err_static = _reprojected_depth_error(f0, f1, np.eye(4))
+    assert err < 0.25 * min(err_w2c, err_static)  # measured: 7 mm vs 109 mm and 48 mm
