@@ -7,7 +7,8 @@ Conventions (binding for all readers):
   readers turn every sensor code for "no data" (0, 65535 in 7-Scenes, NaN, inf, negative values) into 0.0, so
   consumers only need ``depth > 0``.
 - ``K``: ``float64 [3, 3]`` pinhole intrinsics of *this* image size; pixel centres sit at integer coordinates
-  (OpenCV convention: pixel ``u`` covers ``[u - 0.5, u + 0.5]``).
+  (OpenCV convention: pixel ``u`` covers ``[u - 0.5, u + 0.5]``). ``None`` only for image folders without
+  any intrinsics (uncalibrated; ``reader.calibrated`` is False).
 - ``pose_gt``: ``float64 [4, 4]`` ground-truth camera-to-world ``T_WC`` of the camera optical frame
   (z forward, x right, y down), or ``None`` when unknown for this frame.
 - ``timestamp``: seconds (float64). Readers only yield frames with strictly increasing timestamps.
@@ -51,7 +52,7 @@ class Frame:
     timestamp: float
     rgb: np.ndarray
     depth: np.ndarray | None
-    K: np.ndarray
+    K: np.ndarray | None
     pose_gt: np.ndarray | None = None
     source: str = ""
     source_index: int = -1
