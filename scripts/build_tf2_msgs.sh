@@ -41,8 +41,9 @@ PY_INCLUDE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])
 NUMPY_INCLUDE=$("$PY" -c 'import numpy; print(numpy.get_include())')
 [[ -f "$PY_INCLUDE/Python.h" ]] || die "Python.h not found in $PY_INCLUDE (install the python3-dev package)"
 
+# Incremental: a re-run rebuilds only what changed, and `make install` leaves identical, up-to-date files
+# alone (no rewriting of libraries other processes of the venv may have loaded).
 BUILD="$VENV/.online3r-build/tf2_msgs"
-rm -rf "$BUILD"
 mkdir -p "$BUILD"
 
 # rosidl finds the generators and typesupports through the ament index of the venv prefix.
@@ -73,4 +74,6 @@ log "checking that tf2_msgs imports from a fresh interpreter"
 env -u _ROS_WHEELS_BOOTSTRAP_COMPLETE -u LD_LIBRARY_PATH -u AMENT_PREFIX_PATH "$PY" -c \
   'from tf2_msgs.msg import TFMessage, TF2Error; from tf2_msgs.srv import FrameGraph; TFMessage()' \
   || die "tf2_msgs was built but does not import from $PY"
+"$PY" "$SCRIPTS/check_env.py" --hashes-only \
+  || die "the built tf2_msgs type hashes differ from upstream: real tf2 listeners would reject them"
 log "done"

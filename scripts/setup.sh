@@ -40,7 +40,7 @@ for arg in "$@"; do
     --python-deps-only) MODE=python-deps-only ;;
     --no-open3d) WANT_OPEN3D=0 ;;
     --force) FORCE=1 ;;
-    -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "[setup] ERROR: unknown option '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -72,10 +72,11 @@ if [[ -n "${ROS_DISTRO:-}" && $MODE == full ]]; then
   cat <<EOF
 [setup] ROS 2 '${ROS_DISTRO}' is sourced in this shell. Its rclpy and message packages are used, built
 [setup] by colcon; the pip ROS wheels and the local tf2_msgs build are NOT installed (that would give
-[setup] two ROS installations). Switching to --python-deps-only. The colcon path (README.md):
-[setup]   rosdep install --from-paths . --ignore-src -y
-[setup]   python -m colcon build --symlink-install   # from your workspace, with .venv activated
-[setup]   source install/setup.bash && ros2 launch online3r_ros online3r.launch.py
+[setup] two ROS installations). Switching to --python-deps-only. The colcon path (README.md), from your
+[setup] workspace with this repository under src/:
+[setup]   rosdep install --from-paths src --ignore-src -y
+[setup]   source <repo>/.venv/bin/activate && python -m colcon build --symlink-install
+[setup]   source install/setup.bash && ros2 run online3r_ros online3r --help
 [setup] For the pip-only environment instead, run this script from a shell without ROS sourced.
 EOF
   MODE=python-deps-only
@@ -102,7 +103,7 @@ STAMP="$VENV/.online3r_setup.stamp"
 STAMP_KEY=$(
   {
     echo "mode=$MODE open3d=$WANT_OPEN3D torch=$TORCH_VERSION python=$("$BASE_PY" -c 'import sys; print(sys.version)')"
-    cat "$SCRIPTS/setup.sh" "$SCRIPTS/build_tf2_msgs.sh" "$SCRIPTS"/requirements*.txt
+    cat "$SCRIPTS/setup.sh" "$SCRIPTS/build_tf2_msgs.sh" "$SCRIPTS/check_env.py" "$SCRIPTS"/requirements*.txt
     find "$SCRIPTS/tf2_msgs" -type f | LC_ALL=C sort | xargs cat
     cat "$REPO/setup.py" "$REPO/setup.cfg" "$REPO/pyproject.toml"
   } | sha256sum | cut -d' ' -f1
@@ -298,9 +299,16 @@ phase_done project
 # --------------------------------------------------------------------------------------------------
 # Final check
 # --------------------------------------------------------------------------------------------------
-check='import torch, numpy, cv2, scipy, yaml, safetensors, evo, rosbags, faiss, asmk.hamming, online3r_ros'
-[[ $MODE == full ]] && check="$check, rclpy, sensor_msgs.msg, geometry_msgs.msg, nav_msgs.msg, std_srvs.srv, tf2_msgs.msg"
-"$PY" -c "$check" || die "final import check failed: $check"
+if [[ $MODE == full ]]; then
+  # Imports of everything + tf2_msgs type hashes equal to upstream (scripts/check_env.py).
+  "$PY" "$SCRIPTS/check_env.py" || die "environment check failed (see above): $PY $SCRIPTS/check_env.py"
+  # Real rclpy over Fast DDS between two processes (localhost only, random domain id).
+  "$PY" "$SCRIPTS/check_env.py" --dds-only \
+    || warn "a TFMessage did not travel between two processes over Fast DDS on this machine; the ROS tests will fail. Check: $PY $SCRIPTS/check_env.py --dds"
+else
+  check='import torch, numpy, cv2, scipy, yaml, safetensors, evo, rosbags, faiss, asmk.hamming, online3r_ros'
+  "$PY" -c "$check" || die "final import check failed: $check"
+fi
 echo "$STAMP_KEY" >"$STAMP"
 phase_done check
 
