@@ -218,3 +218,16 @@ def test_so3_exp_log_small_and_large_angles():
     assert torch.allclose(q.norm(dim=-1), torch.ones(4, dtype=torch.float64), atol=1e-14)
     assert torch.allclose(lie.so3_log(q), w, atol=1e-12)
     assert torch.allclose(lie.quat_to_matrix(q), torch.linalg.matrix_exp(lie.skew(w)), atol=1e-12)
+
+
+def test_repeated_composition_keeps_unit_quaternions():
+    """A constant-velocity motion model composes poses with themselves every frame; float32 products must not
+    drift off the unit sphere (that once collapsed the rotation to identity after ~20 frames)."""
+    from online3r_ros.geometry.lie import sim3_compose, sim3_exp, sim3_inverse
+
+    T = sim3_exp(torch.tensor([0.1, 0.2, 0.0, 0.01, 0.02, 0.03, 0.0]))
+    T[3:7] *= 0.999  # a slightly non-unit input, as a float32 optimiser may return
+    last, prev = T.clone(), T.clone()
+    for _ in range(40):
+        last, prev = sim3_compose(last, sim3_compose(sim3_inverse(prev), last)), last
+    assert torch.allclose(last[3:7].norm(), torch.tensor(1.0), atol=1e-6)

@@ -104,6 +104,13 @@ def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
     )
 
 
+def _unit(q: Tensor) -> Tensor:
+    """Renormalise quaternions ``[..., 4]``: products of float32 quaternions drift off the unit sphere, and
+    repeated composition (motion models, re-anchoring) would otherwise compound the error until the rotation
+    collapses."""
+    return q / q.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny)
+
+
 def quat_conjugate(q: Tensor) -> Tensor:
     """Conjugate (= inverse for unit quaternions) of ``q[..., 4]`` (xyzw)."""
     return torch.cat([-q[..., :3], q[..., 3:]], dim=-1)
@@ -284,7 +291,7 @@ def sim3_compose(a: Tensor, b: Tensor) -> Tensor:
     _check_last(b, 8, "b")
     qa, sa = a[..., 3:7], a[..., 7:]
     t = sa * quat_rotate(qa, b[..., :3]) + a[..., :3]
-    q = quat_multiply(qa, b[..., 3:7])
+    q = _unit(quat_multiply(qa, b[..., 3:7]))
     s = sa * b[..., 7:]
     shape = torch.broadcast_shapes(t.shape[:-1], q.shape[:-1], s.shape[:-1])
     return torch.cat([t.expand(*shape, 3), q.expand(*shape, 4), s.expand(*shape, 1)], dim=-1)
@@ -426,7 +433,7 @@ def se3_compose(a: Tensor, b: Tensor) -> Tensor:
     _check_last(b, 7, "b")
     qa = a[..., 3:7]
     t = quat_rotate(qa, b[..., :3]) + a[..., :3]
-    q = quat_multiply(qa, b[..., 3:7])
+    q = _unit(quat_multiply(qa, b[..., 3:7]))
     shape = torch.broadcast_shapes(t.shape[:-1], q.shape[:-1])
     return torch.cat([t.expand(*shape, 3), q.expand(*shape, 4)], dim=-1)
 
