@@ -42,7 +42,6 @@ from online3r_ros.geometry.lie import (
     sim3_inverse,
     sim3_retract,
     sim3_to_matrix,
-    skew,
 )
 from online3r_ros.slam.graph import FactorBatch, FactorGraph
 
@@ -75,7 +74,8 @@ class GlobalOptConfig:
     lm_factor: float = 10.0  # λ multiplier on failure, divisor on success
     lm_max: float = 1e8  # give up (status 'no_progress') beyond this λ
     dtype: str = "float64"  # compute dtype of residuals/Jacobians ("float32" is faster, less accurate)
-    chunk_points: int = 1 << 18  # points per vectorised chunk (bounds temporary memory)
+    chunk_points: int = 1 << 17  # points per vectorised chunk (bounds temporary memory)
+    block_points: int = 128  # points per block of the batched Hessian products (factors padded to it)
     device: str | None = None  # compute device (default: the keyframe store's device)
 
     def __post_init__(self) -> None:
@@ -86,8 +86,8 @@ class GlobalOptConfig:
         for name in ("sigma_ray", "sigma_dist", "sigma_pixel", "sigma_depth", "depth_eps", "lm_factor"):
             if not getattr(self, name) > 0:
                 raise GlobalOptError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.pin < 1 or self.max_iters < 1 or self.chunk_points < 1:
-            raise GlobalOptError("pin, max_iters and chunk_points must be >= 1")
+        if self.pin < 1 or self.max_iters < 1 or self.chunk_points < 1 or self.block_points < 1:
+            raise GlobalOptError("pin, max_iters, chunk_points and block_points must be >= 1")
 
     @classmethod
     def from_config(cls, cfg: object = None, **overrides) -> GlobalOptConfig:
@@ -146,29 +146,91 @@ def huber_cost(wr: Tensor, k: float) -> Tensor:
     return torch.where(a < k, 0.5 * a * a, k * (a - 0.5 * k))
 
 
+def _ray_dist_terms(P: tuple, Xa: tuple, with_jac: bool) -> tuple[list, list | None, Tensor]:
+    """Structure-of-arrays ray + distance residual: ``e`` (4 tensors), ``J`` (4 rows of 7 tensors), valid.
+
+    ``P`` and ``Xa`` are tuples of 3 same-shape tensors (x, y, z); see :func:`ray_dist_residual`.
+    """
+    x, y, z = P
+    d = torch.sqrt(x * x + y * y + z * z)
+    da = torch.sqrt(Xa[0] * Xa[0] + Xa[1] * Xa[1] + Xa[2] * Xa[2])
+    tiny = torch.finfo(x.dtype).tiny ** 0.5
+    valid = (d > tiny) & (da > tiny)
+    inv_d = 1.0 / d.clamp_min(tiny)
+    inv_da = 1.0 / da.clamp_min(tiny)
+    r = (x * inv_d, y * inv_d, z * inv_d)
+    e = [r[k] - Xa[k] * inv_da for k in range(3)] + [d - da]
+    if not with_jac:
+        return e, None, valid
+    rows = []  # None marks a structural zero
+    neg_skew = ((None, r[2], -r[1]), (-r[2], None, r[0]), (r[1], -r[0], None))
+    for k in range(3):
+        proj = [((1.0 if k == c else 0.0) - r[k] * r[c]) * inv_d for c in range(3)]
+        rows.append(proj + list(neg_skew[k]) + [None])
+    rows.append([r[0], r[1], r[2], None, None, None, d])
+    return e, rows, valid
+
+
+def _calib_terms(
+    P: tuple, target: tuple, Kp: tuple, size_hw: tuple, border: float, depth_eps: float, with_jac: bool
+) -> tuple[list, list | None, Tensor]:
+    """Structure-of-arrays pixel + log-depth residual (see :func:`calib_residual`)."""
+    x, y, z = P
+    fx, fy, cx, cy = Kp
+    zs = z.clamp_min(depth_eps)
+    inv_z = 1.0 / zs
+    u = fx * x * inv_z + cx
+    v = fy * y * inv_z + cy
+    H, W = size_hw[0].to(x.dtype), size_hw[1].to(x.dtype)
+    valid = (z > depth_eps) & (u > border) & (u < W - 1 - border) & (v > border) & (v < H - 1 - border)
+    e = [u - target[0], v - target[1], torch.log(zs) - target[2]]
+    if not with_jac:
+        return e, None, valid
+    inv_z2 = inv_z * inv_z
+    # rows a_k = d(u, v, log z)/dP; a_k · [I | -[P]x | P] = [a_k, P x a_k, a_k · P]; the pixel rows are
+    # scale-invariant (a_u · P = a_v · P = 0) and the log-depth row's scale entry is z / z = 1
+    rows = [
+        [
+            fx * inv_z,
+            None,
+            -fx * x * inv_z2,
+            -fx * y * x * inv_z2,
+            fx * (z * inv_z + x * x * inv_z2),
+            -fx * y * inv_z,
+            None,
+        ],
+        [
+            None,
+            fy * inv_z,
+            -fy * y * inv_z2,
+            -fy * (z * inv_z + y * y * inv_z2),
+            fy * x * y * inv_z2,
+            fy * x * inv_z,
+            None,
+        ],
+        [None, None, inv_z, y * inv_z, -x * inv_z, None, torch.ones_like(x)],
+    ]
+    return e, rows, valid
+
+
+def _stack_terms(e: list, rows: list | None) -> tuple[Tensor, Tensor | None]:
+    e_t = torch.stack(e, dim=-1)
+    if rows is None:
+        return e_t, None
+    z = torch.zeros_like(e[0])
+    return e_t, torch.stack(
+        [torch.stack([z if v is None else v for v in row], dim=-1) for row in rows], dim=-2
+    )
+
+
 def ray_dist_residual(P: Tensor, Xa: Tensor, with_jac: bool = True) -> tuple[Tensor, Tensor | None, Tensor]:
     """Ray + distance residual and its Jacobian w.r.t. a left Sim(3) perturbation of ``P``.
 
     P, Xa ``[M, 3]`` -> e ``[M, 4]`` (``[r - r_a, d - d_a]``), J ``[M, 4, 7]``
     (``[[(I - r rᵀ)/d, -[r]x, 0], [rᵀ, 0, d]]``), valid ``[M]`` (non-degenerate norms).
     """
-    d = P.norm(dim=-1)
-    da = Xa.norm(dim=-1)
-    tiny = torch.finfo(P.dtype).tiny ** 0.5
-    valid = (d > tiny) & (da > tiny)
-    r = P / d.clamp_min(tiny).unsqueeze(-1)
-    ra = Xa / da.clamp_min(tiny).unsqueeze(-1)
-    e = torch.cat((r - ra, (d - da).unsqueeze(-1)), dim=-1)
-    if not with_jac:
-        return e, None, valid
-    M = P.shape[0]
-    J = P.new_zeros(M, 4, 7)
-    eye = torch.eye(3, dtype=P.dtype, device=P.device)
-    J[:, :3, :3] = (eye - r.unsqueeze(-1) * r.unsqueeze(-2)) / d.clamp_min(tiny)[:, None, None]
-    J[:, :3, 3:6] = -skew(r)
-    J[:, 3, :3] = r
-    J[:, 3, 6] = d
-    return e, J, valid
+    e, rows, valid = _ray_dist_terms(P.unbind(-1), Xa.unbind(-1), with_jac)
+    return (*_stack_terms(e, rows), valid)
 
 
 def calib_residual(
@@ -183,46 +245,38 @@ def calib_residual(
     """Pixel + log-depth residual of projected points and its Jacobian (left Sim(3) perturbation of ``P``).
 
     P ``[M, 3]``; target ``[M, 3]`` = ``(u_a, v_a, log z_a)``; Kp ``[M, 4]`` = ``(fx, fy, cx, cy)`` of
-    frame a; size_hw ``[M, 2]`` image size of frame a. -> e ``[M, 3]``, J ``[M, 3, 7]``, valid ``[M]`` (``z >
-    depth_eps`` and ``u ∈ (border, W-1-border)``, ``v ∈ (border, H-1-border)``).
+    frame a; size_hw ``[M, 2]`` image size of frame a. -> e ``[M, 3]``, J ``[M, 3, 7]``, valid ``[M]``
+    (``z > depth_eps`` and ``u ∈ (border, W-1-border)``, ``v ∈ (border, H-1-border)``).
     """
-    x, y, z = P.unbind(-1)
-    fx, fy, cx, cy = Kp.unbind(-1)
-    zs = z.clamp_min(depth_eps)
-    u = fx * x / zs + cx
-    v = fy * y / zs + cy
-    H, W = size_hw[:, 0].to(P.dtype), size_hw[:, 1].to(P.dtype)
-    valid = (z > depth_eps) & (u > border) & (u < W - 1 - border) & (v > border) & (v < H - 1 - border)
-    e = torch.stack((u - target[:, 0], v - target[:, 1], torch.log(zs) - target[:, 2]), dim=-1)
-    if not with_jac:
-        return e, None, valid
-    M = P.shape[0]
-    Jp = P.new_zeros(M, 3, 3)
-    Jp[:, 0, 0] = fx / zs
-    Jp[:, 0, 2] = -fx * x / (zs * zs)
-    Jp[:, 1, 1] = fy / zs
-    Jp[:, 1, 2] = -fy * y / (zs * zs)
-    Jp[:, 2, 2] = 1.0 / zs
-    Jpose = P.new_zeros(M, 3, 7)
-    Jpose[:, :, :3] = torch.eye(3, dtype=P.dtype, device=P.device)
-    Jpose[:, :, 3:6] = -skew(P)
-    Jpose[:, :, 6] = P
-    return e, Jp @ Jpose, valid
+    e, rows, valid = _calib_terms(
+        P.unbind(-1), target.unbind(-1), Kp.unbind(-1), size_hw.unbind(-1), border, depth_eps, with_jac
+    )
+    return (*_stack_terms(e, rows), valid)
 
 
 # ------------------------------------------------------------------------------------------------ problem
 @dataclass
 class _Problem:
-    """Static data of one optimisation: variables, factors and the gathered points."""
+    """Static data of one optimisation: factors and their points in a blocked structure-of-arrays layout.
 
-    fa: Tensor  # [F] variable index of a
-    fb: Tensor  # [F] variable index of b
-    point_factor: Tensor  # [M]
-    Xb: Tensor  # [M, 3] source points (ray-constrained in calibrated mode)
-    Xa: Tensor  # [M, 3] rays: target points; calibrated: (u_a, v_a, log z_a)
-    sqrt_info: Tensor  # [M, R] √q/σ, 0 for statically invalid points
-    Kp: Tensor | None = None  # [M, 4] calibrated intrinsics of frame a
-    size_hw: Tensor | None = None  # [M, 2]
+    Every factor's points are padded to a multiple of ``B`` and cut into blocks of ``B`` points that belong
+    to one factor; per-point quantities are stored component-first (``[3, nb, B]``) so that the transform,
+    residuals and Jacobian entries are plain elementwise operations and the Hessian sums batched products.
+    """
+
+    fa: Tensor  # [F] pose index (into the optimised poses) of a
+    fb: Tensor  # [F] pose index of b
+    block_factor: Tensor  # [nb] factor of each block
+    Xb: Tensor  # [3, nb, B] source points (ray-constrained in calibrated mode)
+    Xa: Tensor  # [3, nb, B] rays: target points; calibrated: (u_a, v_a, log z_a)
+    sqrt_info: Tensor  # [R, nb, B] √q/σ, 0 for statically invalid and padding points
+    Kp: Tensor | None = None  # [4, nb, B] calibrated intrinsics of frame a
+    size_hw: Tensor | None = None  # [2, nb, B]
+    buffers: dict = field(default_factory=dict)  # reusable work buffers (structural zeros filled once)
+
+    @property
+    def n_points(self) -> int:
+        return int((self.sqrt_info[0] > 0).sum())
 
 
 def _gather(store, batch: FactorBatch, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
@@ -247,6 +301,27 @@ def _gather(store, batch: FactorBatch, device: torch.device, dtype: torch.dtype)
     return X[:M], C[:M], X[M:], C[M:]
 
 
+def _blocked(counts: Tensor, B: int) -> tuple[Tensor, Tensor, int]:
+    """Slot of every point in the padded layout ``[M]``, factor of every block ``[nb]``, ``nb``."""
+    dev = counts.device
+    n_blocks = (counts + B - 1) // B
+    nb = int(n_blocks.sum())
+    block_factor = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), n_blocks)
+    pad_start = (torch.cumsum(n_blocks, 0) - n_blocks) * B
+    start = torch.cumsum(counts, 0) - counts
+    pf = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts)
+    slot = pad_start[pf] + torch.arange(pf.numel(), device=dev) - start[pf]
+    return slot, block_factor, nb
+
+
+def _pad_soa(x: Tensor, slot: Tensor, nb: int, B: int, fill: float | Tensor) -> Tensor:
+    """``x [M, k]`` -> component-first padded ``[k, nb, B]`` (padding rows = ``fill``)."""
+    out = torch.empty(nb * B, x.shape[1], dtype=x.dtype, device=x.device)
+    out[...] = fill
+    out[slot] = x
+    return out.T.reshape(x.shape[1], nb, B).contiguous()
+
+
 def _build_problem(
     store, batch: FactorBatch, var_of_kf: Tensor, cfg: GlobalOptConfig, device, dtype
 ) -> _Problem:
@@ -258,10 +333,22 @@ def _build_problem(
     fa = var_of_kf[batch.a.cpu()].to(device)
     fb = var_of_kf[batch.b.cpu()].to(device)
     sq = torch.sqrt(q.clamp_min(0))
+    B = cfg.block_points
+    slot, block_factor, nb = _blocked(batch.counts.to(device), B)
+    unit_z = torch.tensor([0.0, 0.0, 1.0], dtype=dtype, device=device)
     if not cfg.calibrated:
         sig = torch.tensor([cfg.sigma_ray] * 3 + [cfg.sigma_dist], dtype=dtype, device=device)
         sqrt_info = (sq * ok).unsqueeze(-1) / sig
-        return _Problem(fa, fb, pf, Xb, Xa, sqrt_info)
+        Xa = torch.where(ok.unsqueeze(-1), Xa, unit_z)
+        Xb = torch.where(ok.unsqueeze(-1), Xb, unit_z)
+        return _Problem(
+            fa,
+            fb,
+            block_factor,
+            _pad_soa(Xb, slot, nb, B, unit_z),
+            _pad_soa(Xa, slot, nb, B, unit_z),
+            _pad_soa(sqrt_info, slot, nb, B, 0.0),
+        )
     # calibrated: per-keyframe intrinsics and image sizes, ray-constrained points
     kf_ids = sorted(set(batch.a.tolist()) | set(batch.b.tolist()))
     Kt = torch.zeros(max(kf_ids) + 1, 4, dtype=dtype)
@@ -275,62 +362,95 @@ def _build_problem(
     Kt, hw = Kt.to(device), hw.to(device)
     kf_a = batch.a.to(device)[pf]
     kf_b = batch.b.to(device)[pf]
-
-    def ray_constrain(X: Tensor, pix: Tensor, kf: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        W = hw[kf, 1]
-        u = (pix % W).to(dtype)
-        v = torch.div(pix, W, rounding_mode="floor").to(dtype)
-        K = Kt[kf]
-        z = X[:, 2]
-        Xr = torch.stack(((u - K[:, 2]) / K[:, 0] * z, (v - K[:, 3]) / K[:, 1] * z, z), dim=-1)
-        return Xr, u, v
-
     pix_a, pix_b = batch.pix_a.to(device), batch.pix_b.to(device)
-    Xb_rc, _, _ = ray_constrain(Xb, pix_b, kf_b)
-    za = Xa[:, 2]
-    ok &= (za > cfg.depth_eps) & (Xb[:, 2] > cfg.depth_eps)
-    ua = (pix_a % hw[kf_a, 1]).to(dtype)
-    va = torch.div(pix_a, hw[kf_a, 1], rounding_mode="floor").to(dtype)
-    target = torch.stack((ua, va, torch.log(za.clamp_min(cfg.depth_eps))), dim=-1)
+    ok &= (Xa[:, 2] > cfg.depth_eps) & (Xb[:, 2] > cfg.depth_eps)
+    zb = torch.where(ok, Xb[:, 2], torch.ones_like(q))
+    za = torch.where(ok, Xa[:, 2], torch.ones_like(q))
+    Wb, Kb = hw[kf_b, 1], Kt[kf_b]
+    ub = (pix_b % Wb).to(dtype)
+    vb = torch.div(pix_b, Wb, rounding_mode="floor").to(dtype)
+    Xb_rc = torch.stack(((ub - Kb[:, 2]) / Kb[:, 0] * zb, (vb - Kb[:, 3]) / Kb[:, 1] * zb, zb), dim=-1)
+    Wa = hw[kf_a, 1]
+    ua = (pix_a % Wa).to(dtype)
+    va = torch.div(pix_a, Wa, rounding_mode="floor").to(dtype)
+    target = torch.stack((ua, va, torch.log(za)), dim=-1)
     sig = torch.tensor([cfg.sigma_pixel] * 2 + [cfg.sigma_depth], dtype=dtype, device=device)
     sqrt_info = (sq * ok).unsqueeze(-1) / sig
-    return _Problem(fa, fb, pf, Xb_rc, target, sqrt_info, Kt[kf_a], hw[kf_a])
+    return _Problem(
+        fa,
+        fb,
+        block_factor,
+        _pad_soa(Xb_rc, slot, nb, B, unit_z),
+        _pad_soa(target, slot, nb, B, 0.0),
+        _pad_soa(sqrt_info, slot, nb, B, 0.0),
+        _pad_soa(Kt[kf_a], slot, nb, B, 1.0),
+        _pad_soa(hw[kf_a].to(dtype), slot, nb, B, 1.0),
+    )
+
+
+def _work_buffer(prob: _Problem, shape: tuple, like: Tensor) -> Tensor:
+    """A zero-initialised buffer kept on the problem; entries that are always written are overwritten each
+    call, structural zeros of the Jacobian stay zero."""
+    key = (shape, like.dtype, like.device)
+    buf = prob.buffers.get(key)
+    if buf is None:
+        buf = prob.buffers[key] = like.new_zeros(shape)
+    return buf
 
 
 def _linearize(
     T: Tensor, prob: _Problem, cfg: GlobalOptConfig, with_jac: bool = True
 ) -> tuple[float, Tensor | None, Tensor | None, int]:
-    """Robust cost, per-factor local Hessians ``[F, 7, 7]``, gradients ``[F, 7]``, number of used points."""
+    """Robust cost, per-factor local Hessians ``[F, 7, 7]``, gradients ``[F, 7]``, number of used points.
+
+    Per chunk of blocks: ``P = sR_ab X_b + t_ab`` (elementwise, pose broadcast per block), residuals, IRLS
+    weights, and ``[A | b][A | b]ᵀ`` of the whitened rows (``A = √w J``, ``b = √w e``) of each block as one
+    batched matrix product; the block sums are added to their factor with ``index_add_``.
+    """
     F = prob.fa.numel()
     T_ab = sim3_compose(sim3_inverse(T[prob.fa]), T[prob.fb])
-    Mab = sim3_to_matrix(T_ab)
-    sR, t = Mab[:, :3, :3], Mab[:, :3, 3]
-    H = T.new_zeros(F, 7, 7) if with_jac else None
-    g = T.new_zeros(F, 7) if with_jac else None
+    Mab = sim3_to_matrix(T_ab)[:, :3, :]  # [F, 3, 4] = [sR | t]
+    HH = T.new_zeros(F, 8, 8) if with_jac else None
     cost = T.new_zeros(())
-    n_used = 0
-    M = prob.point_factor.numel()
-    for s in range(0, M, cfg.chunk_points):
-        sl = slice(s, min(s + cfg.chunk_points, M))
-        pf = prob.point_factor[sl]
-        P = torch.einsum("mij,mj->mi", sR[pf], prob.Xb[sl]) + t[pf]
+    n_used = T.new_zeros((), dtype=torch.long)
+    R, nb, B = prob.sqrt_info.shape
+    step = max(cfg.chunk_points // B, 1)
+    for s in range(0, nb, step):
+        sl = slice(s, min(s + step, nb))
+        m = Mab[prob.block_factor[sl]].unsqueeze(-1)  # [n, 3, 4, 1]
+        Xb = prob.Xb[:, sl]
+        P = tuple(m[:, k, 0] * Xb[0] + m[:, k, 1] * Xb[1] + m[:, k, 2] * Xb[2] + m[:, k, 3] for k in range(3))
         if cfg.calibrated:
-            e, J, valid = calib_residual(
-                P, prob.Xa[sl], prob.Kp[sl], prob.size_hw[sl], cfg.pixel_border, cfg.depth_eps, with_jac
+            e, rows, valid = _calib_terms(
+                P,
+                tuple(prob.Xa[:, sl]),
+                tuple(prob.Kp[:, sl]),
+                tuple(prob.size_hw[:, sl]),
+                cfg.pixel_border,
+                cfg.depth_eps,
+                with_jac,
             )
         else:
-            e, J, valid = ray_dist_residual(P, prob.Xa[sl], with_jac)
-        s_info = prob.sqrt_info[sl] * valid.unsqueeze(-1)
-        e = torch.where(s_info > 0, e, torch.zeros_like(e))
-        wr = s_info * e
+            e, rows, valid = _ray_dist_terms(P, tuple(prob.Xa[:, sl]), with_jac)
+        s_info = prob.sqrt_info[:, sl] * valid  # [R, n, B]
+        e_t = torch.where(s_info > 0, torch.stack(e), torch.zeros_like(s_info))
+        wr = s_info * e_t
         cost = cost + huber_cost(wr, cfg.huber).sum()
-        n_used += int((s_info[:, 0] > 0).sum())
+        n_used = n_used + (s_info[0] > 0).sum()
         if with_jac:
-            w = s_info * s_info * huber_weight(wr, cfg.huber)  # [m, R]
-            Jw = J * w.unsqueeze(-1)
-            H.index_add_(0, pf, torch.einsum("mri,mrj->mij", Jw, J))
-            g.index_add_(0, pf, torch.einsum("mri,mr->mi", Jw, e))
-    return float(cost), H, g, n_used
+            sw = s_info * torch.sqrt(huber_weight(wr, cfg.huber))  # [R, n, B]
+            n = sw.shape[1]
+            A = _work_buffer(prob, (step, 8, R, B), T)[:n]  # whitened [J | e] rows of each block
+            for r in range(R):
+                for c in range(7):
+                    if rows[r][c] is not None:
+                        A[:, c, r] = rows[r][c] * sw[r]
+                A[:, 7, r] = e_t[r] * sw[r]
+            A = A.reshape(n, 8, R * B)
+            HH.index_add_(0, prob.block_factor[sl], torch.bmm(A, A.transpose(1, 2)))
+    if not with_jac:
+        return float(cost), None, None, int(n_used)
+    return float(cost), HH[:, :7, :7], HH[:, :7, 7], int(n_used)
 
 
 def _assemble(
