@@ -171,8 +171,9 @@ def main() -> None:
         res = go.GlobalOptimizer(cfg).optimize(store, graph)
         err = sim3_log(sim3_compose(sim3_inverse(T_true), store.get_poses().cpu())).norm(dim=-1)
         print(
-            f"      optimize: {res.iterations} iters, status={res.status}, total {res.timings['total_s']:.2f} s, "
-            f"cost {res.cost_history[0]:.3g} -> {res.cost_history[-1]:.3g}, max pose err {float(err.max()):.2e}"
+            f"      optimize: {res.iterations} iters, status={res.status}, "
+            f"total {res.timings['total_s']:.2f} s, cost {res.cost_history[0]:.3g} -> "
+            f"{res.cost_history[-1]:.3g}, max pose err {float(err.max()):.2e}"
         )
     if len(rows) > 1:
         base_n, base_t = rows[0]
