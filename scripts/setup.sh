@@ -63,7 +63,10 @@ phase_done() {  # phase_done <name>: print how long the phase took
   T_PHASE=$now
 }
 is_root() { [[ $(id -u) -eq 0 ]]; }
-have_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
+have_lib() {  # have_lib <soname>: is a shared library of that name known to the dynamic linker?
+  { ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null; } | grep -qF "$1" && return 0
+  compgen -G "/usr/lib/x86_64-linux-gnu/$1*" >/dev/null || compgen -G "/lib/x86_64-linux-gnu/$1*" >/dev/null
+}
 
 # --------------------------------------------------------------------------------------------------
 # Mode: is a ROS 2 distro sourced?
@@ -120,19 +123,24 @@ if [[ $FORCE -eq 0 && -f "$STAMP" && "$(cat "$STAMP")" == "$STAMP_KEY" ]]; then
   log "stamp matches but the quick import check failed: re-checking every step"
 fi
 
-# Build tools: cmake/make/c++ for the tf2_msgs build and the asmk Cython extension.
+# Build tools: cmake/make/c++ for the tf2_msgs build and the asmk Cython extension; Python headers and
+# venv support of the base interpreter (Debian splits them out of its python3 package).
 missing_pkgs=()
 command -v cmake >/dev/null || missing_pkgs+=(cmake)
 command -v make >/dev/null || missing_pkgs+=(make)
 command -v c++ >/dev/null || missing_pkgs+=(g++)
+py_minor=$("$BASE_PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+"$BASE_PY" -c 'import ensurepip' 2>/dev/null || missing_pkgs+=("python${py_minor}-venv")
+"$BASE_PY" -c 'import os, sysconfig, sys; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  || missing_pkgs+=("python${py_minor}-dev")
 if [[ ${#missing_pkgs[@]} -gt 0 ]]; then
   if is_root && command -v apt-get >/dev/null; then
-    log "installing build tools with apt-get: ${missing_pkgs[*]}"
+    log "installing system packages with apt-get: ${missing_pkgs[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing_pkgs[@]}" \
       || die "apt-get could not install ${missing_pkgs[*]}"
   else
-    die "missing build tools: ${missing_pkgs[*]}. Install them first, e.g. sudo apt-get install ${missing_pkgs[*]}"
+    die "missing system packages: ${missing_pkgs[*]}. Install them first, e.g. sudo apt-get install ${missing_pkgs[*]}"
   fi
 fi
 phase_done prerequisites
