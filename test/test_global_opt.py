@@ -336,6 +336,23 @@ def test_calibrated_mode_recovers_poses_up_to_pixel_quantisation(pose_model, sig
     assert err < 0.15 * err0 and err < 5e-3, (err0, err)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_optimize_on_cuda_matches_cpu():
+    n = 6
+    T_true = _true_poses(n, seed=61)
+    Xs, sels, invs = _subset_scene(T_true, seed=61)
+    T0 = _perturb(T_true, seed=62, mag=0.03)
+    edges = [(k, k + 1) for k in range(n - 1)] + [(0, 5)]
+    store, graph = _store_and_graph(T0, Xs, edges, sels, invs)
+    gpu = KeyframeStore(device="cuda", pose_dtype=DT, keep_on_device=2)
+    for k in range(n):
+        gpu.append_keyframe(store[k])
+    res_cpu = GlobalOptimizer(GlobalOptConfig(max_iters=20)).optimize(store, graph)
+    res_gpu = GlobalOptimizer(GlobalOptConfig(max_iters=20)).optimize(gpu, graph)
+    assert res_gpu.poses.device.type == "cuda"
+    torch.testing.assert_close(res_gpu.poses.cpu(), res_cpu.poses, rtol=1e-6, atol=1e-7)
+
+
 def test_calibrated_mode_without_intrinsics_raises():
     n = 3
     T_true = _true_poses(n, seed=51)
