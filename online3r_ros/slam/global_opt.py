@@ -288,16 +288,19 @@ def _gather(store, batch: FactorBatch, device: torch.device, dtype: torch.dtype)
     req_pix = torch.cat((batch.pix_a, batch.pix_b))
     order = torch.argsort(req_kf, stable=True)
     kfs, counts = torch.unique_consecutive(req_kf[order], return_counts=True)
-    X = torch.empty(2 * M, 3, dtype=dtype, device=device)
-    C = torch.empty(2 * M, dtype=dtype, device=device)
+    pix_sorted = req_pix[order.to(req_pix.device)]
+    parts_X, parts_C = [], []
     start = 0
     for k, c in zip(kfs.tolist(), counts.tolist(), strict=True):
-        sl = order[start : start + c]
-        Xk, Ck = store.gather_points(k, req_pix[sl.to(req_pix.device)], device)
-        sl = sl.to(device)
-        X[sl] = Xk.to(dtype)
-        C[sl] = Ck.to(dtype)
+        Xk, Ck = store.gather_points(k, pix_sorted[start : start + c], device)
+        parts_X.append(Xk)
+        parts_C.append(Ck)
         start += c
+    order = order.to(device)
+    X = torch.empty(2 * M, 3, dtype=dtype, device=device)
+    C = torch.empty(2 * M, dtype=dtype, device=device)
+    X[order] = torch.cat(parts_X).to(dtype)
+    C[order] = torch.cat(parts_C).to(dtype)
     return X[:M], C[:M], X[M:], C[M:]
 
 
