@@ -449,7 +449,7 @@ class MapperBackend:
             N_updates=pkt.N_updates,
         )
         self.kf_frames.append(sf)
-        self.obs_count.append(0)
+        self.obs_count.append(max(int(pkt.N_updates) - 1, 0))  # a re-sent keyframe already holds these
         self.kf_stamps.append(float(pkt.timestamp))
         self.frames.append(pkt.timestamp, kf_id, sim3_identity(dtype=torch.float64), is_keyframe=True)
         t1 = time.perf_counter()

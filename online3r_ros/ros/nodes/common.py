@@ -1,0 +1,111 @@
+"""Pieces shared by the tracker and mapper nodes: SLAM config from parameters, static TF chains, main()."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from online3r_ros.ros.nodes.params import ParameterError, resolve_path
+
+__all__ = ["slam_config_from_params", "StaticTfChain", "run_node", "LogOnce"]
+
+
+def slam_config_from_params(p: dict[str, Any]):
+    """``SlamConfig`` from ``slam_config`` (file) + ``source``/``checkpoint``/``device`` overrides;
+    :class:`ParameterError` naming the parameter on any problem."""
+    from online3r_ros.slam.config import ConfigError, load_config
+
+    path = resolve_path(p["slam_config"], "slam_config")
+    overrides: dict[str, dict] = {}
+    if p["source"]:
+        overrides.setdefault("source", {})["kind"] = p["source"]
+    if p["checkpoint"]:
+        overrides.setdefault("source", {})["checkpoint"] = str(resolve_path(p["checkpoint"], "checkpoint"))
+    if p["device"]:
+        overrides.setdefault("system", {})["device"] = p["device"]
+    try:
+        return load_config(path, overrides)
+    except (ConfigError, FileNotFoundError) as exc:
+        raise ParameterError("slam_config", str(exc)) from exc
+
+
+class StaticTfChain:
+    """Static transforms collected from ``/tf_static`` (child -> (parent, T_parent_child)); resolves
+    ``T_base_camera`` along the parent chain of the camera frame."""
+
+    def __init__(self) -> None:
+        self._edges: dict[str, tuple[str, np.ndarray]] = {}
+
+    def add(self, tf_msg: Any) -> None:
+        from online3r_ros.ros.pose import pose_to_matrix
+
+        for tr in tf_msg.transforms:
+            try:
+                self._edges[str(tr.child_frame_id)] = (str(tr.header.frame_id), pose_to_matrix(tr))
+            except ValueError:
+                continue
+
+    def lookup(self, base: str, camera: str) -> np.ndarray | None:
+        """``T_base_camera`` if ``base`` is an ancestor of ``camera`` in the static tree, else ``None``."""
+        T = np.eye(4)
+        frame = camera
+        for _ in range(64):
+            if frame == base:
+                return T
+            if frame not in self._edges:
+                return None
+            parent, T_pc = self._edges[frame]
+            T = T_pc @ T
+            frame = parent
+        return None
+
+
+class LogOnce:
+    """Log a repeated message at most once per ``period`` seconds (keyed by text)."""
+
+    def __init__(self, period: float = 2.0) -> None:
+        import time
+
+        self._time = time.monotonic
+        self.period = period
+        self._last: dict[str, float] = {}
+
+    def __call__(self, log: Callable[[str], Any], text: str) -> None:
+        now = self._time()
+        if now - self._last.get(text, -1e9) >= self.period:
+            self._last[text] = now
+            log(text)
+
+
+def run_node(factory: Callable[[Any], Any], name: str, args: list[str] | None = None) -> int:
+    """Init rclpy, build the node with ``factory(context)``, spin until shutdown; exit code 2 on bad
+    parameters (the error names the parameter), 0 on a normal shutdown."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    argv = sys.argv if args is None else args
+    rclpy.init(args=argv)
+    node = None
+    code = 0
+    try:
+        node = factory(None)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except ParameterError as exc:
+        print(f"[{name}] FATAL: invalid parameter: {exc}", file=sys.stderr, flush=True)
+        code = 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            try:
+                node.stop()
+            except Exception as exc:  # noqa: BLE001 - shutting down anyway; say what failed
+                print(f"[{name}] error while stopping: {exc}", file=sys.stderr, flush=True)
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code

@@ -1,0 +1,472 @@
+"""The mapper node: keyframes + observations in -> optimised poses, paths, dense map, markers.
+
+Thin ROS shell around :class:`online3r_ros.slam.mapping.MapperBackend` (topics:
+:mod:`online3r_ros.ros.topics`; parameters: :data:`online3r_ros.ros.nodes.params.MAPPER_PARAMS`). A worker
+thread decodes the packets, fuses observations, integrates keyframes (edges + global optimisation) and
+publishes; callbacks only queue.
+
+Recovery (documented behaviour): after every integrated keyframe the map is saved atomically to ``map_path``
+(``autosave``). A (re)started mapper loads ``map_path`` when it exists (``load_on_start``) and announces
+``(generation, session, num_keyframes)`` on the latched ``online3r/mapper_state``; the tracker then re-sends
+the keyframes the mapper lacks (all of them when the saved map belongs to another session: the running
+tracker's keyframe 0 replaces an old session's map). Without a saved map the mapper starts a new one from the
+re-sent keyframes. ``~/reset`` clears the map and asks the tracker for a new session.
+
+Output frame: ``map`` = the robot base at the tracker's first image; the base -> camera transform comes with
+each keyframe (metadata ``T_bc``), so SLAM-world points/poses become ``T_bc · X`` / ``T_bc · T_WC``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rclpy.node import Node
+
+from online3r_ros.ros import topics as T
+from online3r_ros.ros.nodes.common import LogOnce, run_node, slam_config_from_params
+from online3r_ros.ros.nodes.diagnostics import NodeStats, diagnostic_array, status_string
+from online3r_ros.ros.nodes.msgs import (
+    MessageFormatError,
+    cloud_to_keyframe,
+    cloud_to_observation,
+    mapper_state_msg,
+    poses_to_array,
+)
+from online3r_ros.ros.nodes.params import MAPPER_PARAMS, declare_and_read
+from online3r_ros.ros.pose import T_LINK_OPTICAL, matrix_to_pose, transform_points
+from online3r_ros.ros.time import ns_to_stamp, sec_to_ns, stamp_to_ns
+
+__all__ = ["MapperNode", "main", "frustum_lines"]
+
+
+def frustum_lines(
+    T_map_cam: np.ndarray, K: np.ndarray | None, size: tuple[int, int], scale: float
+) -> np.ndarray:
+    """Line-list points ``[N * 16, 3]`` of camera frusta (centre -> 4 corners, and the image rectangle at
+    depth ``scale``) for poses ``T_map_cam [N, 4, 4]``, intrinsics ``K`` (None: 60 degree FOV), ``(W, H)``."""
+    W, H = size
+    if K is None:
+        f = 0.5 * W / np.tan(np.radians(30.0))
+        K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]])
+    uv = np.array([[0, 0], [W, 0], [W, H], [0, H]], dtype=np.float64)
+    rays = np.stack([(uv[:, 0] - K[0, 2]) / K[0, 0], (uv[:, 1] - K[1, 2]) / K[1, 1], np.ones(4)], -1) * scale
+    local = np.concatenate([np.zeros((1, 3)), rays])  # [5, 3]: centre, 4 corners
+    pts = np.einsum("nij,kj->nki", T_map_cam[:, :3, :3], local) + T_map_cam[:, None, :3, 3]  # [N, 5, 3]
+    seg = np.array([[0, 1], [0, 2], [0, 3], [0, 4], [1, 2], [2, 3], [3, 4], [4, 1]])
+    return pts[:, seg.reshape(-1)].reshape(-1, 3)
+
+
+class MapperNode(Node):
+    """See the module docstring."""
+
+    def __init__(self, context: Any = None, node_name: str = "mapper") -> None:
+        super().__init__(node_name, context=context)
+        self.p = declare_and_read(self, MAPPER_PARAMS)
+        if self.p["torch_threads"] > 0:
+            torch.set_num_threads(self.p["torch_threads"])
+        from online3r_ros.slam.mapping import MapperBackend
+        from online3r_ros.slam.runner import build_source
+
+        cfg = slam_config_from_params(self.p)
+        self.cfg = cfg
+        self.backend = MapperBackend(cfg, build_source(cfg), wait_s=self.p["keyframe_wait"])
+        self.stats = NodeStats("mapper", error_hold=5.0, input_timeout=3600.0)
+        self.stats.state = "waiting"
+        self._log_once = LogOnce(2.0)
+        self._lock = threading.Lock()  # the backend
+        self._wake = threading.Condition()  # the message queue
+        self._queue: deque = deque()
+        self._running = True
+        self._publish_map_request = False
+        self._T_bc = T_LINK_OPTICAL.copy()
+        self._stamps: dict[float, int] = {}
+        self._map_dirty = False
+        self._path_dirty = False
+        self._last_map = self._last_path = time.monotonic()
+        self._generation = time.time_ns()
+        self._reset_flag = False
+        self._build_io()
+        self._maybe_load_on_start()
+        self._publish_state()
+        self._worker = threading.Thread(target=self._work, name="mapper-worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"mapper ready: source={cfg.source.kind} device={cfg.system.device} "
+            f"map_path={self.p['map_path']} "
+            f"keyframes={self.backend.num_keyframes}"
+        )
+
+    def _build_io(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import PoseArray
+        from nav_msgs.msg import Path as PathMsg
+        from sensor_msgs.msg import PointCloud2
+        from std_msgs.msg import Float64MultiArray, String
+        from std_srvs.srv import Trigger
+        from visualization_msgs.msg import MarkerArray
+
+        def pub(msg_type, spec):
+            return self.create_publisher(msg_type, spec.name, T.qos_for(spec))
+
+        self.pub_sim3 = pub(Float64MultiArray, T.KEYFRAME_SIM3)
+        self.pub_state = pub(String, T.MAPPER_STATE)
+        self.pub_kf_poses = pub(PoseArray, T.KEYFRAME_POSES)
+        self.pub_kf_path = pub(PathMsg, T.KEYFRAME_PATH)
+        self.pub_path = pub(PathMsg, T.PATH)
+        self.pub_map = pub(PointCloud2, T.MAP)
+        self.pub_updates = pub(PointCloud2, T.MAP_UPDATES)
+        self.pub_markers = pub(MarkerArray, T.MARKERS)
+        self.pub_status = pub(String, T.MAPPER_STATUS)
+        self.pub_diag = pub(DiagnosticArray, T.DIAGNOSTICS)
+        self.create_subscription(PointCloud2, T.KEYFRAMES.name, self._on_keyframe, T.qos_for(T.KEYFRAMES))
+        self.create_subscription(
+            PointCloud2, T.OBSERVATIONS.name, self._on_observation, T.qos_for(T.OBSERVATIONS)
+        )
+        self.create_service(Trigger, "~/reset", self._srv_reset)
+        self.create_service(Trigger, "~/save_map", self._srv_save_map)
+        self.create_service(Trigger, "~/load_map", self._srv_load_map)
+        self.create_service(Trigger, "~/save_trajectory", self._srv_save_trajectory)
+        self.create_service(Trigger, "~/publish_map", self._srv_publish_map)
+        self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
+
+    def _maybe_load_on_start(self) -> None:
+        path = Path(self.p["map_path"]).expanduser()
+        if not (self.p["load_on_start"] and path.is_file()):
+            return
+        try:
+            self.backend.load(path)
+        except (OSError, ValueError) as exc:
+            self.stats.error(f"cannot load {path}: {exc}")
+            self.get_logger().error(f"cannot load {path}: {exc}; starting a new map")
+            return
+        self.stats.count("maps_loaded")
+        self.get_logger().info(
+            f"recovered map {path}: {self.backend.num_keyframes} keyframes (session {self.backend.session})"
+        )
+        self._after_map_change()
+
+    # ------------------------------------------------------------------------------------------ callbacks
+    def _on_keyframe(self, msg: Any) -> None:
+        with self._wake:
+            self._queue.append(("kf", msg))
+            self._wake.notify()
+
+    def _on_observation(self, msg: Any) -> None:
+        with self._wake:
+            self._queue.append(("obs", msg))
+            self._wake.notify()
+
+    def _srv_reset(self, request: Any, response: Any) -> Any:
+        with self._lock:
+            self.backend.reset()
+            self._stamps.clear()
+            self._generation = time.time_ns()
+            self._reset_flag = True
+            self.stats.count("resets")
+            self._publish_state()
+            self._reset_flag = False
+        response.success, response.message = True, "map cleared; the tracker starts a new session"
+        return response
+
+    def _srv_save_map(self, request: Any, response: Any) -> Any:
+        path = Path(self.p["map_path"]).expanduser()
+        try:
+            with self._lock:
+                n = self.backend.num_keyframes
+                self.backend.save(path)
+        except (OSError, RuntimeError) as exc:
+            response.success, response.message = False, f"cannot save {path}: {exc}"
+            return response
+        response.success, response.message = True, f"{n} keyframes saved to {path}"
+        return response
+
+    def _srv_load_map(self, request: Any, response: Any) -> Any:
+        path = Path(self.p["map_path"]).expanduser()
+        try:
+            with self._lock:
+                self.backend.load(path)
+                self._stamps.clear()
+                self._generation = time.time_ns()
+                self._after_map_change()
+        except (OSError, ValueError) as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        response.success = True
+        response.message = f"{self.backend.num_keyframes} keyframes loaded from {path}"
+        return response
+
+    def _srv_save_trajectory(self, request: Any, response: Any) -> Any:
+        from online3r_ros.eval import write_tum
+
+        path = Path(self.p["trajectory_path"]).expanduser()
+        kf_path = path.with_name(path.stem + "_keyframes" + (path.suffix or ".txt"))
+        try:
+            with self._lock:
+                ts, poses = self.backend.trajectory()
+                kts, kposes = self.backend.keyframe_trajectory()
+            if len(ts) == 0:
+                raise ValueError("the map is empty")
+            write_tum(path, ts, poses)
+            write_tum(kf_path, kts, kposes)
+        except (OSError, ValueError) as exc:
+            response.success, response.message = False, f"cannot write {path}: {exc}"
+            return response
+        response.success, response.message = (
+            True,
+            f"{len(ts)} frames -> {path}, {len(kts)} keyframes -> {kf_path}",
+        )
+        return response
+
+    def _srv_publish_map(self, request: Any, response: Any) -> Any:
+        with self._wake:
+            self._publish_map_request = True
+            self._wake.notify()
+        response.success, response.message = True, "the full map is published by the worker"
+        return response
+
+    # ----------------------------------------------------------------------------------------------- work
+    def _work(self) -> None:
+        while self._running:
+            with self._wake:
+                if not self._queue:
+                    self._wake.wait(timeout=0.05)
+                if not self._running:
+                    return
+                items = list(self._queue)
+                self._queue.clear()
+                publish_map, self._publish_map_request = self._publish_map_request, False
+            try:
+                with self._lock:
+                    for kind, msg in items:
+                        self._submit(kind, msg)
+                    updates = self.backend.step()
+                    for update in updates:
+                        self._after_update(update)
+                self._periodic(publish_map)
+            except Exception as exc:  # noqa: BLE001 - the node must survive anything one message does
+                self.stats.error(f"{type(exc).__name__}: {exc}")
+                self.get_logger().error(f"mapper step failed: {type(exc).__name__}: {exc}")
+
+    def _submit(self, kind: str, msg: Any) -> None:
+        try:
+            if kind == "kf":
+                pkt, T_bc = cloud_to_keyframe(msg)
+            else:
+                pkt = cloud_to_observation(msg)
+        except (MessageFormatError, ValueError) as exc:
+            self.stats.count("rejected")
+            self.stats.error(f"{kind}: {exc}")
+            self._log_once(self.get_logger().error, f"malformed {kind} message: {exc}")
+            return
+        self._stamps[pkt.timestamp] = stamp_to_ns(msg.header.stamp)
+        if self.backend.mismatched_session(pkt.session) and not (kind == "kf" and pkt.kf_id == 0):
+            self.get_logger().warning(
+                f"packets of session {pkt.session} but the map is session {self.backend.session}: "
+                "starting a new map; the tracker re-sends its keyframes"
+            )
+            self.backend.reset()
+            self._generation = time.time_ns()
+            self._publish_state()
+        if kind == "kf":
+            self._T_bc = T_bc
+            if self.backend.submit_keyframe(pkt):
+                self.stats.count("keyframes_received")
+        else:
+            if self.backend.submit_observation(pkt):
+                self.stats.count("observations")
+                self._map_dirty = self._path_dirty = True
+
+    def _after_update(self, update: Any) -> None:
+        self.stats.count("keyframes")
+        if update.optimised:
+            self.stats.count("optimisations")
+        self.stats.add_times(update.timings_ms)
+        self.stats.state = "mapping"
+        self.stats.values.update(
+            keyframes=self.backend.num_keyframes,
+            edges=len(self.backend.graph),
+            session=self.backend.session,
+            last_optimisation=update.opt_info,
+            scales=[round(float(s), 6) for s in update.T_WC[:, 7].tolist()[-20:]],
+        )
+        self.pub_sim3.publish(poses_to_array(update.T_WC, self.backend.session))
+        if update.kf_id > 0:
+            self._publish_chunk(update.kf_id - 1)
+        self._publish_poses_and_paths()
+        self._publish_markers()
+        self._map_dirty = True
+        if self.p["autosave"]:
+            try:
+                t0 = time.perf_counter()
+                self.backend.save(Path(self.p["map_path"]).expanduser())
+                self.stats.add_times({"autosave": 1000 * (time.perf_counter() - t0)})
+                self.stats.values["autosaved_keyframes"] = self.backend.num_keyframes
+            except (OSError, RuntimeError) as exc:
+                self.stats.error(f"autosave failed: {exc}")
+                self._log_once(self.get_logger().error, f"autosave to {self.p['map_path']} failed: {exc}")
+        self._publish_state()
+
+    def _after_map_change(self) -> None:
+        self._publish_state()
+        if self.backend.num_keyframes:
+            self.pub_sim3.publish(poses_to_array(self.backend.keyframe_poses(), self.backend.session))
+            self._publish_poses_and_paths()
+            self._publish_markers()
+            self._publish_full_map()
+
+    def _periodic(self, publish_map: bool) -> None:
+        now = time.monotonic()
+        period = self.p["map_period"]
+        if publish_map or (period > 0 and self._map_dirty and now - self._last_map >= period):
+            with self._lock:
+                self._publish_full_map()
+            self._last_map = now
+        period = self.p["path_period"]
+        if period > 0 and self._path_dirty and now - self._last_path >= period:
+            with self._lock:
+                self._publish_poses_and_paths()
+            self._last_path = now
+
+    # ------------------------------------------------------------------------------------------ publishing
+    def _stamp(self, t: float) -> Any:
+        return ns_to_stamp(self._stamps.get(t, sec_to_ns(max(t, 0.0))))
+
+    def _map_poses(self, T_WC: torch.Tensor) -> np.ndarray:
+        from online3r_ros.slam.tracking_frontend import rigid_matrix
+
+        if len(T_WC) == 0:
+            return np.zeros((0, 4, 4))
+        return np.stack([self._T_bc @ rigid_matrix(P) for P in T_WC])
+
+    def _path_msg(self, ts: np.ndarray, poses: np.ndarray) -> Any:
+        from geometry_msgs.msg import PoseStamped
+        from nav_msgs.msg import Path as PathMsg
+        from std_msgs.msg import Header
+
+        frame = self.p["map_frame"]
+        msg = PathMsg()
+        stamp = self._stamp(float(ts[-1])) if len(ts) else self.get_clock().now().to_msg()
+        msg.header = Header(frame_id=frame, stamp=stamp)
+        msg.poses = [
+            PoseStamped(header=Header(frame_id=frame, stamp=self._stamp(float(t))), pose=matrix_to_pose(M))
+            for t, M in zip(ts, poses, strict=True)
+        ]
+        return msg
+
+    def _publish_poses_and_paths(self) -> None:
+        from geometry_msgs.msg import PoseArray
+        from std_msgs.msg import Header
+
+        kts, kposes = self.backend.keyframe_trajectory()
+        kmap = self._map_poses(kposes)
+        if len(kts):
+            header = Header(frame_id=self.p["map_frame"], stamp=self._stamp(float(kts[-1])))
+            self.pub_kf_poses.publish(PoseArray(header=header, poses=[matrix_to_pose(M) for M in kmap]))
+            self.pub_kf_path.publish(self._path_msg(kts, kmap))
+        ts, poses = self.backend.trajectory()
+        if len(ts):
+            self.pub_path.publish(self._path_msg(ts, self._map_poses(poses)))
+        self._path_dirty = False
+
+    def _cloud(self, chunk: Any, stamp: Any) -> Any:
+        from online3r_ros.ros.pointcloud import numpy_to_pointcloud2
+
+        pts = transform_points(self._T_bc, chunk.points).astype(np.float32)
+        return numpy_to_pointcloud2(
+            pts, chunk.colors, chunk.confidence, frame_id=self.p["map_frame"], stamp=stamp
+        )
+
+    def _publish_chunk(self, kf_id: int) -> None:
+        chunk = self.backend.map_points([kf_id])
+        self.pub_updates.publish(self._cloud(chunk, self._stamp(self.backend.kf_stamps[kf_id])))
+        self.stats.values["map_update_points"] = len(chunk)
+
+    def _publish_full_map(self) -> None:
+        chunk = self.backend.map_points()
+        cap = self.p["map_max_points"]
+        if cap > 0 and len(chunk) > cap:
+            from online3r_ros.slam.mapping import MapChunk
+
+            sel = np.arange(0, len(chunk), int(np.ceil(len(chunk) / cap)))
+            chunk = MapChunk(
+                chunk.points[sel], chunk.colors[sel], chunk.confidence[sel], chunk.keyframe_ids[sel]
+            )
+        stamp = (
+            self._stamp(self.backend.kf_stamps[-1])
+            if self.backend.kf_stamps
+            else self.get_clock().now().to_msg()
+        )
+        self.pub_map.publish(self._cloud(chunk, stamp))
+        self.stats.values["map_points"] = len(chunk)
+        self.stats.count("maps_published")
+        self._map_dirty = False
+
+    def _publish_markers(self) -> None:
+        from geometry_msgs.msg import Point
+        from std_msgs.msg import ColorRGBA, Header
+        from visualization_msgs.msg import Marker, MarkerArray
+
+        n = self.backend.num_keyframes
+        if n == 0:
+            return
+        kmap = self._map_poses(self.backend.keyframe_poses())
+        K = self.backend.keyframes.intrinsics(n - 1, device="cpu")
+        H, W = self.backend.keyframes.image_size(n - 1)
+        frusta = frustum_lines(
+            kmap, None if K is None else K.double().numpy(), (W, H), self.p["frustum_scale"]
+        )
+        header = Header(frame_id=self.p["map_frame"], stamp=self._stamp(self.backend.kf_stamps[-1]))
+
+        def lines(ns: str, pts: np.ndarray, rgba: tuple[float, ...]) -> Any:
+            m = Marker(header=header, ns=ns, id=0, type=Marker.LINE_LIST, action=Marker.ADD)
+            m.pose.orientation.w = 1.0
+            m.scale.x = 0.005
+            m.color = ColorRGBA(r=rgba[0], g=rgba[1], b=rgba[2], a=rgba[3])
+            m.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in pts]
+            return m
+
+        centres = kmap[:, :3, 3]
+        edges = self.backend.edges()
+        edge_pts = centres[np.asarray(edges, dtype=np.int64).reshape(-1)] if edges else np.zeros((0, 3))
+        self.pub_markers.publish(
+            MarkerArray(
+                markers=[
+                    lines("keyframes", frusta, (0.1, 0.6, 1.0, 1.0)),
+                    lines("edges", edge_pts, (1.0, 0.5, 0.0, 1.0)),
+                ]
+            )
+        )
+
+    def _publish_state(self) -> None:
+        self.pub_state.publish(
+            mapper_state_msg(
+                self._generation, self.backend.session, self.backend.num_keyframes, self._reset_flag
+            )
+        )
+
+    def _publish_diagnostics(self) -> None:
+        self.stats.values["pending_queue"] = len(self._queue)
+        self.pub_diag.publish(
+            diagnostic_array(self.stats, self.get_clock().now().to_msg(), "online3r_mapper")
+        )
+        self.pub_status.publish(status_string(self.stats))
+
+    def stop(self) -> None:
+        with self._wake:
+            self._running = False
+            self._wake.notify_all()
+        self._worker.join(timeout=5.0)
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(lambda ctx: MapperNode(ctx), "mapper", args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

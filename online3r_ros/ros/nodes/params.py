@@ -1,0 +1,291 @@
+"""Declared parameters of the tracker and mapper nodes: names, defaults, descriptions, ranges, validation.
+
+Every parameter is declared read-only with its description and range (``ros2 param describe`` shows them);
+values come from ``--ros-args --params-file config/online3r_ros.yaml`` (sections ``tracker:`` / ``mapper:``
+-> ``ros__parameters``). :func:`validate` checks ranges, choices and the cross-field rules and raises
+:class:`ParameterError` naming the parameter, so a node with a bad value refuses to start with a clear line.
+
+The SLAM algorithm settings are NOT node parameters: ``slam_config`` points to the pipeline's YAML file
+(``config/online3r.yaml`` format; empty = built-in defaults) and ``source``/``checkpoint``/``device`` override
+its most common keys. Relative paths are resolved against the current directory, then the package's
+``config/`` folder.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ParamSpec",
+    "ParameterError",
+    "TRACKER_PARAMS",
+    "MAPPER_PARAMS",
+    "validate",
+    "declare_and_read",
+    "resolve_path",
+    "defaults",
+]
+
+
+class ParameterError(ValueError):
+    """An invalid node parameter (the message starts with the parameter's name)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        super().__init__(f"parameter '{name}': {reason}")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """``name``, ``default`` (its Python type is the parameter type; ``list`` = double array),
+    ``description``, numeric ``low``/``high`` bounds (inclusive) or string ``choices``."""
+
+    name: str
+    default: Any
+    description: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] | None = None
+
+
+_QOS = ("sensor_data", "best_effort", "reliable", "system_default")
+
+_COMMON = (
+    ParamSpec("slam_config", "", "SLAM configuration YAML (config/online3r.yaml format); empty: defaults"),
+    ParamSpec("source", "", "override source.kind of the SLAM config", choices=("", "depth", "mast3r")),
+    ParamSpec("checkpoint", "", "override source.checkpoint (MASt3R checkpoint file)"),
+    ParamSpec("device", "", "override system.device (cpu, cuda, cuda:N); empty: from the SLAM config"),
+    ParamSpec("torch_threads", 0, "torch CPU threads (0: torch default)", 0, 256),
+    ParamSpec("map_frame", "map", "REP-105 map frame"),
+    ParamSpec("camera_frame", "camera_optical_frame", "camera optical frame (z forward, x right, y down)"),
+    ParamSpec("diagnostics_period", 1.0, "period of /diagnostics and the status topic (s)", 0.05, 60.0),
+)
+
+TRACKER_PARAMS: tuple[ParamSpec, ...] = _COMMON + (
+    ParamSpec("image_topic", "image", "input image topic (sensor_msgs/Image or CompressedImage)"),
+    ParamSpec(
+        "image_transport",
+        "raw",
+        "raw: sensor_msgs/Image; compressed: CompressedImage",
+        choices=("raw", "compressed"),
+    ),
+    ParamSpec("camera_info_topic", "camera_info", "CameraInfo topic (calibrated mode); empty: none"),
+    ParamSpec("depth_topic", "depth", "aligned depth image topic (16UC1 mm / 32FC1 m); empty: none"),
+    ParamSpec("image_qos", "sensor_data", "QoS of the input subscriptions", choices=_QOS),
+    ParamSpec("odom_frame", "odom", "REP-105 odometry frame"),
+    ParamSpec("base_frame", "base_link", "robot base frame"),
+    ParamSpec("publish_tf", True, "publish TF at all (master switch)"),
+    ParamSpec(
+        "publish_odom_tf", True, "publish odom -> base_frame (false when another node provides odometry)"
+    ),
+    ParamSpec("publish_map_tf", True, "publish map -> odom (the SLAM correction)"),
+    ParamSpec(
+        "base_to_camera",
+        [],
+        "static base_frame -> camera_frame transform [x, y, z, qx, qy, qz, qw]; empty: read /tf_static, "
+        "else the REP-103 optical rotation at the base origin",
+    ),
+    ParamSpec("tf_static_wait", 1.0, "how long to wait for /tf_static before the first frame (s)", 0.0, 60.0),
+    ParamSpec("sync_tolerance", 0.002, "max |image stamp - depth stamp| of a pair (s)", 0.0, 1.0),
+    ParamSpec("sync_wait", 0.5, "how long the newest image waits for its depth / camera_info (s)", 0.0, 10.0),
+    ParamSpec(
+        "input_timeout", 2.0, "WARN in diagnostics when no image arrived for this long (s)", 0.1, 3600.0
+    ),
+    ParamSpec("error_hold", 5.0, "an input error keeps diagnostics at ERROR this long (s)", 0.0, 3600.0),
+    ParamSpec(
+        "reset_on_time_jump", True, "an image older than the previous one (bag loop) resets the session"
+    ),
+    ParamSpec("trajectory_path", "online3r_tracker_trajectory.txt", "~/save_trajectory output (TUM)"),
+)
+
+MAPPER_PARAMS: tuple[ParamSpec, ...] = _COMMON + (
+    ParamSpec("map_path", "online3r_map.pt", "~/save_map, ~/load_map and autosave file"),
+    ParamSpec("autosave", True, "save the map to map_path (atomically) after every optimisation"),
+    ParamSpec("load_on_start", True, "start from map_path when it exists (recovery after a restart)"),
+    ParamSpec("trajectory_path", "online3r_trajectory.txt", "~/save_trajectory output (TUM; + _keyframes)"),
+    ParamSpec(
+        "map_period",
+        5.0,
+        "full map re-publication period when it changed (s; 0: on request only)",
+        0.0,
+        3600.0,
+    ),
+    ParamSpec(
+        "path_period",
+        1.0,
+        "all-frames path re-publication period (s; 0: after optimisations only)",
+        0.0,
+        3600.0,
+    ),
+    ParamSpec("map_max_points", 500000, "full map: at most this many points (strided; 0: all)", 0, 100000000),
+    ParamSpec(
+        "keyframe_wait",
+        1.0,
+        "a keyframe waits this long for the previous keyframe's observations (s)",
+        0.0,
+        60.0,
+    ),
+    ParamSpec("frustum_scale", 0.1, "size of the keyframe frustum markers (m)", 0.001, 100.0),
+)
+
+
+def defaults(specs: tuple[ParamSpec, ...]) -> dict[str, Any]:
+    return {s.name: (list(s.default) if isinstance(s.default, list) else s.default) for s in specs}
+
+
+def _check_type(spec: ParamSpec, value: Any) -> Any:
+    d = spec.default
+    if isinstance(d, bool):
+        if not isinstance(value, bool):
+            raise ParameterError(spec.name, f"must be a boolean, got {value!r}")
+        return value
+    if isinstance(d, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParameterError(spec.name, f"must be an integer, got {value!r}")
+        return value
+    if isinstance(d, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+            raise ParameterError(spec.name, f"must be a finite number, got {value!r}")
+        return float(value)
+    if isinstance(d, list):
+        try:
+            return [float(v) for v in value]
+        except (TypeError, ValueError) as exc:
+            raise ParameterError(spec.name, f"must be a list of numbers, got {value!r}") from exc
+    if not isinstance(value, str):
+        raise ParameterError(spec.name, f"must be a string, got {value!r}")
+    return value
+
+
+def validate(values: dict[str, Any], specs: tuple[ParamSpec, ...]) -> dict[str, Any]:
+    """Typed, checked copy of ``values`` (missing keys: defaults); :class:`ParameterError` otherwise."""
+    known = {s.name for s in specs}
+    for name in values:
+        if name not in known and name != "use_sim_time":
+            raise ParameterError(name, f"unknown parameter (known: {sorted(known)})")
+    out: dict[str, Any] = {}
+    for spec in specs:
+        value = _check_type(spec, values.get(spec.name, spec.default))
+        if spec.low is not None and value < spec.low:
+            raise ParameterError(spec.name, f"{value!r} is below the minimum {spec.low}")
+        if spec.high is not None and value > spec.high:
+            raise ParameterError(spec.name, f"{value!r} is above the maximum {spec.high}")
+        if spec.choices is not None and value not in spec.choices:
+            raise ParameterError(spec.name, f"{value!r} is not one of {list(spec.choices)}")
+        out[spec.name] = value
+    frames = [out[k] for k in ("map_frame", "odom_frame", "base_frame", "camera_frame") if k in out]
+    for key in ("map_frame", "odom_frame", "base_frame", "camera_frame", "image_topic"):
+        if key in out and not str(out[key]).strip():
+            raise ParameterError(key, "must not be empty")
+    if len(set(frames)) != len(frames):
+        bad = next(
+            k for k in ("odom_frame", "base_frame", "camera_frame") if k in out and frames.count(out[k]) > 1
+        )
+        raise ParameterError(bad, f"frame ids must be distinct, got {frames}")
+    b2c = out.get("base_to_camera")
+    if b2c:
+        if len(b2c) != 7:
+            raise ParameterError(
+                "base_to_camera", f"needs 7 values [x, y, z, qx, qy, qz, qw], got {len(b2c)}"
+            )
+        norm = math.sqrt(sum(v * v for v in b2c[3:]))
+        if not all(math.isfinite(v) for v in b2c) or abs(norm - 1.0) > 1e-3:
+            raise ParameterError("base_to_camera", f"needs finite values and a unit quaternion, got {b2c}")
+    if out.get("source") == "mast3r" and not out.get("checkpoint") and not out.get("slam_config"):
+        raise ParameterError("checkpoint", "source 'mast3r' needs a checkpoint file")
+    return out
+
+
+def resolve_path(name: str, what: str) -> Path | None:
+    """Existing file for ``name`` (absolute, relative to the cwd, or in the package's ``config/``);
+    ``None`` for an empty name; :class:`ParameterError` when it does not exist."""
+    if not name:
+        return None
+    p = Path(name).expanduser()
+    candidates = [p] if p.is_absolute() else [Path.cwd() / p, _config_dir() / p]
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    raise ParameterError(what, f"file not found: {name} (looked in {[str(c) for c in candidates]})")
+
+
+def _config_dir() -> Path:
+    repo = Path(__file__).resolve().parents[3] / "config"
+    if repo.is_dir():
+        return repo
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("online3r_ros")) / "config"
+    except Exception:  # noqa: BLE001 - no ament index: only the repository layout is known
+        return repo
+
+
+def declare_and_read(node: Any, specs: tuple[ParamSpec, ...]) -> dict[str, Any]:
+    """Declare every parameter on an rclpy ``node`` (read-only, described, ranged) and return the validated
+    values. Raises :class:`ParameterError` (also for values rclpy itself rejects)."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+    from rclpy.exceptions import ParameterException
+    from rclpy.parameter import Parameter
+
+    values: dict[str, Any] = {}
+    for spec in specs:
+        desc = ParameterDescriptor(description=spec.description, read_only=True)
+        if spec.choices is not None:
+            desc.additional_constraints = f"one of {list(spec.choices)}"
+        if spec.low is not None and isinstance(spec.default, int) and not isinstance(spec.default, bool):
+            desc.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=0)]
+        elif spec.low is not None:
+            desc.floating_point_range = [
+                FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high), step=0.0)
+            ]
+        default = Parameter.Type.DOUBLE_ARRAY if isinstance(spec.default, list) else spec.default
+        try:
+            param = node.declare_parameter(spec.name, default, desc)
+        except ParameterException as exc:
+            raise ParameterError(spec.name, str(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - rclpy raises several types (range, type); name the parameter
+            raise ParameterError(spec.name, f"{type(exc).__name__}: {exc}") from exc
+        value = param.value
+        if isinstance(spec.default, list) and value is None:
+            value = []
+        values[spec.name] = list(value) if isinstance(spec.default, list) else value
+    return validate(values, specs)
+
+
+def _yaml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, list):
+        return "[" + ", ".join(repr(float(x)) for x in v) + "]"
+    return repr(v)
+
+
+def documented_yaml() -> str:
+    """``config/online3r_ros.yaml``: both nodes' parameters with defaults, descriptions and ranges."""
+    lines = [
+        "# online3r_ros node parameters (tracker and mapper). Start the nodes with",
+        "#   tracker --ros-args --params-file config/online3r_ros.yaml   (same for mapper)",
+        "# The SLAM algorithm settings live in the file named by slam_config (config/online3r.yaml format).",
+        "# Regenerate: python -c 'from online3r_ros.ros.nodes.params import documented_yaml as d; "
+        'print(d(), end="")\'',
+    ]
+    for node, specs in (("tracker", TRACKER_PARAMS), ("mapper", MAPPER_PARAMS)):
+        lines += [f"{node}:", "  ros__parameters:"]
+        for s in specs:
+            rng = ""
+            if s.low is not None:
+                rng = f" [{s.low} .. {s.high}]"
+            elif s.choices is not None:
+                rng = f" [one of {', '.join(repr(c) for c in s.choices)}]"
+            lines.append(f"    # {s.description}{rng}")
+            if isinstance(s.default, list) and not s.default:  # YAML cannot type an empty list: leave it out
+                lines.append(f"    # {s.name}: [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]")
+            else:
+                lines.append(f"    {s.name}: {_yaml_value(s.default)}")
+    return "\n".join(lines) + "\n"

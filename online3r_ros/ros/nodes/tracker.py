@@ -1,0 +1,467 @@
+"""The tracker node: images in -> odometry, camera pose, TF, keyframes and observations for the mapper.
+
+Thin ROS shell around :class:`online3r_ros.slam.tracking_frontend.TrackerFrontend` (topics:
+:mod:`online3r_ros.ros.topics`; parameters: :data:`online3r_ros.ros.nodes.params.TRACKER_PARAMS`).
+
+- Never queues stale frames: the image callback keeps only the newest image (a replaced one counts as
+  ``dropped``); a worker thread processes it once its depth (same stamp within ``sync_tolerance``) and
+  CameraInfo are there (or ``sync_wait`` passed), so the ROS callbacks never wait for the SLAM work.
+- Bad input (unknown encoding, zero size, size change within a session, CameraInfo disagreeing with the
+  image, missing depth) is rejected with a log line and ``/diagnostics`` at ERROR; the node keeps running.
+- An image older than the previous one (a looping bag) starts a new session (``reset_on_time_jump``).
+- Frames: SLAM poses are camera-optical poses in the SLAM world (the first camera frame). With the static
+  ``T_bc = base_frame -> camera_frame``, ``map`` is the base frame at the first image:
+  ``T_map_cam = T_bc · T_WC``, ``T_map_base = T_bc · T_WC · T_bc⁻¹``; ``odom`` starts equal to ``map`` and
+  follows the continuous odometry; ``map -> odom`` carries the mapper's corrections.
+- Lost frames publish nothing (a downstream EKF must not get a confident pose); diagnostics say ``lost``.
+
+Run with ``ros2 run online3r_ros tracker --ros-args --params-file config/online3r_ros.yaml`` or
+``python -m online3r_ros.ros.nodes.tracker ...``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rclpy.node import Node
+
+from online3r_ros.ros import topics as T
+from online3r_ros.ros.nodes.common import LogOnce, StaticTfChain, run_node, slam_config_from_params
+from online3r_ros.ros.nodes.diagnostics import NodeStats, diagnostic_array, status_string
+from online3r_ros.ros.nodes.msgs import (
+    MessageFormatError,
+    array_to_poses,
+    keyframe_to_cloud,
+    observation_to_cloud,
+    parse_mapper_state,
+)
+from online3r_ros.ros.nodes.params import TRACKER_PARAMS, declare_and_read
+from online3r_ros.ros.pose import (
+    T_LINK_OPTICAL,
+    invert,
+    odometry,
+    pose_stamped,
+    tqs_to_matrix,
+    transform_stamped,
+)
+from online3r_ros.ros.time import stamp_to_ns
+
+__all__ = ["TrackerNode", "main", "decode_inputs"]
+
+_STATE_NAMES = {"init": "initialising", "tracking": "tracking", "reloc": "tracking", "lost": "lost"}
+
+
+def decode_inputs(image_msg: Any, depth_msg: Any, info_msg: Any, compressed: bool, rectify_cache: dict):
+    """``(rgb uint8 [H, W, 3], depth m [H, W] or None, K [3, 3] or None)`` of one synchronised input.
+
+    Raises the conversion layer's typed errors (``EncodingError``, ``ImageLayoutError``, ``CameraInfoError``,
+    ``CompressedImageError``) or ``ValueError`` (depth size differs from the image).
+    """
+    from online3r_ros.ros.camera_info import camera_info_to_intrinsics, rectify_image, rectify_maps
+    from online3r_ros.ros.compressed import compressed_image_to_numpy
+    from online3r_ros.ros.image import depth_image_to_metres, image_to_rgb8
+
+    if compressed:
+        rgb, _ = compressed_image_to_numpy(image_msg, "rgb8")
+    else:
+        rgb = image_to_rgb8(image_msg)
+    h, w = rgb.shape[:2]
+    depth = None
+    if depth_msg is not None:
+        depth = depth_image_to_metres(depth_msg, invalid="zero")
+        if depth.shape != (h, w):
+            raise ValueError(
+                f"depth size {depth.shape[1]}x{depth.shape[0]} differs from the image size {w}x{h}"
+            )
+    K = None
+    if info_msg is not None:
+        intr = camera_info_to_intrinsics(info_msg, image_size=(w, h))
+        K = intr.K
+        if intr.is_distorted or not np.allclose(intr.R, np.eye(3)):
+            key = (
+                intr.width,
+                intr.height,
+                intr.K.tobytes(),
+                intr.D.tobytes(),
+                intr.R.tobytes(),
+                intr.P.tobytes(),
+            )
+            maps = rectify_cache.get(key)
+            if maps is None:
+                rectify_cache.clear()
+                maps = rectify_cache[key] = rectify_maps(intr)
+            rgb = rectify_image(rgb, maps)
+            if depth is not None:
+                import cv2
+
+                depth = rectify_image(depth, maps, interpolation=cv2.INTER_NEAREST)
+            K = maps.new_K
+    return np.ascontiguousarray(rgb), depth, K
+
+
+class TrackerNode(Node):
+    """See the module docstring."""
+
+    def __init__(self, context: Any = None, node_name: str = "tracker") -> None:
+        super().__init__(node_name, context=context)
+        self.p = declare_and_read(self, TRACKER_PARAMS)
+        if self.p["torch_threads"] > 0:
+            torch.set_num_threads(self.p["torch_threads"])
+        from online3r_ros.slam.runner import build_source
+        from online3r_ros.slam.tracking_frontend import TrackerFrontend
+
+        cfg = slam_config_from_params(self.p)
+        self.frontend = TrackerFrontend(cfg, build_source(cfg))
+        self.stats = NodeStats("tracker", self.p["error_hold"], self.p["input_timeout"])
+        self.stats.values["session"] = self.frontend.session
+        self._log_once = LogOnce(2.0)
+        self._lock = threading.Lock()  # the frontend (worker, services)
+        self._wake = threading.Condition()  # the input slots (callbacks <-> worker)
+        self._running = True
+        self._image: tuple[Any, float] | None = None  # (msg, monotonic arrival)
+        self._depths: deque = deque(maxlen=30)
+        self._info: Any = None
+        self._poses: tuple[int, torch.Tensor] | None = None
+        self._mapper_state: dict | None = None
+        self._mapper_generation: int | None = None
+        self._reset_request = False
+        self._size: tuple[int, int] | None = None
+        self._rectify_cache: dict = {}
+        self._static = StaticTfChain()
+        self._T_bc: np.ndarray | None = None
+        self._start = time.monotonic()
+        self._build_io()
+        if self.p["base_to_camera"]:
+            b = self.p["base_to_camera"]
+            self._set_base_camera(tqs_to_matrix(b[:3], b[3:]), publish=True)
+        self._worker = threading.Thread(target=self._work, name="tracker-worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"tracker ready: source={cfg.source.kind} device={cfg.system.device} "
+            f"image={self.p['image_topic']} "
+            f"({self.p['image_transport']}) depth={self.p['depth_topic'] or '-'} "
+            f"camera_info={self.p['camera_info_topic'] or '-'} session={self.frontend.session}"
+        )
+
+    # --------------------------------------------------------------------------------------------- set-up
+    def _build_io(self) -> None:
+        from geometry_msgs.msg import PoseStamped
+        from nav_msgs.msg import Odometry
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+        from std_msgs.msg import Float64MultiArray, String
+        from std_srvs.srv import Trigger
+
+        from online3r_ros.ros.qos import qos_from_parameter, tf_static_qos
+
+        p = self.p
+        qos_in = qos_from_parameter(p["image_qos"])
+        self.pub_odom = self.create_publisher(Odometry, T.ODOMETRY.name, T.qos_for(T.ODOMETRY))
+        self.pub_pose = self.create_publisher(PoseStamped, T.CAMERA_POSE.name, T.qos_for(T.CAMERA_POSE))
+        self.pub_status = self.create_publisher(String, T.TRACKER_STATUS.name, T.qos_for(T.TRACKER_STATUS))
+        self.pub_kf = self.create_publisher(PointCloud2, T.KEYFRAMES.name, T.qos_for(T.KEYFRAMES))
+        self.pub_obs = self.create_publisher(PointCloud2, T.OBSERVATIONS.name, T.qos_for(T.OBSERVATIONS))
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.pub_diag = self.create_publisher(DiagnosticArray, T.DIAGNOSTICS.name, T.qos_for(T.DIAGNOSTICS))
+        self.tf = None
+        if p["publish_tf"]:
+            from online3r_ros.ros.tf import TfBroadcaster
+
+            self.tf = TfBroadcaster(self)
+        image_type = CompressedImage if p["image_transport"] == "compressed" else Image
+        self.create_subscription(image_type, p["image_topic"], self._on_image, qos_in)
+        if p["depth_topic"]:
+            self.create_subscription(Image, p["depth_topic"], self._on_depth, qos_in)
+        if p["camera_info_topic"]:
+            self.create_subscription(CameraInfo, p["camera_info_topic"], self._on_info, qos_in)
+        self.create_subscription(
+            Float64MultiArray, T.KEYFRAME_SIM3.name, self._on_poses, T.qos_for(T.KEYFRAME_SIM3)
+        )
+        self.create_subscription(
+            String, T.MAPPER_STATE.name, self._on_mapper_state, T.qos_for(T.MAPPER_STATE)
+        )
+        if not p["base_to_camera"]:
+            from tf2_msgs.msg import TFMessage
+
+            self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, tf_static_qos(10))
+        self.create_service(Trigger, "~/reset", self._srv_reset)
+        self.create_service(Trigger, "~/save_trajectory", self._srv_save_trajectory)
+        self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
+
+    def _set_base_camera(self, T_bc: np.ndarray, publish: bool) -> None:
+        self._T_bc = np.asarray(T_bc, dtype=np.float64)
+        self._T_cb = invert(self._T_bc)
+        if publish and self.tf is not None:
+            self.tf.send_static_transform(
+                transform_stamped(
+                    self._T_bc,
+                    self.p["base_frame"],
+                    self.p["camera_frame"],
+                    stamp=self.get_clock().now().to_msg(),
+                )
+            )
+
+    # ------------------------------------------------------------------------------------------ callbacks
+    def _on_image(self, msg: Any) -> None:
+        self.stats.count("received")
+        self.stats.input_seen()
+        with self._wake:
+            if self._image is not None:
+                self.stats.count("dropped")
+            self._image = (msg, time.monotonic())
+            self._wake.notify()
+
+    def _on_depth(self, msg: Any) -> None:
+        with self._wake:
+            self._depths.append(msg)
+            self._wake.notify()
+
+    def _on_info(self, msg: Any) -> None:
+        with self._wake:
+            self._info = msg
+            self._wake.notify()
+
+    def _on_poses(self, msg: Any) -> None:
+        try:
+            session, poses = array_to_poses(msg)
+        except MessageFormatError as exc:
+            self._input_error(f"keyframe poses: {exc}")
+            return
+        with self._wake:
+            self._poses = (session, poses)
+            self._wake.notify()
+
+    def _on_mapper_state(self, msg: Any) -> None:
+        try:
+            state = parse_mapper_state(msg)
+        except MessageFormatError as exc:
+            self._input_error(str(exc))
+            return
+        with self._wake:
+            self._mapper_state = state
+            self._wake.notify()
+
+    def _on_tf_static(self, msg: Any) -> None:
+        self._static.add(msg)
+        if self._T_bc is None:
+            T_bc = self._static.lookup(self.p["base_frame"], self.p["camera_frame"])
+            if T_bc is not None:
+                self._set_base_camera(T_bc, publish=False)
+                self.get_logger().info(f"base -> camera from /tf_static: t={T_bc[:3, 3].round(4).tolist()}")
+
+    def _srv_reset(self, request: Any, response: Any) -> Any:
+        with self._wake:
+            self._reset_request = True
+            self._wake.notify()
+        response.success, response.message = True, "reset requested: a new session starts with the next image"
+        return response
+
+    def _srv_save_trajectory(self, request: Any, response: Any) -> Any:
+        from online3r_ros.eval import write_tum
+
+        with self._lock:
+            ts, poses = self.frontend.trajectory()
+        path = Path(self.p["trajectory_path"]).expanduser()
+        try:
+            if len(ts) == 0:
+                raise ValueError("no posed frame yet")
+            write_tum(path, ts, poses)
+        except (OSError, ValueError) as exc:
+            response.success, response.message = False, f"cannot write {path}: {exc}"
+            return response
+        response.success, response.message = True, f"{len(ts)} poses written to {path}"
+        return response
+
+    # ----------------------------------------------------------------------------------------------- work
+    def _input_error(self, text: str) -> None:
+        self.stats.error(text)
+        self._log_once(self.get_logger().error, text)
+
+    def _match_depth(self, stamp_ns: int) -> Any:
+        tol = int(self.p["sync_tolerance"] * 1e9)
+        best = None
+        for d in self._depths:
+            dt = abs(stamp_to_ns(d.header.stamp) - stamp_ns)
+            if dt <= tol and (best is None or dt < best[0]):
+                best = (dt, d)
+        return None if best is None else best[1]
+
+    def _take_input(self) -> tuple[Any, Any, Any] | None:
+        """Under the lock: the newest image with its depth/info when complete (or timed out), else None."""
+        if self._image is None:
+            return None
+        msg, arrived = self._image
+        if self._T_bc is None and time.monotonic() - self._start < self.p["tf_static_wait"]:
+            return None
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        depth = self._match_depth(stamp_ns) if self.p["depth_topic"] else None
+        need_depth = bool(self.p["depth_topic"]) and depth is None
+        need_info = bool(self.p["camera_info_topic"]) and self._info is None
+        if (need_depth or need_info) and time.monotonic() - arrived < self.p["sync_wait"]:
+            return None
+        self._image = None
+        return msg, depth, self._info
+
+    def _work(self) -> None:
+        while self._running:
+            with self._wake:
+                self._wake.wait(timeout=0.02)
+                if not self._running:
+                    return
+                reset, self._reset_request = self._reset_request, False
+                poses, self._poses = self._poses, None
+                state, self._mapper_state = self._mapper_state, None
+                item = self._take_input()
+            with self._lock:
+                if reset:
+                    self._reset("reset service")
+                self._apply_mapper_messages(poses, state)
+            if item is not None:
+                try:
+                    self._process(*item)
+                except Exception as exc:  # noqa: BLE001 - the node must survive anything one frame does
+                    self.stats.count("rejected")
+                    self._input_error(f"frame failed: {type(exc).__name__}: {exc}")
+
+    def _reset(self, why: str) -> None:
+        self.frontend.reset()
+        self._size = None
+        self.stats.count("resets")
+        self.stats.state = "initialising"
+        self.stats.values["session"] = self.frontend.session
+        self.get_logger().warning(f"new session {self.frontend.session} ({why})")
+
+    def _apply_mapper_messages(self, poses: tuple[int, torch.Tensor] | None, state: dict | None) -> None:
+        if poses is not None and poses[0] == self.frontend.session:
+            self.frontend.apply_keyframe_poses(poses[1])
+            self.stats.count("corrections")
+        if state is None or state["generation"] == self._mapper_generation:
+            return
+        first = self._mapper_generation is None
+        self._mapper_generation = state["generation"]
+        if state["reset"] and not first:
+            self._reset("mapper reset")
+            return
+        n_local = self.frontend.num_keyframes
+        start = state["num_keyframes"] if state["session"] == self.frontend.session else 0
+        if start < n_local:
+            stamp = self.get_clock().now().to_msg()
+            for k in range(start, n_local):
+                pkt = self.frontend.keyframe_packet(k)
+                self.pub_kf.publish(
+                    keyframe_to_cloud(pkt, stamp, self._T_bc if self._T_bc is not None else T_LINK_OPTICAL)
+                )
+            self.stats.count("keyframes_resent", n_local - start)
+            self.get_logger().info(
+                f"mapper generation {state['generation']}: re-sent keyframes {start}..{n_local - 1}"
+            )
+
+    def _process(self, msg: Any, depth_msg: Any, info_msg: Any) -> None:
+        from online3r_ros.sources.base import SourceError
+
+        stamp = msg.header.stamp
+        t_sec = stamp_to_ns(stamp) * 1e-9
+        if self.p["depth_topic"] and depth_msg is None:
+            self.stats.count("rejected")
+            self._input_error(
+                f"no depth image with the stamp of image {t_sec:.6f} within {self.p['sync_wait']} s"
+            )
+            return
+        try:
+            rgb, depth, K = decode_inputs(
+                msg, depth_msg, info_msg, self.p["image_transport"] == "compressed", self._rectify_cache
+            )
+        except ValueError as exc:  # ConversionError subclasses ValueError
+            self.stats.count("rejected")
+            self._input_error(f"{type(exc).__name__}: {exc}")
+            return
+        size = (rgb.shape[1], rgb.shape[0])
+        with self._lock:
+            if self._T_bc is None:
+                self._set_base_camera(T_LINK_OPTICAL, publish=True)
+                self.get_logger().warning(
+                    f"no {self.p['base_frame']} -> {self.p['camera_frame']} transform "
+                    "(parameter or /tf_static): "
+                    "using the REP-103 optical rotation at the base origin"
+                )
+            last = self.frontend.last_timestamp
+            if t_sec < last and self.p["reset_on_time_jump"]:
+                self._reset(f"time went backwards: {t_sec:.6f} < {last:.6f}")
+            elif t_sec <= last:
+                self.stats.count("rejected")
+                self._input_error(f"image stamp {t_sec:.6f} is not after the previous one {last:.6f}")
+                return
+            if self._size is not None and size != self._size:
+                self.stats.count("rejected")
+                self._input_error(
+                    f"image size changed from {self._size[0]}x{self._size[1]} to {size[0]}x{size[1]} "
+                    "within a session (call ~/reset to change cameras)"
+                )
+                return
+            try:
+                step = self.frontend.process(rgb, depth, K, t_sec)
+            except (SourceError, ValueError) as exc:
+                self.stats.count("rejected")
+                self._input_error(f"{type(exc).__name__}: {exc}")
+                return
+            self._size = size
+            T_map_odom_W = self.frontend.map_to_odom()
+        self.stats.count("processed")
+        self.stats.state = _STATE_NAMES.get(step.state.value, step.state.value)
+        self._publish_step(step, stamp, T_map_odom_W)
+        self.stats.add_times(step.timings_ms)
+        now_ns = self.get_clock().now().nanoseconds
+        self.stats.add_latency((now_ns - stamp_to_ns(stamp)) * 1e-6)
+        self.stats.values["keyframes"] = self.frontend.num_keyframes
+
+    def _publish_step(self, step: Any, stamp: Any, T_W_odom: np.ndarray) -> None:
+        from online3r_ros.slam.tracking_frontend import rigid_matrix
+
+        p = self.p
+        if step.observation is not None:
+            self.pub_obs.publish(observation_to_cloud(step.observation, stamp))
+        if step.keyframe is not None:
+            self.pub_kf.publish(keyframe_to_cloud(step.keyframe, stamp, self._T_bc))
+            self.stats.count("keyframes")
+        if not step.has_pose:
+            return
+        T_bc, T_cb = self._T_bc, self._T_cb
+        T_map_cam = T_bc @ rigid_matrix(step.T_WC)
+        T_odom_base = T_bc @ step.T_odom @ T_cb
+        T_map_odom = T_bc @ T_W_odom @ T_cb
+        self.pub_odom.publish(odometry(T_odom_base, p["odom_frame"], p["base_frame"], stamp))
+        self.pub_pose.publish(pose_stamped(T_map_cam, p["map_frame"], stamp))
+        if self.tf is not None:
+            tfs = []
+            if p["publish_odom_tf"]:
+                tfs.append(transform_stamped(T_odom_base, p["odom_frame"], p["base_frame"], stamp))
+            if p["publish_map_tf"]:
+                tfs.append(transform_stamped(T_map_odom, p["map_frame"], p["odom_frame"], stamp))
+            if tfs:
+                self.tf.send_transform(tfs)
+
+    def _publish_diagnostics(self) -> None:
+        self.pub_diag.publish(
+            diagnostic_array(self.stats, self.get_clock().now().to_msg(), "online3r_tracker")
+        )
+        self.pub_status.publish(status_string(self.stats))
+
+    def stop(self) -> None:
+        with self._wake:
+            self._running = False
+            self._wake.notify_all()
+        self._worker.join(timeout=5.0)
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(lambda ctx: TrackerNode(ctx), "tracker", args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
