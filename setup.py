@@ -26,6 +26,8 @@ setup(
     entry_points={
         "console_scripts": [
             "online3r = online3r_ros.cli.main:main",
+            "tracker = online3r_ros.ros.nodes.tracker:main",
+            "mapper = online3r_ros.ros.nodes.mapper:main",
         ],
     },
 )
