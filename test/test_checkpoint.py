@@ -364,3 +364,25 @@ def test_malicious_pickle_is_not_executed(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError):
         load_mast3r(tmp_path / "evil.pth")
     assert not marker.exists()
+
+
+def test_official_full_size_string_builds_the_released_network() -> None:
+    """The README training string of MASt3R_ViTLarge_BaseDecoder_512_catmlpdpt_metric, after the rewrites,
+    builds the 688,638,856-parameter network (on the meta device: no memory)."""
+    text = (
+        "AsymmetricMASt3R(pos_embed='RoPE100', patch_embed_cls='ManyAR_PatchEmbed', img_size=(512, 512), "
+        "head_type='catmlp+dpt', output_mode='pts3d+desc24', depth_mode=('exp', -inf, inf), "
+        "conf_mode=('exp', 1, inf), enc_embed_dim=1024, enc_depth=24, enc_num_heads=16, dec_embed_dim=768, "
+        "dec_depth=12, dec_num_heads=12, two_confs=True, desc_conf_mode=('exp', 0, inf))"
+    )
+    kw = kwargs_from_constructor(text)
+    with torch.device("meta"):
+        model = build_mast3r(**kw)
+    assert sum(p.numel() for p in model.parameters()) == 688_638_856
+    # a string without two_confs (as some copies of the checkpoint args have) is corrected from fc2's shape
+    from online3r_ros.model.checkpoint import _reconcile_two_confs
+
+    short = kwargs_from_constructor(text.replace(", two_confs=True, desc_conf_mode=('exp', 0, inf)", ""))
+    sd = {k: v for k, v in model.state_dict().items() if "patch_embed" in k or "head_local_features" in k}
+    fixed = _reconcile_two_confs(short, sd)
+    assert fixed["two_confs"] is True and fixed["desc_conf_mode"] == ("exp", 0, INF)

@@ -265,3 +265,33 @@ def test_from_prepared_image(model) -> None:
     prep = preprocess_image(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8), size=224)
     fr = NetImage.from_prepared("a", prep)
     assert fr.shape == (224, 224)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_cuda_half_precision_encoder_decoder_float32_heads(model, precision: str) -> None:
+    import copy
+
+    (f,) = _frames(1, seed=10)
+    ref = MASt3REngine(copy.deepcopy(model), device="cpu").mono(f)
+    eng = MASt3REngine(copy.deepcopy(model), device="cuda", precision=precision)
+    seen: dict[str, torch.dtype] = {}
+    hooks = [
+        eng.model.enc_blocks[0].attn.qkv.register_forward_hook(
+            lambda m, i, o: seen.setdefault("enc", o.dtype)
+        ),
+        eng.model.dec_blocks[0].mlp.fc1.register_forward_hook(
+            lambda m, i, o: seen.setdefault("dec", o.dtype)
+        ),
+        eng.model.downstream_head1.register_forward_hook(
+            lambda m, i, o: seen.setdefault("head", o["pts3d"].dtype)
+        ),
+    ]
+    pred = eng.mono(f)
+    for h in hooks:
+        h.remove()
+    half = getattr(torch, precision)
+    assert seen == {"enc": half, "dec": half, "head": torch.float32}
+    assert pred.X.device.type == "cuda" and pred.X.dtype == torch.float32
+    rel = float((pred.X.cpu() - ref.X).abs().max() / ref.X.abs().max())
+    assert rel < (0.02 if precision == "float16" else 0.1)
