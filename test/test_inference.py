@@ -192,6 +192,15 @@ def test_grad_path_reaches_prompts_only(model) -> None:
     loss.backward()
     assert prompts.grad is not None and float(prompts.grad.abs().sum()) > 0
     assert all(p.grad is None for p in model.parameters())  # the network is frozen
+    # pair_grad: both views encoded with the prompts (one encoder call) or view 2 frozen
+    prompts.grad = None
+    calls = eng.stats.encoder_calls
+    a1, a2 = eng.pair_grad(f, k)
+    assert eng.stats.encoder_calls == calls + 1 and a1.X.shape == (1, H, W, 3)
+    (a1.C.mean() + a2.X.abs().mean()).backward()
+    assert float(prompts.grad.abs().sum()) > 0
+    b1, b2 = eng.pair_grad(f, k, frozen2=True)
+    assert b2.X.requires_grad and torch.allclose(b1.X, p1.X, rtol=1e-5, atol=1e-6)
     # with prompts=None the grad path equals the inference path
     eng.set_prompts(None)
     feat0, pos0 = eng.encode_grad(f.img, f.true_shape)

@@ -18,11 +18,13 @@ misses of one call are encoded together. The tracking path runs under :func:`tor
 Precision: ``float32`` anywhere; ``float16`` / ``bfloat16`` autocast the encoder and decoder on CUDA
 (``bfloat16`` also on CPU); the heads always run in float32 on float32 tokens, as the reference.
 
-Gradient path (prompt tuning): :meth:`~MASt3REngine.encode_grad` and :meth:`~MASt3REngine.decode_grad` run
-without inference mode, so gradients reach the prompts. **Cache entries are inference tensors** (created
-under ``inference_mode``): PyTorch refuses to save them for backward ("Inference tensors cannot be saved for
-backward"). Use :meth:`~MASt3REngine.features_for_grad`, which returns normal-tensor copies, to feed cached
-(frozen) features into the grad path.
+Gradient path (prompt tuning): :meth:`~MASt3REngine.encode_grad`, :meth:`~MASt3REngine.decode_grad` and
+:meth:`~MASt3REngine.pair_grad` run without inference mode, so gradients reach the prompts (and only them:
+the engine freezes the network). **Cache entries are inference tensors** (created under ``inference_mode``):
+outside inference mode they cannot be modified in place, and PyTorch refuses to save them for backward in an
+op whose other operand requires grad ("Inference tensors cannot be saved for backward"). Use
+:meth:`~MASt3REngine.features_for_grad`, which returns normal-tensor copies, to feed cached (frozen)
+features into the grad path; never feed raw cache entries to code that differentiates through them.
 """
 
 from __future__ import annotations
@@ -452,6 +454,31 @@ class MASt3REngine:
             raise RuntimeError("decode_grad() called inside torch.inference_mode: no gradients could flow")
         with torch.enable_grad():
             return self._decode_heads(feat1, pos1, tuple(shape1), feat2, pos2, tuple(shape2))
+
+    def pair_grad(
+        self,
+        frame1: NetImage,
+        frame2: NetImage,
+        prompts: torch.Tensor | None = None,
+        frozen2: bool = False,
+    ) -> tuple[Prediction, Prediction]:
+        """Differentiable prediction of one pair: ``(view 1 in 1, view 2 in 1)``, fields ``[1, H, W, ...]``.
+
+        Both images are encoded with ``prompts`` (default :attr:`prompts`) in one encoder call when they share
+        a size; with ``frozen2`` view 2 uses its cached features as constants instead (one encoder pass less).
+        """
+        if frozen2:
+            f1, p1 = self.encode_grad(frame1.img, frame1.true_shape, prompts)
+            f2, p2 = self.features_for_grad(frame2)
+        elif frame1.shape == frame2.shape:
+            imgs = torch.cat([frame1.img.to(self.device), frame2.img.to(self.device)])
+            ts = torch.cat([torch.as_tensor(frame1.true_shape), torch.as_tensor(frame2.true_shape)])
+            feat, pos = self.encode_grad(imgs, ts, prompts)
+            f1, f2, p1, p2 = feat[:1], feat[1:], pos[:1], pos[1:]
+        else:
+            f1, p1 = self.encode_grad(frame1.img, frame1.true_shape, prompts)
+            f2, p2 = self.encode_grad(frame2.img, frame2.true_shape, prompts)
+        return self.decode_grad(f1, p1, frame1.shape, f2, p2, frame2.shape)
 
     def features_for_grad(self, frame: NetImage) -> tuple[torch.Tensor, torch.Tensor]:
         """Cached features of ``frame`` as normal (non-inference) tensors without grad, usable as constant
