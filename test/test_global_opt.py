@@ -362,10 +362,20 @@ def test_calibrated_mode_without_intrinsics_raises():
         GlobalOptimizer(GlobalOptConfig(calibrated=True)).optimize(store, graph)
 
 
-def test_empty_graph_and_all_fixed():
+def test_empty_graph_all_fixed_and_no_usable_residual():
     store = KeyframeStore()
     res = GlobalOptimizer().optimize(store, FactorGraph())
     assert res.status == "nothing_to_optimize" and res.iterations == 0
+    n = 3
+    T_true = _true_poses(n, seed=71)
+    Xs, sels, invs = _subset_scene(T_true, seed=71)
+    T0 = _perturb(T_true, seed=72)
+    store, graph = _store_and_graph(T0, Xs, [(0, 1), (1, 2)], sels, invs)
+    res = GlobalOptimizer(GlobalOptConfig(pin=3)).optimize(store, graph)
+    assert res.status == "nothing_to_optimize" and torch.equal(store.get_poses(), T0)
+    res = GlobalOptimizer(GlobalOptConfig(C_conf=5.0)).optimize(store, graph)  # every point below C_conf
+    assert res.status == "nothing_to_optimize" and res.n_residual_points == 0
+    assert res.n_factorization_failures == 0 and torch.equal(store.get_poses(), T0)
 
 
 def test_config_from_objects_and_validation():

@@ -113,7 +113,8 @@ class OptResult:
 
     kf_ids ``[n]`` keyframes of the graph; poses ``[n, 8]`` their final Sim(3) ``T_WC`` (store dtype);
     cost_history: robust cost at each accepted linearisation point, the last entry the final cost;
-    status: 'converged' | 'max_iters' | 'no_progress' | 'nothing_to_optimize'.
+    status: 'converged' | 'max_iters' | 'no_progress' (damping exhausted) | 'nothing_to_optimize' (no
+    free pose or no usable residual); iterations: linear solves, rejected and failed ones included.
     """
 
     kf_ids: Tensor
@@ -526,6 +527,9 @@ def gauss_newton(T_init: Tensor, fixed: Tensor, prob: _Problem, cfg: GlobalOptCo
     info["t_linearize"] += time.perf_counter() - t0
     info["n_used"] = n_used
     info["cost_history"].append(cost)
+    if n_used == 0:
+        info["status"] = "nothing_to_optimize"  # no usable residual: leave the poses alone
+        return T, info
     lam = cfg.lm_init
     while info["iterations"] < cfg.max_iters:
         info["iterations"] += 1
@@ -637,7 +641,7 @@ class GlobalOptimizer:
             poses=poses,
             cost_history=info["cost_history"],
             iterations=info["iterations"],
-            converged=info["status"] == "converged",
+            converged=info["status"] in ("converged", "nothing_to_optimize"),
             status=info["status"],
             n_rejected_steps=info["n_rejected_steps"],
             n_factorization_failures=info["n_factorization_failures"],

@@ -163,7 +163,10 @@ class KeyframeStore:
         score: float = math.nan,
         extra: dict | None = None,
     ) -> int:
-        """Add a keyframe (copies the tensors to the store's device); returns its id (= index)."""
+        """Add a keyframe (copies the tensors to the store's device); returns its id (= index).
+
+        ``extra`` holds small plain values (numbers, strings, lists) saved with the keyframe.
+        """
         T_WC = torch.as_tensor(T_WC)
         if T_WC.shape[-1:] != (8,) or T_WC.numel() != 8:
             raise KeyframeError(f"T_WC must be a Sim(3) [8] tensor, got shape {tuple(T_WC.shape)}")
@@ -247,7 +250,9 @@ class KeyframeStore:
         """Snapshot of keyframe ``i`` with tensors on ``device`` (default: the store's device).
 
         Offloaded data is copied to ``device`` without changing its residency. ``fields`` limits which bulk
-        fields are copied (others are ``None``; ``X``/``C`` are always included).
+        fields are copied (others are ``None``; ``X``/``C`` are always included). Tensors already on
+        ``device`` are the store's own (no copy): treat them as read-only. Fusion replaces them instead of
+        writing in place, so a snapshot keeps the values it was taken with.
         """
         dev = self.device if device is None else torch.device(device)
         with self._lock:
