@@ -473,6 +473,22 @@ def test_subsampling_memory_and_factor_batch():
     assert graph.remove_keyframe(2) == 1 and graph.factor_batch().n_factors == 2
 
 
+def test_graph_state_dict_roundtrip(tmp_path):
+    P = 300
+    graph = FactorGraph(max_points_per_edge=50, seed=3)
+    idx, val, q = _rand_matches(2, P, 0.5, 7)
+    graph.add_edges([0, 1], [1, 2], idx, val, q, idx, val, q)
+    torch.save(graph.state_dict(), tmp_path / "g.pt")
+    other = FactorGraph()
+    other.load_state_dict(torch.load(tmp_path / "g.pt", weights_only=True))
+    a, b = graph.factor_batch(), other.factor_batch()
+    for name in ("a", "b", "counts", "pix_a", "pix_b", "q"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert other.max_points_per_edge == 50 and other.has_edge(2, 1) and len(other) == 2
+    with pytest.raises(GraphError, match="not an online3r_ros"):
+        other.load_state_dict({"edges": []})
+
+
 def test_graph_bad_inputs():
     graph = FactorGraph()
     idx, val, q = _rand_matches(1, 10, 0.5, 0)

@@ -290,6 +290,63 @@ class FactorGraph:
             self._cache = batch
             return batch
 
+    # ------------------------------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict:
+        """Plain dict (ints, floats, CPU tensors; loadable with ``torch.load(weights_only=True)``)."""
+        with self._lock:
+            return {
+                "format": "online3r_ros.factor_graph",
+                "version": 1,
+                "min_match_frac": self.min_match_frac,
+                "Q_conf": self.Q_conf,
+                "max_points_per_edge": self.max_points_per_edge,
+                "seed": self.seed,
+                "edges": [[int(i), int(j)] for i, j in self._edges],
+                "factors": [
+                    {
+                        "a": f[0],
+                        "b": f[1],
+                        "pix_a": f[2].cpu(),
+                        "pix_b": f[3].cpu(),
+                        "q": f[4].cpu(),
+                        "edge": f[5],
+                    }
+                    for f in self._factors
+                ],
+            }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Replace the graph's content with ``state`` (from :meth:`state_dict`); matches go to ``device``."""
+        if not isinstance(state, dict) or state.get("format") != "online3r_ros.factor_graph":
+            raise GraphError("not an online3r_ros factor graph state")
+        if state.get("version") != 1:
+            raise GraphError(f"unsupported factor graph state version {state.get('version')}")
+        edges = [(int(e[0]), int(e[1])) for e in state["edges"]]
+        dev = self.device if self.device is not None else torch.device("cpu")
+        factors = []
+        for f in state["factors"]:
+            if not 0 <= int(f["edge"]) < len(edges):
+                raise GraphError(f"factor refers to edge {f['edge']} of {len(edges)}")
+            factors.append(
+                (
+                    int(f["a"]),
+                    int(f["b"]),
+                    f["pix_a"].to(dev, torch.int32),
+                    f["pix_b"].to(dev, torch.int32),
+                    f["q"].to(dev, torch.float32),
+                    int(f["edge"]),
+                )
+            )
+        with self._lock:
+            self.min_match_frac = float(state["min_match_frac"])
+            self.Q_conf = float(state["Q_conf"])
+            self.max_points_per_edge = int(state["max_points_per_edge"])
+            self.seed = int(state["seed"])
+            self._edges = edges
+            self._edge_set = {(min(e), max(e)) for e in edges}
+            self._factors = factors
+            self._cache = None
+
     def memory_report(self) -> dict:
         """Bytes of stored matches: ``{'n_edges', 'total_bytes', 'per_edge': [bytes per edge]}``."""
         with self._lock:
