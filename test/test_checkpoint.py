@@ -198,6 +198,10 @@ def test_hf_round_trip_and_snapshot_layout(tmp_path: Path, p1_model, p1_views) -
     ckpt = read_checkpoint(repo)
     assert ckpt.layout == "hf" and ckpt.path == snap / "model.safetensors"
     assert ckpt.kwargs == P1_KWARGS
+    # hub metadata in config.json is ignored
+    cfg["_name_or_path"], cfg["transformers_version"], cfg["architectures"] = "x", "4.0", ["AsymmetricMASt3R"]
+    (d / "config.json").write_text(json.dumps(cfg))
+    assert read_checkpoint(d).kwargs == P1_KWARGS
     # the .safetensors file itself (config.json next to it)
     assert read_checkpoint(d / "model.safetensors").kwargs == P1_KWARGS
 

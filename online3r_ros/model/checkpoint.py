@@ -63,6 +63,14 @@ MAST3R_CLASS = "AsymmetricMASt3R"
 MAST3R_HEAD = "catmlp+dpt"
 # Reference constructor arguments without effect at inference (dropped if build_mast3r lacks them).
 _INERT_KWARGS = {"freeze", "mask_ratio", "img_size", "landscape_only"}
+# Keyword arguments of the reference AsymmetricMASt3R constructor (incl. the CroCo/DUSt3R ones it forwards);
+# other config.json keys (hub metadata) are ignored.
+_REFERENCE_ARGS = {
+    "output_mode", "head_type", "depth_mode", "conf_mode", "freeze", "landscape_only", "patch_embed_cls",
+    "desc_mode", "two_confs", "desc_conf_mode", "img_size", "patch_size", "mask_ratio", "enc_embed_dim",
+    "enc_depth", "enc_num_heads", "dec_embed_dim", "dec_depth", "dec_num_heads", "mlp_ratio", "norm_layer",
+    "norm_im2_in_dec", "pos_embed",
+}  # fmt: skip
 # Reference state_dict keys that are unused at inference: tolerated if the rebuilt model does not have them.
 _IGNORABLE_KEYS = {"mask_token"}
 _ALIAS_LIST = re.compile(r"^(?P<pre>.*\.scratch\.)layer_rn\.(?P<i>[0-3])\.weight$")
@@ -519,9 +527,10 @@ def _read_hf(directory: Path) -> LoadedCheckpoint:
     if not isinstance(cfg, dict):
         raise CheckpointFormatError(f"{cfg_path}: expected a JSON object of constructor arguments")
     constructor = cfg.get("model") if isinstance(cfg.get("model"), str) else None
-    kwargs_raw = {
-        k: v for k, v in cfg.items() if not k.startswith("_") and k not in ("architectures", "model")
-    }
+    kwargs_raw = {k: v for k, v in cfg.items() if k in _REFERENCE_ARGS}
+    ignored = sorted(k for k in cfg if k not in _REFERENCE_ARGS and k != "model")
+    if ignored:
+        log.info("%s: ignoring non-constructor keys %s", cfg_path, ignored)
     weights = next(
         (directory / n for n in ("model.safetensors", "pytorch_model.bin") if (directory / n).is_file()), None
     )
