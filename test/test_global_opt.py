@@ -353,6 +353,25 @@ def test_optimize_on_cuda_matches_cpu():
     torch.testing.assert_close(res_gpu.poses.cpu(), res_cpu.poses, rtol=1e-6, atol=1e-7)
 
 
+def test_thin_factor_batch_keeps_evenly_spread_subset_and_still_converges():
+    n = 6
+    T_true = _true_poses(n, seed=81)
+    Xs, sels, invs = _subset_scene(T_true, seed=81)
+    T0 = _perturb(T_true, seed=82, mag=0.03)
+    store, graph = _store_and_graph(T0, Xs, [(k, k + 1) for k in range(n - 1)] + [(0, 5)], sels, invs)
+    full = graph.factor_batch()
+    thin = go.thin_factor_batch(full, 40)
+    assert thin.counts.tolist() == [40] * full.n_factors and thin.n_points == 40 * full.n_factors
+    assert torch.equal(torch.bincount(thin.point_factor), thin.counts)
+    first = thin.pix_b[:40]  # factor 0: an even spread over its pixel-ordered matches, not a prefix
+    ordered = full.pix_b[: int(full.counts[0])]
+    assert int(first[0]) == int(ordered[0]) and int(first[-1]) > int(ordered[int(full.counts[0]) // 2])
+    assert go.thin_factor_batch(full, 0) is full
+    res = GlobalOptimizer(GlobalOptConfig(max_iters=20, max_points_per_edge=40)).optimize(store, graph)
+    assert res.n_residual_points == 40 * full.n_factors
+    assert float(_pose_err(store.get_poses(), T_true).max()) < 1e-4
+
+
 def test_calibrated_mode_without_intrinsics_raises():
     n = 3
     T_true = _true_poses(n, seed=51)

@@ -76,6 +76,7 @@ class GlobalOptConfig:
     dtype: str = "float64"  # compute dtype of residuals/Jacobians ("float32" is faster, less accurate)
     chunk_points: int = 1 << 17  # points per vectorised chunk (bounds temporary memory)
     block_points: int = 128  # points per block of the batched Hessian products (factors padded to it)
+    max_points_per_edge: int = 0  # use at most this many stored matches per factor, evenly spread (0: all)
     device: str | None = None  # compute device (default: the keyframe store's device)
 
     def __post_init__(self) -> None:
@@ -86,6 +87,8 @@ class GlobalOptConfig:
         for name in ("sigma_ray", "sigma_dist", "sigma_pixel", "sigma_depth", "depth_eps", "lm_factor"):
             if not getattr(self, name) > 0:
                 raise GlobalOptError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_points_per_edge < 0:
+            raise GlobalOptError(f"max_points_per_edge must be >= 0, got {self.max_points_per_edge}")
         if self.pin < 1 or self.max_iters < 1 or self.chunk_points < 1 or self.block_points < 1:
             raise GlobalOptError("pin, max_iters, chunk_points and block_points must be >= 1")
 
@@ -326,9 +329,33 @@ def _pad_soa(x: Tensor, slot: Tensor, nb: int, B: int, fill: float | Tensor) -> 
     return out.T.reshape(x.shape[1], nb, B).contiguous()
 
 
+def thin_factor_batch(batch: FactorBatch, max_points: int) -> FactorBatch:
+    """Keep at most ``max_points`` matches per factor, evenly spread over its stored (pixel-ordered) list,
+    so the kept matches still cover the whole image. Deterministic; ``max_points <= 0`` keeps all."""
+    if max_points <= 0 or batch.n_points == 0 or int(batch.counts.max()) <= max_points:
+        return batch
+    pf = batch.point_factor
+    counts = batch.counts
+    start = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(pf.numel(), device=pf.device) - start[pf]
+    c = counts[pf]
+    # point pos is kept when floor(pos * K / c) steps up (exactly K points of a factor with c > K)
+    keep = (c <= max_points) | (pos == 0) | ((pos * max_points) // c != ((pos - 1) * max_points) // c)
+    return FactorBatch(
+        a=batch.a,
+        b=batch.b,
+        counts=torch.clamp(counts, max=max_points),
+        point_factor=pf[keep],
+        pix_a=batch.pix_a[keep],
+        pix_b=batch.pix_b[keep],
+        q=batch.q[keep],
+    )
+
+
 def _build_problem(
     store, batch: FactorBatch, var_of_kf: Tensor, cfg: GlobalOptConfig, device, dtype
 ) -> _Problem:
+    batch = thin_factor_batch(batch, cfg.max_points_per_edge)
     Xa, Ca, Xb, Cb = _gather(store, batch, device, dtype)
     pf = batch.point_factor.to(device)
     q = batch.q.to(device, dtype)
