@@ -264,7 +264,7 @@ class MapperNode(Node):
             self.stats.error(f"{kind}: {exc}")
             self._log_once(self.get_logger().error, f"malformed {kind} message: {exc}")
             return
-        self._stamps[pkt.timestamp] = stamp_to_ns(msg.header.stamp)
+        self._stamps.setdefault(pkt.timestamp, stamp_to_ns(msg.header.stamp))
         if self.backend.mismatched_session(pkt.session) and not (kind == "kf" and pkt.kf_id == 0):
             self.get_logger().warning(
                 f"packets of session {pkt.session} but the map is session {self.backend.session}: "
@@ -283,7 +283,7 @@ class MapperNode(Node):
                 self._map_dirty = self._path_dirty = True
 
     def _after_update(self, update: Any) -> None:
-        self.stats.count("keyframes")
+        self.stats.count("keyframes_integrated")
         if update.optimised:
             self.stats.count("optimisations")
         self.stats.add_times(update.timings_ms)

@@ -50,7 +50,7 @@ from online3r_ros.ros.pose import (
     tqs_to_matrix,
     transform_stamped,
 )
-from online3r_ros.ros.time import stamp_to_ns
+from online3r_ros.ros.time import stamp_to_ns, stamp_to_sec
 
 __all__ = ["TrackerNode", "main", "decode_inputs"]
 
@@ -132,6 +132,7 @@ class TrackerNode(Node):
         self._mapper_generation: int | None = None
         self._reset_request = False
         self._size: tuple[int, int] | None = None
+        self._kf_stamps: dict[int, Any] = {}  # keyframe id -> its image stamp (re-sending keeps it)
         self._rectify_cache: dict = {}
         self._static = StaticTfChain()
         self._T_bc: np.ndarray | None = None
@@ -332,6 +333,7 @@ class TrackerNode(Node):
     def _reset(self, why: str) -> None:
         self.frontend.reset()
         self._size = None
+        self._kf_stamps.clear()
         self.stats.count("resets")
         self.stats.state = "initialising"
         self.stats.values["session"] = self.frontend.session
@@ -351,12 +353,10 @@ class TrackerNode(Node):
         n_local = self.frontend.num_keyframes
         start = state["num_keyframes"] if state["session"] == self.frontend.session else 0
         if start < n_local:
-            stamp = self.get_clock().now().to_msg()
+            T_bc = self._T_bc if self._T_bc is not None else T_LINK_OPTICAL
             for k in range(start, n_local):
-                pkt = self.frontend.keyframe_packet(k)
-                self.pub_kf.publish(
-                    keyframe_to_cloud(pkt, stamp, self._T_bc if self._T_bc is not None else T_LINK_OPTICAL)
-                )
+                stamp = self._kf_stamps.get(k) or self.get_clock().now().to_msg()
+                self.pub_kf.publish(keyframe_to_cloud(self.frontend.keyframe_packet(k), stamp, T_bc))
             self.stats.count("keyframes_resent", n_local - start)
             self.get_logger().info(
                 f"mapper generation {state['generation']}: re-sent keyframes {start}..{n_local - 1}"
@@ -366,7 +366,7 @@ class TrackerNode(Node):
         from online3r_ros.sources.base import SourceError
 
         stamp = msg.header.stamp
-        t_sec = stamp_to_ns(stamp) * 1e-9
+        t_sec = stamp_to_sec(stamp)
         if self.p["depth_topic"] and depth_msg is None:
             self.stats.count("rejected")
             self._input_error(
@@ -427,6 +427,7 @@ class TrackerNode(Node):
         if step.observation is not None:
             self.pub_obs.publish(observation_to_cloud(step.observation, stamp))
         if step.keyframe is not None:
+            self._kf_stamps[step.keyframe.kf_id] = stamp
             self.pub_kf.publish(keyframe_to_cloud(step.keyframe, stamp, self._T_bc))
             self.stats.count("keyframes")
         if not step.has_pose:
