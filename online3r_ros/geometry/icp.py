@@ -10,11 +10,17 @@ from __future__ import annotations
 import torch
 
 from online3r_ros.geometry.camera import project
-from online3r_ros.geometry.lie import sim3_act, sim3_act_jacobian, sim3_inverse
+from online3r_ros.geometry.lie import quat_to_matrix, sim3_act, sim3_act_jacobian, sim3_inverse
 
 Tensor = torch.Tensor
 
-__all__ = ["pointmap_normals", "projective_association", "point_to_plane_residuals"]
+__all__ = [
+    "pointmap_normals",
+    "projective_association",
+    "point_to_plane_residuals",
+    "grey_and_gradients",
+    "photometric_residuals",
+]
 
 
 def pointmap_normals(X: Tensor, valid: Tensor, max_step: float = 0.05) -> tuple[Tensor, Tensor]:
@@ -74,3 +80,51 @@ def point_to_plane_residuals(T_CkCf: Tensor, X_f: Tensor, X_k: Tensor, n_k: Tens
     r = (n_k * (X_k - P)).sum(-1, keepdim=True)
     J = -(n_k.unsqueeze(-2) @ sim3_act_jacobian(P))
     return r, J
+
+
+def grey_and_gradients(image: Tensor) -> Tensor:
+    """``[H, W, 3]`` grey level and its u/v derivatives (central differences, replicate border) of an RGB
+    image ``[H, W, 3]`` in ``[0, 1]``."""
+    g = (image * image.new_tensor([0.299, 0.587, 0.114])).sum(-1)
+    gp = torch.nn.functional.pad(g[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    gu = 0.5 * (gp[1:-1, 2:] - gp[1:-1, :-2])
+    gv = 0.5 * (gp[2:, 1:-1] - gp[:-2, 1:-1])
+    return torch.stack([g, gu, gv], dim=-1)
+
+
+def photometric_residuals(
+    T_CkCf: Tensor, X_k: Tensor, I_k: Tensor, grey_f: Tensor, K: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``r = I_k - I_f(pi(T^-1 X_k))`` ``[N, 1]`` (bilinear), ``J = dr/dxi`` ``[N, 1, 7]`` for the left
+    perturbation of ``T_CkCf``, and validity ``[N]`` (projection at least one pixel inside the image).
+
+    ``grey_f[H, W, 3]`` = frame grey level and its u/v gradients (:func:`grey_and_gradients`).
+    """
+    H, W = grey_f.shape[:2]
+    Ti = sim3_inverse(T_CkCf)
+    Q = sim3_act(Ti, X_k)
+    uv, ok = project(Q, K)
+    u, v = uv[..., 0], uv[..., 1]
+    ok = ok & (u >= 1) & (u <= W - 2) & (v >= 1) & (v <= H - 2)
+    uc = u.clamp(0, W - 1.001)
+    vc = v.clamp(0, H - 1.001)
+    u0, v0 = uc.floor(), vc.floor()
+    a, b = (uc - u0).unsqueeze(-1), (vc - v0).unsqueeze(-1)
+    i00 = (u0 + W * v0).long()
+    flat = grey_f.reshape(-1, 3)
+    s = (
+        flat[i00] * (1 - a) * (1 - b)
+        + flat[i00 + 1] * a * (1 - b)
+        + flat[i00 + W] * (1 - a) * b
+        + flat[i00 + W + 1] * a * b
+    )
+    r = I_k.unsqueeze(-1) - s[:, :1]
+    fx, fy = K[0, 0].to(Q.dtype), K[1, 1].to(Q.dtype)
+    z = Q[:, 2].clamp_min(1e-6)
+    gu, gv = s[:, 1], s[:, 2]
+    # dI/dQ = grad · dpi/dQ
+    dIdQ = torch.stack([gu * fx / z, gv * fy / z, -(gu * fx * Q[:, 0] + gv * fy * Q[:, 1]) / (z * z)], dim=-1)
+    R = quat_to_matrix(Ti[3:7]) * Ti[7]
+    # dQ/dxi = -A G(X_k) with A the linear part of T^-1; dr/dxi = -dI/dQ · dQ/dxi
+    J = (dIdQ @ R).unsqueeze(-2) @ sim3_act_jacobian(X_k)
+    return r, J, ok

@@ -23,7 +23,13 @@ from typing import Any
 import torch
 
 from online3r_ros.geometry.camera import intrinsics_params
-from online3r_ros.geometry.icp import point_to_plane_residuals, pointmap_normals, projective_association
+from online3r_ros.geometry.icp import (
+    grey_and_gradients,
+    photometric_residuals,
+    point_to_plane_residuals,
+    pointmap_normals,
+    projective_association,
+)
 from online3r_ros.geometry.lie import (
     sim3_act,
     sim3_compose,
@@ -160,6 +166,7 @@ class TrackerOptions:
     icp_dist: float = 0.1
     icp_sigma: float = 0.01
     icp_rel_error: float = 1e-6
+    icp_photo_sigma: float = 0.05
     icp_delta_norm: float = 1e-5
 
     @classmethod
@@ -243,7 +250,9 @@ def _huber_rho(a: Tensor, k: float) -> Tensor:
 def _linearize(residual_fn, T: Tensor, sqrt_w: Tensor, dof: int, huber: float):
     """Huber cost, normal equations ``(H, g)`` (float64) and number of active residual rows at ``T``."""
     r, J, valid = residual_fn(T)
-    s = sqrt_w if valid is None else sqrt_w * valid.unsqueeze(-1).to(sqrt_w.dtype)
+    if valid is not None:
+        valid = valid.unsqueeze(-1) if valid.dim() == sqrt_w.dim() - 1 else valid
+    s = sqrt_w if valid is None else sqrt_w * valid.to(sqrt_w.dtype)
     a = (s * r).abs()
     hub = torch.where(a < huber, torch.ones_like(a), huber / a.clamp_min(1e-30))
     cost = float(_huber_rho(a, huber).sum())
@@ -593,11 +602,25 @@ class FrameTracker:
         n_kq = n_k.reshape(-1, 3)[query]
         sqrt_w = (keyframe.C.reshape(-1)[query].clamp_min(0).sqrt() / o.icp_sigma).unsqueeze(-1)
         dof = 6 if o.pose_group == "se3" else 7
+        use_photo = o.icp_photo_sigma > 0
+        if use_photo:
+            grey_f = frame.cache.get("grey_grad")
+            if grey_f is None:
+                grey_f = frame.cache["grey_grad"] = grey_and_gradients(frame.image)
+            grey_k = keyframe.frame.cache.get("grey_grad")
+            if grey_k is None:
+                grey_k = keyframe.frame.cache["grey_grad"] = grey_and_gradients(keyframe.frame.image)
+            I_kq = grey_k[..., 0].reshape(-1)[query]
+            sqrt_w = torch.cat([sqrt_w, torch.full_like(sqrt_w, 1.0 / o.icp_photo_sigma)], dim=-1)
 
         def residual_fn(T: Tensor):
             lin, ok = projective_association(T, X_kq, X_ff, valid_f, K, o.icp_dist)
             r, J = point_to_plane_residuals(T, X_ff.reshape(-1, 3)[lin], X_kq, n_kq)
-            return r, J, ok
+            if not use_photo:
+                return r, J, ok
+            r2, J2, ok2 = photometric_residuals(T, X_kq, I_kq, grey_f, K)
+            valid = torch.stack([ok, ok & ok2], dim=-1)
+            return torch.cat([r, r2], dim=-1), torch.cat([J, J2], dim=-2), valid
 
         lin0, ok0 = projective_association(T_CkCf, X_kq, X_ff, valid_f, K, o.icp_dist)
         frac0 = float(ok0.float().mean())
