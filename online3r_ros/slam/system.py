@@ -38,8 +38,12 @@ import torch
 from ..geometry.lie import sim3_act, sim3_compose, sim3_identity, sim3_inverse, sim3_to_matrix
 from ..sources.base import PointmapSource, SourceError, SourceFrame
 from .config import SlamConfig, config_from_dict, config_to_dict
+from .edges import build_edges
 from .frame_store import FrameStore
+from .global_opt import GlobalOptConfig, GlobalOptimizer
+from .graph import FactorGraph
 from .keyframes import KeyframeStore
+from .tracking import FrameTracker, TrackerOptions, TrackingKeyframe, TrackResult
 
 Tensor = torch.Tensor
 
@@ -151,15 +155,18 @@ class DenseMap:
         return len(self.points)
 
 
-def apply_determinism(seed: int, deterministic: bool) -> None:
-    """Seed torch; with ``deterministic`` also force deterministic torch kernels (process-global setting)."""
+def apply_determinism(seed: int, deterministic: bool, device: torch.device | str = "cpu") -> None:
+    """Seed torch; with ``deterministic`` on CUDA also force deterministic kernels (a process-global setting).
+
+    The pipeline's CPU kernels are deterministic already (no atomics), so on CPU nothing else is needed
+    (and the costly import behind ``torch.use_deterministic_algorithms`` is avoided).
+    """
     torch.manual_seed(seed)
-    if deterministic:
+    if deterministic and torch.device(device).type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
-        if hasattr(torch.backends, "cudnn"):
-            torch.backends.cudnn.benchmark = False
-            torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
 
 
 class _Stopwatch:
@@ -209,7 +216,7 @@ class SlamSystem:
         self.source = source
         self.loop_candidates = loop_candidates
         sc = config.system
-        apply_determinism(sc.seed, sc.deterministic)
+        apply_determinism(sc.seed, sc.deterministic, sc.device)
         self.device = torch.device(sc.device)
         self.dtype = torch.float64 if sc.dtype == "float64" else torch.float32
         self.pose_group = self._resolve_pose_group()
@@ -222,12 +229,12 @@ class SlamSystem:
         )
         self.frames = FrameStore()
         self._kf_frames: list[SourceFrame] = []  # prepared frames of the keyframes (tracking targets)
-        self._graph = self._make_graph()
+        self.graph = self._make_graph()
+        self._optimizer = self._make_optimizer()
         self._tracker = self._make_tracker()
         self.state = SlamState.INIT
         self._n_processed = 0
-        self._last_T_WC: Tensor | None = None  # world pose of the last posed frame (float64 CPU)
-        self._prev_T_WC: Tensor | None = None  # and of the posed frame before it (constant velocity)
+        self._posed_history: list[int] = []  # frame indices of the last two posed frames (motion model)
         self._last_timestamp = -math.inf
         self._lost_streak = 0
 
@@ -242,15 +249,33 @@ class SlamSystem:
             )
         return group
 
-    def _make_tracker(self):
-        from .tracking import FrameTracker
+    def _calibrated(self) -> bool:
+        """Calibrated residuals: ``system.use_calib`` or the source's own preference (RGB-D)."""
+        over = getattr(self.source, "tracking_overrides", None) or {}
+        return bool(self.config.system.use_calib or over.get("use_calib", False)) and bool(
+            getattr(self.source, "calibrated", False)
+        )
 
-        return FrameTracker(self.config, self.source, pose_group=self.pose_group)
+    def _make_tracker(self) -> FrameTracker:
+        opts = TrackerOptions.from_config(self.config, pose_group=self.pose_group)
+        return FrameTracker(self.source, opts)
 
-    def _make_graph(self):
-        from .global_opt import FactorGraph
+    def _make_graph(self) -> FactorGraph:
+        lo = self.config.local_opt
+        return FactorGraph(min_match_frac=lo.min_match_frac, Q_conf=lo.Q_conf, seed=self.config.system.seed)
 
-        return FactorGraph(self.config, self.source, self.keyframes, pose_group=self.pose_group)
+    def _make_optimizer(self) -> GlobalOptimizer:
+        over = getattr(self.source, "tracking_overrides", None) or {}
+        extra = {}
+        if self._calibrated() and "sigma_depth" in over:
+            extra["sigma_depth"] = float(
+                over["sigma_depth"]
+            )  # metric depth: same log-depth noise as tracking
+        return GlobalOptimizer(
+            GlobalOptConfig.from_config(
+                self.config, calibrated=self._calibrated(), pose_model=self.pose_group, **extra
+            )
+        )
 
     # ------------------------------------------------------------------------------------------- properties
     @property
@@ -302,9 +327,8 @@ class SlamSystem:
             self.frames.append(sf.timestamp, -1, None, reason="initialisation: no valid points")
             return self._output(index, sf, SlamState.INIT, None, -1, None, {}, watch, "no valid points")
         T_WC = sim3_identity(dtype=torch.float64)
-        kf_id = self._add_keyframe(sf, pm.X, pm.C, T_WC, pm.D, pm.Q)
-        self.frames.append(sf.timestamp, kf_id, sim3_identity(dtype=torch.float64), is_keyframe=True)
-        self._push_pose(T_WC)
+        kf_id = self._add_keyframe(sf, pm.X, pm.C, T_WC)
+        self._push_pose(self.frames.append(sf.timestamp, kf_id, T_WC.clone(), is_keyframe=True))
         self.state = SlamState.TRACKING
         event = KeyframeEvent(
             new_keyframe_id=kf_id,
@@ -315,92 +339,135 @@ class SlamSystem:
         return self._output(index, sf, SlamState.TRACKING, T_WC, kf_id, T_WC, {}, watch, "", event)
 
     # --- TRACKING
-    def _motion_guess(self) -> Tensor:
-        """World pose guess of the next frame (float64 CPU): constant velocity or constant position."""
-        assert self._last_T_WC is not None
-        if self.config.system.motion_model == "constant_velocity" and self._prev_T_WC is not None:
-            delta = sim3_compose(sim3_inverse(self._prev_T_WC), self._last_T_WC)
-            return sim3_compose(self._last_T_WC, delta)
-        return self._last_T_WC.clone()
+    def _frame_world_pose(self, index: int) -> Tensor:
+        """Current world pose of a posed frame (its keyframe's current pose times its ``T_CkCf``)."""
+        rec = self.frames.record(index)
+        return sim3_compose(self._kf_pose(rec.keyframe_id), rec.T_CkCf)
 
-    def _push_pose(self, T_WC: Tensor) -> None:
-        self._prev_T_WC = self._last_T_WC
-        self._last_T_WC = T_WC.detach().to("cpu", torch.float64).clone()
+    def _motion_guess(self, constant_position: bool = False) -> Tensor:
+        """World pose guess of the next frame (float64 CPU) from the last posed frames' *current* poses
+        (re-anchored, so an optimisation between frames does not leave the guess behind)."""
+        last = self._frame_world_pose(self._posed_history[-1])
+        if (
+            constant_position
+            or self.config.system.motion_model == "constant_position"
+            or len(self._posed_history) < 2
+        ):
+            return last
+        prev = self._frame_world_pose(self._posed_history[-2])
+        return sim3_compose(last, sim3_compose(sim3_inverse(prev), last))
+
+    def _push_pose(self, index: int) -> None:
+        self._posed_history = (self._posed_history + [index])[-2:]
 
     def _kf_pose(self, kf_id: int) -> Tensor:
         return self.keyframes.get_poses([kf_id]).reshape(8).detach().to("cpu", torch.float64)
 
+    def _tracking_keyframe(self, kf_id: int) -> TrackingKeyframe:
+        kf = self.keyframes.get(kf_id, fields=())
+        return TrackingKeyframe(
+            frame=self._kf_frames[kf_id],
+            T_WC=kf.T_WC,
+            X=kf.X,
+            C=kf.average_confidence(),
+            kf_id=kf_id,
+        )
+
+    def _track_against(self, sf: SourceFrame, kf_id: int, T_WC_guess: Tensor) -> TrackResult:
+        return self._tracker.track(sf, self._tracking_keyframe(kf_id), T_WC_guess.to(torch.float32))
+
+    @staticmethod
+    def _stats(res: TrackResult) -> dict:
+        return {
+            "match_frac": res.match_frac,
+            "match_frac_k": res.match_frac_k,
+            "unique_frac_f": res.unique_frac_f,
+            "n_matches": res.n_matches,
+            "iterations": res.iterations,
+            "cost": res.cost,
+            "solver_failures": res.solver_failures,
+            "new_keyframe": res.new_keyframe,
+            **{k: v for k, v in res.stats.items() if isinstance(v, (bool, int, float, str))},
+        }
+
     def _track(self, sf: SourceFrame, index: int, watch: _Stopwatch) -> FrameOutput:
         kf_id = len(self.keyframes) - 1
-        T_WK = self._kf_pose(kf_id)
-        T_guess = sim3_compose(sim3_inverse(T_WK), self._motion_guess())
-        res = self._tracker.track(sf, self._kf_frames[kf_id], self.keyframes, kf_id, T_guess)
+        res = self._track_against(sf, kf_id, self._motion_guess())
         watch.lap("track")
-        if not res.ok:
+        if res.lost:
             self._lost_streak = 1
             self.state = SlamState.LOST
-            self.frames.append(sf.timestamp, -1, None, reason=f"tracking lost: {res.reason}")
-            return self._output(index, sf, SlamState.LOST, None, -1, None, res.stats, watch, res.reason)
+            reason = f"tracking lost: {res.reason}"
+            self.frames.append(sf.timestamp, -1, None, reason=reason)
+            return self._output(index, sf, SlamState.LOST, None, -1, None, self._stats(res), watch, reason)
         return self._accept(sf, index, watch, kf_id, res, SlamState.TRACKING, "")
 
-    def _accept(self, sf, index, watch, kf_id, res, state, reason) -> FrameOutput:
+    def _accept(
+        self,
+        sf: SourceFrame,
+        index: int,
+        watch: _Stopwatch,
+        kf_id: int,
+        res: TrackResult,
+        state: SlamState,
+        reason: str,
+    ) -> FrameOutput:
         """Fuse the tracked frame into its keyframe, store its pose, and make a keyframe if needed."""
         T_CkCf = res.T_CkCf.detach().to("cpu", torch.float64)
-        if res.fusion is not None:
-            X_k, C_k = res.fusion
-            self.keyframes.update_pointmap(kf_id, X_k, C_k)
+        if res.X_kk is not None and res.C_kf is not None:
+            self.keyframes.update_pointmap(kf_id, res.X_kk, res.C_kf)
         watch.lap("fuse")
-        T_WK = self._kf_pose(kf_id)
-        T_WC = sim3_compose(T_WK, T_CkCf)
+        T_WC = sim3_compose(self._kf_pose(kf_id), T_CkCf)
         event = None
-        if res.new_keyframe:
-            pm = res.frame_pointmap
-            new_id = self._add_keyframe(sf, pm.X, pm.C, T_WC, pm.D, pm.Q)
-            self.frames.append(sf.timestamp, new_id, sim3_identity(dtype=torch.float64), is_keyframe=True)
+        if res.new_keyframe and res.prediction is not None:
+            pm = res.prediction.frame
+            new_id = self._add_keyframe(sf, pm.X, pm.C, T_WC)
+            stored = self.frames.append(
+                sf.timestamp, new_id, sim3_identity(dtype=torch.float64), is_keyframe=True
+            )
             watch.lap("keyframe")
             event = self._backend(new_id, watch)
             T_WC = self._kf_pose(new_id)
             anchor, rel = new_id, sim3_identity(dtype=torch.float64)
         else:
-            self.frames.append(sf.timestamp, kf_id, T_CkCf)
+            stored = self.frames.append(sf.timestamp, kf_id, T_CkCf)
             anchor, rel = kf_id, T_CkCf
-        self._push_pose(T_WC)
+        self._push_pose(stored)
         self.state = SlamState.TRACKING
         self._lost_streak = 0
-        return self._output(index, sf, state, T_WC, anchor, rel, res.stats, watch, reason, event)
+        return self._output(index, sf, state, T_WC, anchor, rel, self._stats(res), watch, reason, event)
 
     # --- LOST / RELOC
     def _relocalise(self, sf: SourceFrame, index: int, watch: _Stopwatch) -> FrameOutput:
-        """Try the most recent keyframes (newest first) with the last known pose as the guess."""
+        """Try the most recent keyframes (newest first) from the last posed frame's current pose; accept the
+        first whose tracking succeeds with a match fraction of at least ``reloc.min_match_frac``."""
         n_try = min(self.config.system.reloc_keyframes, len(self.keyframes))
-        guess_W = self._last_T_WC
+        guess = self._motion_guess(constant_position=True)
         tried = []
+        best = None
         for kf_id in range(len(self.keyframes) - 1, len(self.keyframes) - 1 - n_try, -1):
-            T_guess = sim3_compose(sim3_inverse(self._kf_pose(kf_id)), guess_W)
-            res = self._tracker.track(
-                sf, self._kf_frames[kf_id], self.keyframes, kf_id, T_guess, min_match_frac=self._reloc_frac()
-            )
+            res = self._track_against(sf, kf_id, guess)
             tried.append(kf_id)
-            if res.ok:
+            if not res.lost and res.match_frac >= self.config.reloc.min_match_frac:
                 watch.lap("reloc")
-                self._prev_T_WC = None  # velocity is unknown after a gap
-                return self._accept(sf, index, watch, kf_id, res, SlamState.RELOC, f"relocalised on {kf_id}")
+                self._tracker.reset()
+                return self._accept(
+                    sf, index, watch, kf_id, res, SlamState.RELOC, f"relocalised on keyframe {kf_id}"
+                )
+            best = res if best is None or res.match_frac > best.match_frac else best
         watch.lap("reloc")
         self._lost_streak += 1
-        reason = f"lost ({self._lost_streak} frames); relocalisation failed against keyframes {tried}"
+        reason = f"lost ({self._lost_streak} frames): relocalisation failed against keyframes {tried}"
+        if best is not None:
+            reason += f" (best match fraction {best.match_frac:.3f} < {self.config.reloc.min_match_frac})"
         self.frames.append(sf.timestamp, -1, None, reason=reason)
-        return self._output(index, sf, SlamState.LOST, None, -1, None, {}, watch, reason)
-
-    def _reloc_frac(self) -> float:
-        return float(self.config.reloc.min_match_frac)
+        stats = {} if best is None else self._stats(best)
+        return self._output(index, sf, SlamState.LOST, None, -1, None, stats, watch, reason)
 
     # --- keyframes + backend
-    def _add_keyframe(self, sf: SourceFrame, X, C, T_WC, D=None, Q=None) -> int:
-        colors = (
-            (sf.image.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8)
-            if self.config.keyframes.store_images
-            else None
-        )
+    def _add_keyframe(self, sf: SourceFrame, X: Tensor, C: Tensor, T_WC: Tensor) -> int:
+        store_img = self.config.keyframes.store_images
+        colors = (sf.image.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8) if store_img else None
         kf_id = self.keyframes.append(
             T_WC.to(torch.float64),
             X,
@@ -408,8 +475,6 @@ class SlamSystem:
             frame_index=sf.index,
             timestamp=sf.timestamp,
             colors=colors,
-            desc=D,
-            desc_conf=Q,
             K=sf.K,
         )
         self._kf_frames.append(sf)
@@ -420,18 +485,36 @@ class SlamSystem:
         candidates = [new_id - 1]
         if self.loop_candidates is not None:
             candidates += [int(c) for c in self.loop_candidates(self, new_id)]
-        candidates = sorted({c for c in candidates if 0 <= c < new_id})
-        edges = self._graph.add_edges(candidates, new_id, self._kf_frames)
+        candidates = sorted({c for c in candidates if 0 <= c < new_id}, reverse=True)
+        added = build_edges(
+            self.source,
+            self.graph,
+            self._kf_frames,
+            self.keyframes.get_poses(),
+            candidates,
+            new_id,
+            self.config,
+            calibrated=self._calibrated(),
+        )
         watch.lap("edges")
-        info = self._graph.optimise()
+        opt = self._optimizer.optimize(self.keyframes, self.graph)
         watch.lap("optimise")
+        info = {
+            "status": opt.status,
+            "iterations": opt.iterations,
+            "cost_initial": opt.cost_history[0] if opt.cost_history else math.nan,
+            "cost_final": opt.cost_history[-1] if opt.cost_history else math.nan,
+            "n_rejected_steps": opt.n_rejected_steps,
+            "n_factorization_failures": opt.n_factorization_failures,
+            "n_residual_points": opt.n_residual_points,
+        }
         return KeyframeEvent(
             new_keyframe_id=new_id,
-            edges=tuple(edges),
-            optimised=True,
+            edges=tuple(added),
+            optimised=opt.status != "nothing_to_optimize",
             keyframe_ids=tuple(range(len(self.keyframes))),
             keyframe_T_WC=self.keyframes.get_poses().detach().cpu().to(torch.float64),
-            opt_info=dict(info or {}),
+            opt_info=info,
         )
 
     def _output(self, index, sf, state, T_WC, kf_id, T_CkCf, stats, watch, reason, event=None) -> FrameOutput:
@@ -506,35 +589,64 @@ class SlamSystem:
         return DenseMap(P.numpy(), Cl.numpy(), Cf.numpy(), I.numpy())
 
     # ------------------------------------------------------------------------------------------- save/load
+    def _graph_state(self) -> dict:
+        if hasattr(self.graph, "state_dict"):
+            return {"kind": "state_dict", "data": self.graph.state_dict()}
+        # FactorGraph has no state_dict yet: its edge list and compact matches are plain tensors/tuples
+        return {"kind": "attrs", "edges": list(self.graph._edges), "factors": list(self.graph._factors)}
+
+    def _restore_graph(self, state: dict | None) -> None:
+        if not state:
+            return
+        if state["kind"] == "state_dict" and hasattr(self.graph, "load_state_dict"):
+            self.graph.load_state_dict(state["data"])
+            return
+        self.graph._edges = [tuple(e) for e in state["edges"]]
+        self.graph._edge_set = {(min(e), max(e)) for e in self.graph._edges}
+        self.graph._factors = list(state["factors"])
+        self.graph._cache = None
+
     def save(self, path: str | Path) -> Path:
-        """Write the map into folder ``path``: ``keyframes.pt`` (keyframe store) and ``system.pt`` (frames,
-        edges, config, state). Returns the folder."""
+        """Write the session into folder ``path``: ``keyframes.pt`` (keyframe store) and ``system.pt``
+        (frame poses, graph edges, the keyframes' prepared source frames, config, state). Returns the folder.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.keyframes.save(path)
+        frames = [
+            {
+                "index": f.index,
+                "timestamp": f.timestamp,
+                "image": f.image.cpu(),
+                "depth": None if f.depth is None else f.depth.cpu(),
+                "K": None if f.K is None else f.K.cpu(),
+                "cache": {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in f.cache.items()},
+            }
+            for f in self._kf_frames
+        ]
         state = {
             "format": "online3r_ros.system",
             "version": 1,
             "config": config_to_dict(self.config),
             "frames": self.frames.state_dict(),
-            "graph": self._graph.state_dict() if hasattr(self._graph, "state_dict") else None,
+            "graph": self._graph_state(),
+            "keyframe_frames": frames,
             "state": self.state.value,
             "pose_group": self.pose_group,
-            "last_T_WC": self._last_T_WC,
-            "prev_T_WC": self._prev_T_WC,
+            "posed_history": list(self._posed_history),
             "last_timestamp": self._last_timestamp,
             "n_processed": self._n_processed,
+            "lost_streak": self._lost_streak,
         }
-        torch.save(state, path / STATE_FILE)
+        tmp = path / (STATE_FILE + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path / STATE_FILE)
         return path
 
     @classmethod
     def load(cls, path: str | Path, source: PointmapSource, config: SlamConfig | None = None) -> SlamSystem:
-        """Rebuild a system saved by :meth:`save` around ``source`` (its config unless ``config`` is given).
-
-        The keyframes' prepared frames are not saved; tracking resumes against keyframes restored from their
-        stored colours and pointmaps via ``source.prepare`` when the source needs images.
-        """
+        """Rebuild a system saved by :meth:`save` around ``source`` (the saved config unless ``config`` is
+        given); processing can continue where it stopped."""
         path = Path(path)
         file = path / STATE_FILE
         if not file.is_file():
@@ -550,21 +662,22 @@ class SlamSystem:
             keep_on_device=cfg.keyframes.offload_after,
         )
         system.frames = FrameStore.from_state_dict(state["frames"])
-        system._graph = system._make_graph()
-        if state.get("graph") is not None and hasattr(system._graph, "load_state_dict"):
-            system._graph.load_state_dict(state["graph"])
-        system._kf_frames = [system._restore_frame(i) for i in range(len(system.keyframes))]
+        system._restore_graph(state.get("graph"))
+        dev = system.device
+        system._kf_frames = [
+            SourceFrame(
+                index=f["index"],
+                timestamp=f["timestamp"],
+                image=f["image"].to(dev),
+                depth=None if f["depth"] is None else f["depth"].to(dev),
+                K=None if f["K"] is None else f["K"].to(dev),
+                cache={k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in f["cache"].items()},
+            )
+            for f in state["keyframe_frames"]
+        ]
         system.state = SlamState(state["state"])
-        system._last_T_WC = state["last_T_WC"]
-        system._prev_T_WC = state["prev_T_WC"]
+        system._posed_history = list(state["posed_history"])
         system._last_timestamp = float(state["last_timestamp"])
         system._n_processed = int(state["n_processed"])
+        system._lost_streak = int(state["lost_streak"])
         return system
-
-    def _restore_frame(self, kf_id: int) -> SourceFrame:
-        kf = self.keyframes.get(kf_id, device=self.device)
-        image = kf.colors.float() / 255.0 if kf.colors is not None else torch.zeros_like(kf.X)
-        depth = kf.X[..., 2].clone() if getattr(self.source, "metric", False) else None
-        return SourceFrame(
-            index=kf.frame_index, timestamp=kf.timestamp, image=image, depth=depth, K=kf.K, cache={"X": kf.X}
-        )
