@@ -357,6 +357,14 @@ def test_load_mast3r_strict_error_from_file(tmp_path: Path, p1_model) -> None:
         load_mast3r(_save_pth(tmp_path / "h.pth", p1_model.state_dict(), bad_heads))
 
 
+def test_legacy_torch_format(tmp_path: Path) -> None:
+    args = argparse.Namespace(model=P1_STRING, output_dir=pathlib.PosixPath("/x"))
+    obj = {"model": _small_mast3r_like_sd(), "args": args}
+    torch.save(obj, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    ckpt = read_checkpoint(tmp_path / "legacy.pth")
+    assert ckpt.kwargs == P1_KWARGS and ckpt.state_dict["blob"].shape == (20000,)
+
+
 def test_malicious_pickle_is_not_executed(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
 
@@ -365,8 +373,14 @@ def test_malicious_pickle_is_not_executed(tmp_path: Path) -> None:
             return (os.system, (f"touch {marker}",))
 
     torch.save({"model": {"w": torch.zeros(1)}, "args": Evil()}, tmp_path / "evil.pth")
-    with pytest.raises(CheckpointError):
-        load_mast3r(tmp_path / "evil.pth")
+    torch.save(
+        {"model": {"w": torch.zeros(1)}, "args": Evil()},
+        tmp_path / "evil_legacy.pth",
+        _use_new_zipfile_serialization=False,
+    )
+    for name in ("evil.pth", "evil_legacy.pth"):
+        with pytest.raises(CheckpointError):
+            load_mast3r(tmp_path / name)
     assert not marker.exists()
 
 

@@ -434,25 +434,35 @@ def _verify_zip(path: Path) -> None:
 
 
 def _torch_load_restricted(path: Path, mmap: bool) -> Any:
-    allowed: list[Any] = [argparse.Namespace]
+    """``torch.load(weights_only=True)`` with ``argparse.Namespace`` allowed and every other global the
+    pickle names replaced by an inert placeholder (found up front for zip files, one refusal at a time for
+    legacy files). Modules torch blocks outright (``os``, ``posix``, ...) stay refused."""
     try:
-        unknown = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        unknown = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
     except Exception:  # legacy (non-zip) format: unknown globals are reported by torch.load itself
-        unknown = []
-    allowed += [(_inert_class(g), g) for g in unknown if g != "argparse.Namespace"]
-    with torch.serialization.safe_globals(allowed):
-        try:
-            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
-        except pickle.UnpicklingError as exc:
-            lines = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
-            why = lines[0] if lines else str(exc).splitlines()[0]
-            raise CheckpointFormatError(
-                f"{path}: the pickle needs objects other than tensors and plain values, refused ({why})"
-            ) from None
-        except (RuntimeError, EOFError, OSError, KeyError, ValueError, UnicodeDecodeError) as exc:
-            raise CheckpointCorruptedError(
-                f"{path}: truncated or corrupted torch checkpoint ({exc})"
-            ) from None
+        unknown = set()
+    for _ in range(64):
+        allowed: list[Any] = [argparse.Namespace]
+        allowed += [(_inert_class(g), g) for g in sorted(unknown) if g != "argparse.Namespace"]
+        with torch.serialization.safe_globals(allowed):
+            try:
+                return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+            except pickle.UnpicklingError as exc:
+                msg = str(exc)
+                m = re.search(r"GLOBAL ([\w.]+)", msg)
+                if m and m.group(1) not in unknown:
+                    unknown.add(m.group(1))
+                    continue
+                lines = [ln.strip() for ln in msg.splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
+                why = lines[0] if lines else msg.splitlines()[0]
+                raise CheckpointFormatError(
+                    f"{path}: the pickle needs objects other than tensors and plain values, refused ({why})"
+                ) from None
+            except (RuntimeError, EOFError, OSError, KeyError, ValueError, UnicodeDecodeError) as exc:
+                raise CheckpointCorruptedError(
+                    f"{path}: truncated or corrupted torch checkpoint ({exc})"
+                ) from None
+    raise CheckpointFormatError(f"{path}: the pickle references too many non-tensor globals")
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
