@@ -214,9 +214,8 @@ class Harness:
         )
         pytest.fail(f"timed out after {timeout} s waiting for {what}\n{logs}")
 
-    def publish_frame(
-        self, frame, stamp_ns: int, *, rgb=None, encoding: str = "rgb8", info_size=None
-    ) -> None:
+    def publish_frame(self, frame, stamp_ns: int, *, rgb=None, info_size=None, image_msg=None) -> None:
+        """CameraInfo, depth (32FC1) and image (rgb8, or ``image_msg``) of ``frame`` with one stamp."""
         from online3r_ros.ros.camera_info import Intrinsics, intrinsics_to_camera_info
         from online3r_ros.ros.image import metres_to_depth_image, numpy_to_image
 
@@ -230,11 +229,13 @@ class Harness:
             stamp=stamp_ns,
         )
         self.pub_info.publish(info)
-        depth = frame.depth if frame.depth.shape == (h, w) else np.zeros((h, w), np.float32)
+        depth = frame.depth if frame.depth.shape == (h, w) else frame.depth[::2, ::2].copy()
         self.pub_depth.publish(
             metres_to_depth_image(depth, "32FC1", frame_id="camera_optical_frame", stamp=stamp_ns)
         )
-        self.pub_image.publish(numpy_to_image(rgb, encoding, frame_id="camera_optical_frame", stamp=stamp_ns))
+        if image_msg is None:
+            image_msg = numpy_to_image(rgb, "rgb8", frame_id="camera_optical_frame", stamp=stamp_ns)
+        self.pub_image.publish(image_msg)
 
     def wait_subscribers(self, timeout: float = 20.0, procs: NodeProcs | None = None) -> None:
         self.wait_for(
@@ -350,3 +351,127 @@ def test_pipeline_over_dds_frames_stamps_and_ate(session) -> None:
         lambda: _status(h, "mapper_status").get("keyframes", 0) >= 2, 20, "2 keyframes in the mapper", procs
     )
     assert _status(h, "mapper_status")["optimisations"] >= 1
+
+
+def test_mapper_killed_tracker_continues_and_restarted_mapper_recovers(session) -> None:
+    procs, h = session(1)
+    procs.start("mapper")
+    procs.start("tracker")
+    frames = list(_sequence(36))
+    h.wait_subscribers(procs=procs)
+    t0 = time.time_ns()
+    before = _stream(h, frames[:12], t0, period=0.2)
+    h.wait_for(
+        lambda: _status(h, "mapper_status").get("autosaved_keyframes", 0) >= 1, 20, "an autosaved map", procs
+    )
+    assert (procs.tmp / "map.pt").is_file()
+    procs.stop("mapper", signal.SIGKILL)
+    h.clear("odom")
+    during = _stream(h, frames[12:24], t0, period=0.2)
+    h.wait_for(lambda: len(h.messages("odom")) >= 3, 15, "odometry while the mapper is down", procs)
+    assert {_stamp_ns(m) for m in h.messages("odom")} <= set(during)
+    n_tracker = _status(h, "tracker_status")["keyframes"]
+    procs.start("mapper")
+    h.wait_for(lambda: "recovered map" in procs.log("mapper"), 20, "the mapper to load its autosave", procs)
+    h.clear("path")
+    after = _stream(h, frames[24:], t0, period=0.2)
+    h.wait_for(
+        lambda: _status(h, "mapper_status").get("keyframes", 0) >= n_tracker,
+        20,
+        "the re-sent keyframes",
+        procs,
+    )
+    h.wait_for(lambda: h.messages("path"), 10, "a path after the restart", procs)
+    path_stamps = {_stamp_ns(p) for p in h.messages("path")[-1].poses}
+    assert path_stamps & set(before), "the recovered map lost the frames before the kill"
+    assert path_stamps <= set(before) | set(during) | set(after)
+    assert _status(h, "mapper_status")["session"] == _status(h, "tracker_status")["session"]
+
+
+def _raw_image(height: int, width: int, encoding: str, stamp_ns: int, bytes_per_pixel: int = 3):
+    from sensor_msgs.msg import Image
+
+    from online3r_ros.ros.time import ns_to_stamp
+
+    msg = Image()
+    msg.header.stamp = ns_to_stamp(stamp_ns)
+    msg.header.frame_id = "camera_optical_frame"
+    msg.height, msg.width, msg.encoding = height, width, encoding
+    msg.step = width * bytes_per_pixel
+    msg.data = bytes(height * width * bytes_per_pixel)
+    return msg
+
+
+def test_bad_input_gives_diagnostics_errors_and_the_node_keeps_running(session) -> None:
+    procs, h = session(2)
+    procs.start("tracker")
+    frames = list(_sequence(8))
+    h.wait_subscribers(procs=procs)
+    t0 = time.time_ns()
+    _stream(h, frames[:3], t0, period=0.3)
+    h.wait_for(lambda: len(h.messages("pose")) >= 1, 20, "a first pose", procs)
+
+    def stamp(i: int) -> int:
+        return t0 + int(round(frames[i].timestamp * 1e9))
+
+    def expect_error(text: str, n_before: int) -> None:
+        h.wait_for(
+            lambda: _status(h, "tracker_status").get("errors", 0) > n_before, 10, f"error '{text}'", procs
+        )
+        status = _status(h, "tracker_status")
+        assert text in status["last_error"], status["last_error"]
+        assert status["level"] == "ERROR"
+
+    errors = _status(h, "tracker_status").get("errors", 0)
+    # wrong encoding (YUV is not a colour encoding the conversion layer reads)
+    h.publish_frame(frames[3], stamp(3), image_msg=_raw_image(H, W, "yuv422", stamp(3), 2))
+    expect_error("encoding", errors)
+    errors = _status(h, "tracker_status")["errors"]
+    # zero size
+    h.publish_frame(frames[4], stamp(4), image_msg=_raw_image(0, 0, "rgb8", stamp(4)))
+    expect_error("ImageLayoutError", errors)
+    errors = _status(h, "tracker_status")["errors"]
+    # CameraInfo disagreeing with the image
+    h.publish_frame(frames[5], stamp(5), info_size=(2 * W, 2 * H))
+    expect_error("CameraInfo", errors)
+    errors = _status(h, "tracker_status")["errors"]
+    # the image size changes within the session
+    small = frames[6].rgb[::2, ::2].copy()
+    h.publish_frame(frames[6], stamp(6), rgb=small)
+    expect_error("size changed", errors)
+    diag = h.messages("diagnostics")[-1].status[0]
+    assert diag.level == b"\x02" and diag.name == "tracker: slam"
+    log = procs.log("tracker")
+    assert "encoding" in log and "CameraInfo" in log and "size changed" in log
+    # still alive: a good frame is tracked
+    h.clear("pose")
+    h.publish_frame(frames[7], stamp(7))
+    h.wait_for(lambda: h.messages("pose"), 15, "a pose after the bad input", procs)
+    assert _stamp_ns(h.messages("pose")[-1]) == stamp(7)
+    assert procs.procs["tracker"].poll() is None
+
+
+def test_time_going_backwards_starts_a_new_session(session) -> None:
+    procs, h = session(3)
+    procs.start("mapper")
+    procs.start("tracker")
+    frames = list(_sequence(10))
+    h.wait_subscribers(procs=procs)
+    t0 = time.time_ns()
+    _stream(h, frames, t0, period=0.25)
+    h.wait_for(lambda: _status(h, "tracker_status").get("processed", 0) >= 3, 20, "processed frames", procs)
+    first = _status(h, "tracker_status")["session"]
+    h.clear("pose")
+    second = _stream(h, frames, t0, period=0.25)  # the bag loops: the same stamps again
+    h.wait_for(lambda: _status(h, "tracker_status").get("resets", 0) >= 1, 15, "a reset", procs)
+    h.wait_for(lambda: len(h.messages("pose")) >= 3, 15, "poses after the loop", procs)
+    status = _status(h, "tracker_status")
+    assert status["session"] != first and status["state"] == "tracking"
+    assert {_stamp_ns(m) for m in h.messages("pose")} <= set(second)
+    assert "time went backwards" in procs.log("tracker")
+    h.wait_for(
+        lambda: _status(h, "mapper_status").get("session") == status["session"],
+        20,
+        "the mapper's new map",
+        procs,
+    )

@@ -331,6 +331,7 @@ class MapperBackend:
         self._pending_obs: dict[int, list[ObservationPacket]] = {}
         self.n_fused = 0
         self.n_ignored = 0
+        self.stamps_ns: dict[float, int] = {}  # exact input stamps by timestamp (filled by the caller)
         self.last_update: MapUpdate | None = None
 
     # -------------------------------------------------------------------------------------------- queries
@@ -528,6 +529,7 @@ class MapperBackend:
             ],
             "obs_count": list(self.obs_count),
             "kf_stamps": list(self.kf_stamps),
+            "stamps_ns": dict(self.stamps_ns),
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -597,4 +599,5 @@ class MapperBackend:
         ]
         self.obs_count = [int(v) for v in state["obs_count"]]
         self.kf_stamps = [float(v) for v in state["kf_stamps"]]
+        self.stamps_ns = {float(k): int(v) for k, v in state.get("stamps_ns", {}).items()}
         self.session = None if state["session"] is None else int(state["session"])

@@ -85,7 +85,6 @@ class MapperNode(Node):
         self._running = True
         self._publish_map_request = False
         self._T_bc = T_LINK_OPTICAL.copy()
-        self._stamps: dict[float, int] = {}
         self._map_dirty = False
         self._path_dirty = False
         self._last_map = self._last_path = time.monotonic()
@@ -165,7 +164,6 @@ class MapperNode(Node):
     def _srv_reset(self, request: Any, response: Any) -> Any:
         with self._lock:
             self.backend.reset()
-            self._stamps.clear()
             self._generation = time.time_ns()
             self._reset_flag = True
             self.stats.count("resets")
@@ -191,7 +189,6 @@ class MapperNode(Node):
         try:
             with self._lock:
                 self.backend.load(path)
-                self._stamps.clear()
                 self._generation = time.time_ns()
                 self._after_map_change()
         except (OSError, ValueError) as exc:
@@ -264,7 +261,6 @@ class MapperNode(Node):
             self.stats.error(f"{kind}: {exc}")
             self._log_once(self.get_logger().error, f"malformed {kind} message: {exc}")
             return
-        self._stamps.setdefault(pkt.timestamp, stamp_to_ns(msg.header.stamp))
         if self.backend.mismatched_session(pkt.session) and not (kind == "kf" and pkt.kf_id == 0):
             self.get_logger().warning(
                 f"packets of session {pkt.session} but the map is session {self.backend.session}: "
@@ -275,12 +271,14 @@ class MapperNode(Node):
             self._publish_state()
         if kind == "kf":
             self._T_bc = T_bc
-            if self.backend.submit_keyframe(pkt):
-                self.stats.count("keyframes_received")
+            accepted = self.backend.submit_keyframe(pkt)
+            self.stats.count("keyframes_received" if accepted else "keyframes_ignored")
         else:
-            if self.backend.submit_observation(pkt):
-                self.stats.count("observations")
-                self._map_dirty = self._path_dirty = True
+            accepted = self.backend.submit_observation(pkt)
+            self.stats.count("observations" if accepted else "observations_ignored")
+            self._map_dirty = self._path_dirty = True
+        if accepted:
+            self.backend.stamps_ns.setdefault(pkt.timestamp, stamp_to_ns(msg.header.stamp))
 
     def _after_update(self, update: Any) -> None:
         self.stats.count("keyframes_integrated")
@@ -335,7 +333,7 @@ class MapperNode(Node):
 
     # ------------------------------------------------------------------------------------------ publishing
     def _stamp(self, t: float) -> Any:
-        return ns_to_stamp(self._stamps.get(t, sec_to_ns(max(t, 0.0))))
+        return ns_to_stamp(self.backend.stamps_ns.get(t, sec_to_ns(max(t, 0.0))))
 
     def _map_poses(self, T_WC: torch.Tensor) -> np.ndarray:
         from online3r_ros.slam.tracking_frontend import rigid_matrix
@@ -451,7 +449,12 @@ class MapperNode(Node):
         )
 
     def _publish_diagnostics(self) -> None:
-        self.stats.values["pending_queue"] = len(self._queue)
+        self.stats.values.update(
+            pending_queue=len(self._queue),
+            keyframes=self.backend.num_keyframes,
+            session=self.backend.session,
+            generation=self._generation,
+        )
         self.pub_diag.publish(
             diagnostic_array(self.stats, self.get_clock().now().to_msg(), "online3r_mapper")
         )
