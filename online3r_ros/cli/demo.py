@@ -58,7 +58,7 @@ class DemoSettings(argparse.Namespace):
 
     out = Path("online3r_demo")
     frames = 40
-    rate = 2.0
+    rate = 1.0
     width = 160
     height = 120
     step = 1.0

@@ -9,7 +9,8 @@ stopped and ``online3r launch`` exits non-zero.
 
 Exit codes: 0 the nodes were stopped on request (Ctrl-C, SIGTERM), 1 a required node ended on its own (the
 others are then stopped), 2 usage error (bad launch argument).  ``--dry-run`` prints one line per node,
-``name: command`` (shell-quoted), and starts nothing.
+``name: command`` (shell-quoted; ``name [not on PATH]: ...`` for a missing non-Python executable), and
+starts nothing.
 
 Library use (``online3r demo`` does this)::
 
@@ -50,14 +51,19 @@ __all__ = ["NodeGroup", "NodeProcess", "command_for", "register", "launch_comman
 EXIT_NODE_DIED = 1
 
 
-def command_for(spec: NodeSpec, python: str | None = None) -> list[str] | None:
+def command_for(
+    spec: NodeSpec, python: str | None = None, *, installed_only: bool = True
+) -> list[str] | None:
     """The argv starting ``spec``: ``python -m module ... --ros-args ...`` for Python nodes, the executable
-    on ``PATH`` for others; ``None`` when a non-Python executable is not installed."""
+    on ``PATH`` for others; ``None`` when a non-Python executable is not installed (with
+    ``installed_only=False``: the bare executable name instead)."""
     if spec.module is not None:
         return [python or sys.executable, "-m", spec.module, *spec.arguments, *ros_arguments(spec)]
     exe = shutil.which(spec.executable)
     if exe is None:
-        return None
+        if installed_only:
+            return None
+        exe = spec.executable
     return [exe, *spec.arguments, *ros_arguments(spec)]
 
 
@@ -284,9 +290,9 @@ def launch_command(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_USAGE) from exc
     if args.dry_run:
         for spec in specs:
-            cmd = command_for(spec)
-            shown = shlex.join(cmd) if cmd is not None else f"(not installed: {spec.executable})"
-            print(f"{spec.name}: {shown}")
+            missing = command_for(spec) is None
+            cmd = command_for(spec, installed_only=False)
+            print(f"{spec.name}{' [not on PATH]' if missing else ''}: {shlex.join(cmd)}")
         return EXIT_OK
     group = NodeGroup(specs, log_dir=args.log_dir)
     try:
