@@ -404,3 +404,32 @@ def test_official_full_size_string_builds_the_released_network() -> None:
     sd = {k: v for k, v in model.state_dict().items() if "patch_embed" in k or "head_local_features" in k}
     fixed = _reconcile_two_confs(short, sd)
     assert fixed["two_confs"] is True and fixed["desc_conf_mode"] == ("exp", 0, INF)
+
+
+PARITY_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "parity"
+
+
+@pytest.mark.skipif(
+    not (PARITY_DIR / "mast3r_parity_P1.pt").is_file(), reason=f"parity fixture P1 not found in {PARITY_DIR}"
+)
+@pytest.mark.parametrize("layout", ["pth", "hf"])
+def test_checkpoint_of_parity_weights_reproduces_reference_outputs(tmp_path: Path, layout: str) -> None:
+    """Reference weights (P1 recipe) written in the official layouts (the .pth with the ManyAR string) and
+    loaded back reproduce the reference outputs of the fixture."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mast3r_parity", PARITY_DIR / "mast3r_parity.py")
+    mp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mp)
+    fx = torch.load(PARITY_DIR / "mast3r_parity_P1.pt", map_location="cpu", weights_only=True)
+    shapes = {k: tuple(s) for k, s in fx["state_dict_shapes"]}
+    weights = mp.recipe_state_dict(shapes, fx["recipe_seed"])
+    if layout == "pth":
+        path = _save_pth(tmp_path / "p1.pth", weights, P1_STRING)
+    else:
+        path = save_checkpoint(tmp_path / "p1_hf", weights, fx["constructor_kwargs"], layout="hf")
+    model = load_mast3r(path)
+    with torch.no_grad():
+        res1, res2 = model(fx["view1"], fx["view2"])
+    bad = mp.compare({"res1": res1, "res2": res2}, {"res1": fx["res1"], "res2": fx["res2"]})
+    assert not bad, "\n".join(bad)
