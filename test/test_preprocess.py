@@ -148,15 +148,17 @@ def _centroid(uimg: torch.Tensor) -> tuple[float, float]:
     return float((m * uu).sum() / m.sum()), float((m * vv).sum() / m.sum())
 
 
-@pytest.mark.parametrize(("w", "h"), [(640, 480), (752, 480), (320, 240)])
-def test_intrinsics_mapping_projects_to_same_place(w: int, h: int) -> None:
+@pytest.mark.parametrize(
+    ("w", "h", "size"), [(640, 480, 512), (752, 480, 512), (320, 240, 512), (640, 480, 224)]
+)
+def test_intrinsics_mapping_projects_to_same_place(w: int, h: int, size: int) -> None:
     """A 3D point projected with K in the original image lands, after pre-processing, where K' projects it."""
     K = np.array([[0.9 * w, 0.0, 0.52 * w], [0.0, 0.9 * w, 0.47 * h], [0.0, 0.0, 1.0]])
     P = np.array([0.13, -0.07, 1.0])  # camera frame
     uv = K @ P
     u, v = uv[0] / uv[2], uv[1] / uv[2]
     img = _blob_image(w, h, u, v, sigma=8.0)
-    prep = preprocess_image(img)
+    prep = preprocess_image(img, size=size)
     cu, cv = _centroid(prep.uimg)
     K2 = scale_intrinsics(K, prep.transform)
     uv2 = K2 @ P
