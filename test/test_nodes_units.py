@@ -1,0 +1,272 @@
+"""ROS-free parts of the two-node pipeline (no DDS): frontend/backend packets, ordering, re-anchoring,
+odometry continuity, atomic map save/load, parameter validation, diagnostics, and (with the message packages)
+the node-to-node packing."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from online3r_ros.geometry.lie import sim3_compose, sim3_exp
+from online3r_ros.ros.nodes import params as P
+from online3r_ros.ros.nodes.diagnostics import ERROR, OK, WARN, NodeStats
+from online3r_ros.slam.config import load_config
+from online3r_ros.slam.mapping import MapperBackend
+from online3r_ros.slam.runner import build_source, build_system
+from online3r_ros.slam.tracking_frontend import TrackerFrontend, rigid_matrix
+from online3r_ros.synthetic import make_synthetic_sequence
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    torch.set_num_threads(1)
+    return load_config()
+
+
+@pytest.fixture(scope="module")
+def frames():
+    # 160 frames per lap: 2.7 cm and 2.25 deg per frame -> a second keyframe within 14 frames
+    return list(make_synthetic_sequence(n_frames=160, width=96, height=72, max_frames=14))
+
+
+def _run(cfg, frames, deliver=None):
+    """Frontend + backend in one process; ``deliver(packets)`` may reorder what reaches the backend."""
+    fe = TrackerFrontend(cfg, build_source(cfg), session=7)
+    be = MapperBackend(cfg, build_source(cfg), wait_s=1e9)
+    steps, held = [], []
+    for f in frames:
+        st = fe.process(f.rgb, f.depth, f.K, f.timestamp)
+        steps.append(st)
+        packets = [p for p in (st.observation, st.keyframe) if p is not None]
+        held += packets if deliver is None else []
+        for p in packets if deliver is None else deliver(packets):
+            (be.submit_keyframe if hasattr(p, "prev_observations") else be.submit_observation)(p)
+        for u in be.step(now=0.0):
+            fe.apply_keyframe_poses(u.T_WC)
+    return fe, be, steps
+
+
+@pytest.fixture(scope="module")
+def pipeline(cfg, frames):
+    return _run(cfg, frames)
+
+
+def test_mapper_copy_equals_the_trackers_local_copy(pipeline) -> None:
+    fe, be, steps = pipeline
+    assert be.num_keyframes == fe.num_keyframes >= 2
+    assert steps[-1].state.value == "tracking"
+    for i in range(be.num_keyframes):
+        a, b = fe.keyframes.get(i, device="cpu"), be.keyframes.get(i, device="cpu")
+        assert torch.equal(a.X, b.X) and torch.equal(a.C, b.C) and (a.N, a.N_updates) == (b.N, b.N_updates)
+    assert be.edges() == [(i, i + 1) for i in range(be.num_keyframes - 1)]
+
+
+def test_two_process_split_matches_slam_system(cfg, frames, pipeline) -> None:
+    fe, be, _ = pipeline
+    system = build_system(cfg)
+    for f in frames:
+        system.process(f)
+    assert system.num_keyframes == be.num_keyframes
+    np.testing.assert_allclose(
+        be.keyframe_poses().numpy(), system.keyframes.get_poses().cpu().numpy(), atol=2e-3
+    )
+    ts, poses = be.trajectory()
+    ref = system.trajectory()
+    np.testing.assert_array_equal(ts, ref.timestamps)
+    np.testing.assert_allclose(poses.numpy(), ref.poses.numpy(), atol=2e-3)
+
+
+def test_keyframe_waits_for_the_previous_keyframes_observations(cfg, frames, pipeline) -> None:
+    """Keyframes delivered before the observations they follow (different topics): same map."""
+    held_obs: list = []
+
+    def keyframes_first(packets):
+        kfs = [p for p in packets if hasattr(p, "prev_observations")]
+        held_obs.extend(p for p in packets if not hasattr(p, "prev_observations"))
+        if kfs and kfs[0].kf_id > 0:
+            out = kfs + held_obs[:]
+            held_obs.clear()
+            return out
+        return kfs
+
+    fe, be, _ = _run(cfg, frames, keyframes_first)
+    ref = pipeline[1]
+    assert be.num_keyframes == ref.num_keyframes
+    for i in range(be.num_keyframes - 1):  # the last keyframe's observations are still held
+        assert torch.equal(be.keyframes.get(i, device="cpu").X, ref.keyframes.get(i, device="cpu").X)
+    torch.testing.assert_close(be.keyframe_poses(), ref.keyframe_poses())
+
+
+def test_backend_waits_then_gives_up_after_wait_s(cfg, pipeline) -> None:
+    fe = pipeline[0]
+    be = MapperBackend(cfg, build_source(cfg), wait_s=2.0)
+    assert be.submit_keyframe(fe.keyframe_packet(0)) and be.step(now=0.0)[0].kf_id == 0
+    pkt = dataclasses.replace(fe.keyframe_packet(1), prev_observations=10_000, N=1, N_updates=1)
+    be.submit_keyframe(pkt, now=10.0)
+    assert be.step(now=11.0) == [] and be.num_keyframes == 1  # waiting for observations of keyframe 0
+    assert [u.kf_id for u in be.step(now=12.5)] == [1]
+    assert not be.submit_keyframe(pkt)  # duplicate
+    other = dataclasses.replace(fe.keyframe_packet(0), session=99)
+    assert be.mismatched_session(99)
+    assert be.submit_keyframe(other) and be.num_keyframes == 0 and be.session == 99  # keyframe 0: new map
+
+
+def test_newer_local_keyframes_follow_the_correction(cfg, pipeline) -> None:
+    fe0 = pipeline[0]
+    fe = TrackerFrontend(cfg, build_source(cfg))
+    for k in range(fe0.num_keyframes):  # rebuild a local store with the same keyframes
+        pkt = fe0.keyframe_packet(k)
+        fe.keyframes.append(pkt.T_WC, pkt.X, pkt.C)
+    old = fe.keyframes.get_poses().clone()
+    delta = sim3_exp(torch.tensor([0.1, -0.05, 0.02, 0.01, 0.02, -0.03, 0.0], dtype=torch.float64))
+    fe.apply_keyframe_poses(sim3_compose(delta, old[:1]))  # the mapper knows keyframe 0 only
+    torch.testing.assert_close(fe.keyframes.get_poses(), sim3_compose(delta.expand_as(old), old))
+
+
+def test_odometry_is_continuous_across_corrections(cfg, frames) -> None:
+    fe = TrackerFrontend(cfg, build_source(cfg))
+    steps = [fe.process(f.rgb, f.depth, f.K, f.timestamp) for f in frames[:4]]
+    before = fe.map_to_odom()
+    np.testing.assert_allclose(before, np.eye(4), atol=1e-9)  # no correction yet: odom == map
+    delta = sim3_exp(torch.tensor([0.2, 0.0, 0.0, 0.0, 0.1, 0.0, 0.0], dtype=torch.float64))
+    fe.apply_keyframe_poses(sim3_compose(delta.expand(fe.num_keyframes, 8), fe.keyframes.get_poses()))
+    nxt = fe.process(frames[4].rgb, frames[4].depth, frames[4].K, frames[4].timestamp)
+    step_odom = np.linalg.inv(steps[-1].T_odom) @ nxt.T_odom
+    step_world = np.linalg.inv(rigid_matrix(fe.frame_world_pose(3))) @ rigid_matrix(nxt.T_WC)
+    np.testing.assert_allclose(step_odom, step_world, atol=1e-6)  # the odometry step is the true motion
+    assert np.linalg.norm(step_odom[:3, 3]) < 0.1  # no 20 cm jump
+    np.testing.assert_allclose(fe.map_to_odom(), rigid_matrix(delta), atol=1e-6)  # the jump is in map->odom
+
+
+def test_map_save_load_round_trip_is_atomic(cfg, pipeline, tmp_path) -> None:
+    be = pipeline[1]
+    be.stamps_ns = {float(t): 10**18 + i for i, t in enumerate(be.kf_stamps)}
+    path = be.save(tmp_path / "maps" / "map.pt")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["map.pt"]  # no temp file left
+    other = MapperBackend(cfg, build_source(cfg))
+    other.load(path)
+    assert other.session == be.session and other.edges() == be.edges()
+    torch.testing.assert_close(other.keyframe_poses(), be.keyframe_poses())
+    np.testing.assert_array_equal(other.trajectory()[0], be.trajectory()[0])
+    assert other.stamps_ns == be.stamps_ns and other.obs_count == be.obs_count
+    chunk_a, chunk_b = other.map_points(), be.map_points()
+    assert len(chunk_a) > 100
+    np.testing.assert_array_equal(chunk_a.points, chunk_b.points)
+    (tmp_path / "bad.pt").write_bytes(b"not a map")
+    with pytest.raises(ValueError, match="cannot read map"):
+        other.load(tmp_path / "bad.pt")
+    with pytest.raises(FileNotFoundError):
+        other.load(tmp_path / "missing.pt")
+
+
+def test_process_rejects_time_going_backwards_without_changing_state(cfg, frames) -> None:
+    fe = TrackerFrontend(cfg, build_source(cfg))
+    fe.process(frames[1].rgb, frames[1].depth, frames[1].K, frames[1].timestamp)
+    with pytest.raises(ValueError, match="not after"):
+        fe.process(frames[0].rgb, frames[0].depth, frames[0].K, frames[0].timestamp)
+    assert fe.num_keyframes == 1 and fe.last_timestamp == frames[1].timestamp
+    session = fe.session
+    fe.reset()
+    assert fe.session != session and fe.num_keyframes == 0 and fe.last_timestamp == -math.inf
+
+
+# ---------------------------------------------------------------------------------------------- parameters
+def test_parameter_validation_names_the_parameter() -> None:
+    ok = P.validate({}, P.TRACKER_PARAMS)
+    assert ok["map_frame"] == "map" and ok["publish_tf"] is True
+    cases = [
+        ({"sync_tolerance": -1.0}, "sync_tolerance"),
+        ({"image_transport": "theora"}, "image_transport"),
+        ({"torch_threads": 1.5}, "torch_threads"),
+        ({"odom_frame": "map"}, "odom_frame"),
+        ({"base_to_camera": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0]}, "base_to_camera"),
+        ({"base_to_camera": [1.0, 2.0]}, "base_to_camera"),
+        ({"camera_frame": ""}, "camera_frame"),
+        ({"no_such_thing": 1}, "no_such_thing"),
+    ]
+    for values, name in cases:
+        with pytest.raises(P.ParameterError, match=f"parameter '{name}'"):
+            P.validate(values, P.TRACKER_PARAMS)
+    with pytest.raises(P.ParameterError, match="parameter 'map_period'"):
+        P.validate({"map_period": -2.0}, P.MAPPER_PARAMS)
+    with pytest.raises(P.ParameterError, match="parameter 'slam_config'"):
+        P.resolve_path("no/such/file.yaml", "slam_config")
+    assert P.resolve_path("online3r.yaml", "slam_config") == (REPO / "config" / "online3r.yaml").resolve()
+
+
+def test_node_parameter_file_lists_every_parameter_with_its_default() -> None:
+    import yaml
+
+    doc = yaml.safe_load((REPO / "config" / "online3r_ros.yaml").read_text())
+    for node, specs in (("tracker", P.TRACKER_PARAMS), ("mapper", P.MAPPER_PARAMS)):
+        values = doc[node]["ros__parameters"]
+        expected = {k: v for k, v in P.defaults(specs).items() if v != []}
+        assert values == expected
+        P.validate(values, specs)
+
+
+def test_node_stats_levels_and_summary() -> None:
+    s = NodeStats("tracker", error_hold=5.0, input_timeout=2.0)
+    s.state = "tracking"
+    s.input_seen(now=100.0)
+    assert s.level(now=100.5)[0] == OK
+    assert s.level(now=103.0)[0] == WARN
+    s.error("EncodingError: yuv422", now=100.0)
+    level, message = s.level(now=101.0)
+    assert level == ERROR and "yuv422" in message
+    assert s.level(now=101.0 + 5.0)[0] == WARN  # the error is old, the input too
+    s.count("received", 3)
+    s.count("processed", 2)
+    s.add_times({"track": 10.0, "total": math.nan})
+    s.add_latency(12.5)
+    summary = s.summary(now=100.5)
+    assert summary["received"] == 3 and summary["processed"] == 2 and summary["errors"] == 1
+    assert summary["stage_ms"]["track"]["mean_ms"] == 10.0 and "total" not in summary["stage_ms"]
+    assert summary["latency_ms"]["last"] == 12.5
+
+
+def test_topic_table_names_every_topic() -> None:
+    from online3r_ros.ros import topics as T
+
+    table = T.topic_table_markdown()
+    for spec in T.TOPICS:
+        assert f"`{spec.name}`" in table
+    assert len({t.name for t in T.TOPICS}) == len(T.TOPICS)
+
+
+# --------------------------------------------------------------------------------------- message packing
+def test_packets_round_trip_through_pointcloud2_exactly(pipeline) -> None:
+    pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs is not installed")
+    pytest.importorskip("std_msgs.msg", reason="std_msgs is not installed")
+    from online3r_ros.ros.nodes import msgs as M
+    from online3r_ros.ros.pose import T_LINK_OPTICAL
+
+    fe, be, steps = pipeline
+    pkt = fe.keyframe_packet(1, prev_observations=4)
+    msg = M.keyframe_to_cloud(pkt, 1_700_000_000_123_456_789, T_LINK_OPTICAL)
+    back, T_bc = M.cloud_to_keyframe(msg)
+    for f in dataclasses.fields(pkt):
+        a, b = getattr(pkt, f.name), getattr(back, f.name)
+        if torch.is_tensor(a):
+            assert torch.equal(a.to(b.dtype), b), f.name
+        else:
+            assert a == b, f.name
+    np.testing.assert_allclose(T_bc, T_LINK_OPTICAL, atol=1e-12)
+    obs = next(s.observation for s in steps if s.observation is not None)
+    back_obs = M.cloud_to_observation(M.observation_to_cloud(obs, 5))
+    assert torch.equal(back_obs.X_kk, obs.X_kk) and torch.equal(back_obs.T_CkCf, obs.T_CkCf)
+    assert (back_obs.kf_id, back_obs.seq, back_obs.timestamp) == (obs.kf_id, obs.seq, obs.timestamp)
+    session, poses = M.array_to_poses(M.poses_to_array(be.keyframe_poses(), 7))
+    assert session == 7 and torch.equal(poses, be.keyframe_poses())
+    msg.header.frame_id = msg.header.frame_id.replace(";T_WC=", ";T_XX=")
+    with pytest.raises(M.MessageFormatError, match="T_WC"):
+        M.cloud_to_keyframe(msg)
+    state = M.parse_mapper_state(M.mapper_state_msg(3, None, 2, reset=True))
+    assert state == {"generation": 3, "session": None, "num_keyframes": 2, "reset": True}
