@@ -1,0 +1,173 @@
+"""End-to-end frame rate and latency of the ROS 2 path (tracker + mapper processes over DDS) next to the
+offline runner (``online3r run``'s library) on the same synthetic RGB-D frames.
+
+    .venv/bin/python benchmarks/bench_ros_vs_offline.py [--frames 30] [--width 160 --height 120] [--rate 0]
+
+ROS path: the nodes are started with the launch description (isolated DDS domain, localhost discovery);
+frames are streamed in lock-step by default (frame i leaves as soon as the pose of frame i - 1 arrived, i.e.
+as fast as the tracker keeps up), or at a fixed ``--rate`` (then the tracker drops stale frames and the
+figures show how many). Throughput = poses received / (arrival of the last pose - send time of the first
+frame); latency = pose arrival - image send time (both in this process), percentiles over all poses.
+
+Offline path: :func:`online3r_ros.slam.runner.run_frames` on the same frames in this process (tracking, fusion
+and global optimisation in one loop); throughput = frames / time inside ``SlamSystem.process``.
+
+Prints both throughputs, their ratio (the ROS path may cost at most 15% of throughput: ratio >= 0.85) and the
+latency percentiles; ``--json FILE`` also writes them. Timings on a shared, loaded machine are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from online3r_ros.cli.launch import NodeGroup  # noqa: E402
+from online3r_ros.launch_description import node_specs  # noqa: E402
+from online3r_ros.synthetic import make_synthetic_sequence  # noqa: E402
+
+MAX_COST = 0.15
+
+
+def run_offline(frames: list, slam_config: str | None) -> dict:
+    from online3r_ros.slam import runner
+    from online3r_ros.slam.config import load_config
+
+    cfg = load_config(slam_config, overrides={"source": {"kind": "depth"}})
+    system = runner.build_system(cfg)
+    result = runner.run_frames(system, frames)
+    n = sum(result.states.values())
+    return {
+        "frames": n,
+        "posed": result.n_posed,
+        "process_s": result.process_s,
+        "fps": n / result.process_s if result.process_s > 0 else None,
+        "states": dict(result.states),
+        "keyframes": system.num_keyframes,
+    }
+
+
+def run_ros(frames: list, rate: float | None, slam_config: str | None, log_dir: Path) -> dict:
+    from online3r_ros.ros.replay import run_session
+
+    os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 101))
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    topics = {"image": "bench/image", "depth": "bench/depth", "camera_info": "bench/camera_info"}
+    arguments = dict(topics, source="depth")
+    if slam_config:
+        arguments["slam_config"] = slam_config
+    extra = {
+        "tracker": {"tf_static_wait": 0.0},
+        "mapper": {"load_on_start": False, "autosave": False, "map_path": str(log_dir / "map.pt")},
+    }
+    group = NodeGroup(node_specs(arguments, extra_parameters=extra), log_dir=log_dir, echo=None)
+    group.start()
+
+    def check() -> str | None:
+        ended = group.poll()
+        return ", ".join(f"{n} exited ({c})" for n, c in ended) if ended else None
+
+    try:
+        session = run_session(
+            frames, rate_hz=rate, topics=topics, check_nodes=check, startup_timeout=120, settle_timeout=60
+        )
+    finally:
+        group.stop()
+    if session.error:
+        raise RuntimeError(f"ROS session failed: {session.error} (logs in {log_dir})")
+    sent = {f.stamp_ns: f.sent for f in session.sent}
+    poses = [p for p in session.camera_poses if p.stamp_ns in sent]
+    latency = np.array([1e3 * (p.received - sent[p.stamp_ns]) for p in poses])
+    span = poses[-1].received - session.sent[0].sent if poses else 0.0
+    st = session.tracker_status or {}
+    return {
+        "frames_sent": len(session.sent),
+        "poses": len(poses),
+        "span_s": span,
+        "fps": len(poses) / span if span > 0 else None,
+        "stream_s": session.stream_s,
+        "tracker": {k: st.get(k) for k in ("received", "processed", "dropped", "rejected", "state")},
+        "tracker_stage_ms": {k: v.get("mean_ms") for k, v in (st.get("stage_ms") or {}).items()},
+        "latency_ms": {f"p{q}": float(np.percentile(latency, q)) for q in (50, 90, 99)}
+        | {
+            "max": float(latency.max()) if latency.size else None,
+            "mean": float(latency.mean()) if latency.size else None,
+        },
+        "notes": session.notes,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frames", type=int, default=30)
+    ap.add_argument("--width", type=int, default=160)
+    ap.add_argument("--height", type=int, default=120)
+    ap.add_argument("--rate", type=float, default=0.0, help="fixed camera rate in Hz (0: lock-step)")
+    ap.add_argument("--slam-config", default=None, help="pipeline YAML for both paths (default: built-in)")
+    ap.add_argument("--order", choices=("offline-first", "ros-first"), default="offline-first")
+    ap.add_argument("--log-dir", type=Path, default=Path("/tmp/online3r_bench_ros_logs"))
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    args = ap.parse_args()
+    try:
+        import rclpy  # noqa: F401
+    except ImportError:
+        print("rclpy is not installed: run scripts/setup.sh", file=sys.stderr)
+        return 5
+
+    seq = make_synthetic_sequence(
+        n_frames=args.frames, width=args.width, height=args.height, laps=args.frames / 240
+    )
+    frames = list(seq)
+    print(
+        f"{len(frames)} synthetic RGB-D frames {args.width}x{args.height}; ROS mode: "
+        + ("lock-step" if args.rate <= 0 else f"{args.rate:g} Hz"),
+        flush=True,
+    )
+    results: dict = {}
+    order = ("offline", "ros") if args.order == "offline-first" else ("ros", "offline")
+    for which in order:
+        t0 = time.perf_counter()
+        if which == "offline":
+            results["offline"] = run_offline(frames, args.slam_config)
+        else:
+            results["ros"] = run_ros(
+                frames, args.rate if args.rate > 0 else None, args.slam_config, args.log_dir
+            )
+        print(f"  {which}: done in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    off, ros = results["offline"], results["ros"]
+    ratio = ros["fps"] / off["fps"] if ros["fps"] and off["fps"] else None
+    results["ratio"] = ratio
+    results["within_budget"] = ratio is not None and ratio >= 1.0 - MAX_COST
+    lat = ros["latency_ms"]
+    print(f"offline runner : {off['fps']:.3f} frames/s ({off['frames']} frames, {off['process_s']:.1f} s)")
+    print(
+        f"ROS over DDS   : {ros['fps']:.3f} poses/s ({ros['poses']}/{ros['frames_sent']} frames posed, "
+        f"tracker processed {ros['tracker']['processed'] or 0}, dropped {ros['tracker']['dropped'] or 0})"
+    )
+    print(
+        f"ratio ROS/offline: {ratio:.3f} "
+        f"(budget >= {1 - MAX_COST:.2f}: {'OK' if results['within_budget'] else 'OVER'})"
+    )
+    print(
+        f"latency image stamp -> pose arrival: p50 {lat['p50']:.0f} ms, p90 {lat['p90']:.0f} ms, "
+        f"p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms"
+    )
+    if ros["notes"]:
+        print("notes: " + "; ".join(ros["notes"]))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
