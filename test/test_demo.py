@@ -48,6 +48,7 @@ def test_plot_writes_a_png_and_picks_the_widest_axes(tmp_path):
 
 def test_demo_outputs_from_a_recorded_session(tmp_path):
     """The writer maps published stamps back to frames, evaluates ATE, and falls back to map updates."""
+    pytest.importorskip("rclpy", reason="rclpy is not installed (run scripts/setup.sh)")
     from online3r_ros.cli.demo import summary_text, write_demo_outputs
     from online3r_ros.ros.replay import RecordedPose, SentFrame, SessionResult, _Cloud
     from online3r_ros.synthetic import make_synthetic_sequence

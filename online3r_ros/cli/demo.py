@@ -245,6 +245,11 @@ def run_demo(settings: argparse.Namespace) -> dict:
         "device": settings.device,
     }
     summary["dds"] = dds
+    summary["log_tails"] = {
+        name: _log_tail(out / "logs" / f"{name}.log")
+        for name, code in codes.items()
+        if code not in (0, None) or summary.get("error")
+    }
     summary["render_s"] = render_s
     summary["wall_s"] = time.perf_counter() - t_start
     from ..eval.reports import write_json
@@ -254,6 +259,15 @@ def run_demo(settings: argparse.Namespace) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ outputs
+def _log_tail(path: Path, lines: int = 6) -> list[str]:
+    """The last non-empty lines of a node's log (shown when something went wrong)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-lines:]
+
+
 def _percentiles(values: list[float]) -> dict:
     import numpy as np
 
@@ -394,7 +408,8 @@ def summary_text(summary: dict) -> str:
     lines = [
         f"online3r demo: {summary['frames_sent']} frames sent at "
         f"{summary.get('stream_rate_hz') or 0:.1f} Hz; poses for {summary['frames_with_pose']} (tracker: "
-        f"received {tr.get('received')}, processed {tr.get('processed')}, dropped {tr.get('dropped')}, "
+        f"received {tr.get('received') or 0}, processed {tr.get('processed') or 0}, "
+        f"dropped {tr.get('dropped') or 0}, "
         f"state {tr.get('state')}); {summary['keyframes']} keyframes; map {summary['map_points']} points",
         f"ATE final path: {_fmt_ate(summary['ate'].get('trajectory'))}; "
         f"live poses: {_fmt_ate(summary['ate'].get('odometry'))}",
@@ -405,6 +420,10 @@ def summary_text(summary: dict) -> str:
         lines.append(f"note: {note}")
     if summary.get("error"):
         lines.append(f"ERROR: {summary['error']}")
+        for name, tail in (summary.get("log_tails") or {}).items():
+            if tail:
+                lines.append(f"last lines of {name}'s log:")
+                lines.extend(f"  {line}" for line in tail)
     lines.append("outputs: " + ", ".join(summary.get("outputs", {}).values()))
     return "\n".join(lines)
 
