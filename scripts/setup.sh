@@ -178,13 +178,28 @@ pip_run() {  # pip, minus the harmless "Location ... is ignored" lines that some
 SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 phase_done venv
 
+# On the colcon path the distro's message modules are compiled against the distro's numpy: keep it (a pip
+# constraint on every install below). (setuptools cannot be kept: torch 2.13 needs setuptools >= 77.)
+keep_args=()
+if [[ $MODE == python-deps-only ]]; then
+  keep_file="$VENV/.online3r-keep-constraints.txt"
+  : >"$keep_file"
+  for mod in numpy; do
+    if version=$("$PY" -c "import $mod; print($mod.__version__)" 2>/dev/null); then
+      echo "$mod==$version" >>"$keep_file"
+      log "keeping the distro's $mod $version"
+    fi
+  done
+  keep_args=(-c "$keep_file")
+fi
+
 # --------------------------------------------------------------------------------------------------
 # torch: keep an importable torch (e.g. a CUDA build the user installed), else install the pinned one.
 # --------------------------------------------------------------------------------------------------
 if torch_info=$("$PY" -c 'import torch; print(torch.__version__, "cuda" if torch.version.cuda else "cpu")' 2>/dev/null); then
   log "keeping the torch already in the venv: $torch_info"
 else
-  torch_args=("torch==$TORCH_VERSION")
+  torch_args=("torch==$TORCH_VERSION" "${keep_args[@]}")
   [[ -n "${TORCH_INDEX_URL:-}" ]] && torch_args+=(--index-url "$TORCH_INDEX_URL")
   log "installing ${torch_args[*]}"
   pip_run install "${torch_args[@]}" || die "pip could not install torch==$TORCH_VERSION"
@@ -195,22 +210,15 @@ phase_done torch
 # Python dependencies (+ ROS 2 wheels in full mode)
 # --------------------------------------------------------------------------------------------------
 req_args=(-r "$SCRIPTS/requirements.txt")
-constraint_file=""
 if [[ $MODE == full ]]; then
   req_args+=(-r "$SCRIPTS/requirements-ros.txt")
 else
-  # The distro's message modules are compiled against the distro's numpy: never replace it.
-  if np_version=$("$PY" -c 'import numpy; print(numpy.__version__)' 2>/dev/null); then
-    constraint_file=$(mktemp)
-    grep -v '^numpy' "$SCRIPTS/requirements.txt" >"$constraint_file.req"
-    echo "numpy==$np_version" >"$constraint_file"
-    req_args=(-r "$constraint_file.req" -c "$constraint_file")
-    log "keeping the distro's numpy $np_version"
-  fi
+  # Requirements minus what the distro keeps (see keep_args above).
+  grep -v -E '^numpy([<>=!~ ;]|$)' "$SCRIPTS/requirements.txt" >"$VENV/.online3r-requirements.txt"
+  req_args=(-r "$VENV/.online3r-requirements.txt")
 fi
 log "installing Python dependencies (${MODE})"
-pip_run install "${req_args[@]}" || die "pip could not install the requirements (see the error above)"
-[[ -n "$constraint_file" ]] && rm -f "$constraint_file" "$constraint_file.req"
+pip_run install "${req_args[@]}" "${keep_args[@]}" || die "pip could not install the requirements (see the error above)"
 phase_done python-deps
 
 # asmk: an sdist with a Cython extension; built against the venv's numpy/Cython/faiss (no isolation, so
@@ -219,7 +227,7 @@ if "$PY" -c 'import asmk, asmk.hamming' 2>/dev/null; then
   log "asmk already installed"
 else
   log "building asmk==$ASMK_VERSION (Cython extension)"
-  pip_run install --no-build-isolation --no-deps "asmk==$ASMK_VERSION" \
+  pip_run install --no-build-isolation --no-deps "asmk==$ASMK_VERSION" "${keep_args[@]}" \
     || die "asmk==$ASMK_VERSION did not build (needs a C compiler, cython, numpy, faiss-cpu in the venv)"
   "$PY" -c 'import asmk, asmk.hamming' || die "asmk installed but 'import asmk.hamming' fails"
 fi
@@ -248,7 +256,7 @@ if [[ $WANT_OPEN3D -eq 1 ]]; then
     if [[ $o3d_ok -eq 1 ]]; then
       # Constrained to the versions already installed so open3d cannot move numpy & co.
       o3d_constraints=$(mktemp)
-      "${PIP[@]}" freeze --exclude-editable 2>/dev/null | grep -E '^(numpy|scipy|matplotlib|pillow|torch)==' >"$o3d_constraints" || true
+      "${PIP[@]}" freeze --exclude-editable 2>/dev/null | grep -E '^(numpy|scipy|matplotlib|pillow|torch|setuptools)==' >"$o3d_constraints" || true
       if pip_run install "open3d-cpu==$OPEN3D_VERSION" -c "$o3d_constraints" && "$PY" -c 'import open3d'; then
         log "open3d-cpu $OPEN3D_VERSION installed"
       else
