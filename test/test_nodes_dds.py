@@ -475,3 +475,47 @@ def test_time_going_backwards_starts_a_new_session(session) -> None:
         "the mapper's new map",
         procs,
     )
+
+
+def test_invalid_parameter_is_rejected_at_start_naming_it(tmp_path) -> None:
+    env = dict(os.environ, ROS_DOMAIN_ID=str(_domain_id(4)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    cmd = [
+        sys.executable,
+        "-m",
+        "online3r_ros.ros.nodes.tracker",
+        "--ros-args",
+        "-p",
+        "image_transport:=theora",
+    ]
+    try:
+        res = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the tracker did not refuse to start")
+    assert res.returncode == 2
+    assert "parameter 'image_transport'" in res.stderr
+
+
+def test_compressed_images_are_tracked(session) -> None:
+    from sensor_msgs.msg import CompressedImage
+
+    from online3r_ros.ros.compressed import numpy_to_compressed_image
+    from online3r_ros.ros.qos import reliable_qos
+
+    procs, h = session(5, tracker={"image_transport": "compressed", "image_topic": "image/compressed"})
+    pub = h.node.create_publisher(CompressedImage, "image/compressed", reliable_qos(10))
+    procs.start("tracker")
+    frames = list(_sequence(4))
+    h.wait_for(lambda: pub.get_subscription_count() > 0, 20, "the tracker's compressed subscription", procs)
+    t0 = time.time_ns()
+    sent = []
+    for f in frames:
+        stamp = t0 + int(round(f.timestamp * 1e9))
+        dummy = _raw_image(1, 1, "rgb8", stamp)  # publish_frame sends info + depth; the image goes compressed
+        h.publish_frame(f, stamp, image_msg=dummy)
+        pub.publish(
+            numpy_to_compressed_image(f.rgb, "rgb8", "jpeg", frame_id="camera_optical_frame", stamp=stamp)
+        )
+        sent.append(stamp)
+        time.sleep(0.4)
+    h.wait_for(lambda: len(h.messages("pose")) >= 2, 20, "poses from compressed images", procs)
+    assert {_stamp_ns(m) for m in h.messages("pose")} <= set(sent)

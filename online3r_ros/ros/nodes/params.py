@@ -238,7 +238,9 @@ def declare_and_read(node: Any, specs: tuple[ParamSpec, ...]) -> dict[str, Any]:
             desc.additional_constraints = f"one of {list(spec.choices)}"
         if spec.low is not None and isinstance(spec.default, int) and not isinstance(spec.default, bool):
             desc.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=0)]
-        elif spec.low is not None:
+        elif isinstance(spec.default, float):
+            desc.dynamic_typing = True  # `period: 5` in YAML is an integer: accepted, validate() casts
+        if spec.low is not None and isinstance(spec.default, float):
             desc.floating_point_range = [
                 FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high), step=0.0)
             ]
