@@ -296,11 +296,26 @@ def session(tmp_path):
 
 # ------------------------------------------------------------------------------------------------------ tests
 def test_pipeline_over_dds_frames_stamps_and_ate(session) -> None:
+    from tf2_msgs.msg import TFMessage
+
     from online3r_ros.eval import compute_ate
     from online3r_ros.ros.pointcloud import pointcloud2_to_numpy
-    from online3r_ros.ros.pose import pose_to_matrix
+    from online3r_ros.ros.pose import T_LINK_OPTICAL, invert, pose_to_matrix, tqs_to_matrix, transform_stamped
+    from online3r_ros.ros.qos import tf_static_qos
 
-    procs, h = session(0)
+    procs, h = session(0, tracker={"tf_static_wait": 10.0})
+    # the robot's static camera mount: base_link -> camera_link -> camera_optical_frame
+    T_base_link = tqs_to_matrix([0.1, 0.02, 0.3], [0.0, np.sin(0.1), 0.0, np.cos(0.1)])
+    static = h.node.create_publisher(TFMessage, "/tf_static", tf_static_qos())
+    static.publish(
+        TFMessage(
+            transforms=[
+                transform_stamped(T_base_link, "base_link", "camera_link"),
+                transform_stamped(T_LINK_OPTICAL, "camera_link", "camera_optical_frame"),
+            ]
+        )
+    )
+    T_bc = T_base_link @ T_LINK_OPTICAL
     procs.start("mapper")
     procs.start("tracker")
     seq = _sequence()
@@ -320,6 +335,16 @@ def test_pipeline_over_dds_frames_stamps_and_ate(session) -> None:
     pairs = {(t.header.frame_id, t.child_frame_id) for t in tf}
     assert {("odom", "base_link"), ("map", "odom")} <= pairs
     assert {_stamp_ns(t) for t in tf} <= set(stamps)
+    # REP-105 chain with the mount from /tf_static: T_map_cam = T_map_odom · T_odom_base · T_base_cam
+    assert "from /tf_static" in procs.log("tracker")
+    by_stamp = {(t.header.frame_id, _stamp_ns(t)): pose_to_matrix(t) for t in tf}
+    for pose, odom in zip(poses, odoms, strict=True):
+        T_map_odom = by_stamp[("map", _stamp_ns(pose))]
+        chained = T_map_odom @ pose_to_matrix(odom) @ T_bc
+        np.testing.assert_allclose(chained, pose_to_matrix(pose), atol=1e-6)
+    np.testing.assert_allclose(
+        pose_to_matrix(poses[0]) @ invert(T_bc), np.eye(4), atol=0.05
+    )  # map = first base
     # ATE of the published camera poses against the ground truth
     t_est = np.array([_stamp_ns(m) - t0 for m in poses]) * 1e-9
     T_est = np.stack([pose_to_matrix(m) for m in poses])
