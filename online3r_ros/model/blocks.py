@@ -5,8 +5,10 @@ Attribute names reproduce the reference state_dict keys (``norm1``, ``attn.qkv``
 
 Every attention module has an ``impl`` attribute:
 
-- ``"fast"`` (default): RoPE via precomputed tables (:func:`rope.apply_rope`) and fused
-  ``F.scaled_dot_product_attention`` on strided q/k/v views (no transposed copies).
+- ``"fast"`` (default): RoPE via precomputed tables (:func:`rope.apply_rope`), fused
+  ``F.scaled_dot_product_attention`` on strided q/k/v views (no transposed copies), and, on CPU in float32
+  when no gradient is needed, oneDNN matmuls (:func:`linear`, ~15% faster than MKL sgemm on AVX-512 CPUs)
+  with the GELU and the residual additions fused into them.
 - ``"naive"``: the reference's explicit ``softmax(q k^T * scale) v`` with croco's pure-PyTorch RoPE2D. Used
   only by the benchmark for a side-by-side comparison (``MASt3R.set_impl``).
 
@@ -25,6 +27,56 @@ from .rope import apply_rope, rope2d_naive, rope_tables
 
 LAYER_NORM_EPS = 1e-6
 IMPLS = ("fast", "naive")
+_ONEDNN_LINEAR: bool | None = None
+
+
+def _onednn_linear_available() -> bool:
+    """Whether torch's oneDNN linear op (``mkldnn._linear_pointwise``) exists and works (probed once)."""
+    global _ONEDNN_LINEAR
+    if _ONEDNN_LINEAR is None:
+        try:
+            op = torch.ops.mkldnn._linear_pointwise
+            x, w = torch.ones(2, 4), torch.ones(3, 4)
+            _ONEDNN_LINEAR = bool(torch.equal(op(x, w, None, "none", [], ""), F.linear(x, w)))
+        except (AttributeError, RuntimeError):
+            _ONEDNN_LINEAR = False
+    return _ONEDNN_LINEAR
+
+
+def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and _onednn_linear_available()
+    )
+
+
+def linear(
+    lin: nn.Linear,
+    x: torch.Tensor,
+    fast: bool,
+    gelu: bool = False,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``[gelu](lin(x)) (+ residual)``: x [..., in] -> [..., out].
+
+    ``fast`` on CPU/float32 without autograd: one oneDNN matmul with the GELU (exact erf) or the residual
+    addition as a fused post-op. Otherwise plain ``F.linear`` + ``F.gelu`` / ``+ residual`` (autocast
+    applies).
+    """
+    if fast and _use_onednn(x, lin.weight):
+        op = torch.ops.mkldnn._linear_pointwise
+        if residual is not None and not gelu:
+            return op.binary(x, residual, lin.weight, lin.bias, "add")
+        out = op(x, lin.weight, lin.bias, "gelu" if gelu else "none", [], "none" if gelu else "")
+        return out if residual is None else out + residual
+    out = lin(x)
+    if gelu:
+        out = F.gelu(out)
+    return out if residual is None else residual + out
 
 
 class RopePositions(NamedTuple):
@@ -58,9 +110,12 @@ class Mlp(nn.Module):
         self.fc1 = nn.Linear(in_dim, hidden_dim)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dim, out_dim if out_dim is not None else in_dim)
+        self.impl = "fast"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """x [..., in] -> [..., out] (``+ residual`` if given)."""
+        fast = self.impl == "fast"
+        return linear(self.fc2, linear(self.fc1, x, fast, gelu=True), fast, residual=residual)
 
 
 def _naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
@@ -82,10 +137,14 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.impl = "fast"
 
-    def forward(self, x: torch.Tensor, rope: RopePositions) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: RopePositions, residual: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x [B,N,C] -> [B,N,C] (``+ residual`` if given)."""
         b, n, c = x.shape
-        qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim)
-        if self.impl == "naive":
+        fast = self.impl == "fast"
+        qkv = linear(self.qkv, x, fast).view(b, n, 3, self.num_heads, self.head_dim)
+        if not fast:
             qkv = qkv.transpose(1, 3)  # [B, heads, 3, N, d]
             q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
             q = rope2d_naive(q, rope.pos, rope.base)
@@ -96,7 +155,7 @@ class Attention(nn.Module):
             q, k = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2)
             v = qkv[:, :, 2].transpose(1, 2)
             out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)
-        return self.proj(out)
+        return linear(self.proj, out, fast, residual=residual)
 
 
 class CrossAttention(nn.Module):
@@ -119,14 +178,21 @@ class CrossAttention(nn.Module):
         self.impl = "fast"
 
     def forward(
-        self, query: torch.Tensor, memory: torch.Tensor, qrope: RopePositions, krope: RopePositions
+        self,
+        query: torch.Tensor,
+        memory: torch.Tensor,
+        qrope: RopePositions,
+        krope: RopePositions,
+        residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """query [B,Nq,C], memory [B,Nk,C] -> [B,Nq,C] (``+ residual`` if given)."""
         b, nq, c = query.shape
         nk = memory.shape[1]
-        q = self.projq(query).view(b, nq, self.num_heads, self.head_dim)
-        k = self.projk(memory).view(b, nk, self.num_heads, self.head_dim)
-        v = self.projv(memory).view(b, nk, self.num_heads, self.head_dim).transpose(1, 2)
-        if self.impl == "naive":
+        fast = self.impl == "fast"
+        q = linear(self.projq, query, fast).view(b, nq, self.num_heads, self.head_dim)
+        k = linear(self.projk, memory, fast).view(b, nk, self.num_heads, self.head_dim)
+        v = linear(self.projv, memory, fast).view(b, nk, self.num_heads, self.head_dim).transpose(1, 2)
+        if not fast:
             q = rope2d_naive(q.transpose(1, 2), qrope.pos, qrope.base)
             k = rope2d_naive(k.transpose(1, 2), krope.pos, krope.base)
             out = _naive_attention(q, k, v, self.scale)
@@ -134,7 +200,7 @@ class CrossAttention(nn.Module):
             q = apply_rope(q, qrope.cos, qrope.sin).transpose(1, 2)
             k = apply_rope(k, krope.cos, krope.sin).transpose(1, 2)
             out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(b, nq, c))
+        return linear(self.proj, out.transpose(1, 2).reshape(b, nq, c), fast, residual=residual)
 
 
 class Block(nn.Module):
@@ -148,8 +214,8 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, rope: RopePositions) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), rope)
-        return x + self.mlp(self.norm2(x))
+        x = self.attn(self.norm1(x), rope, residual=x)
+        return self.mlp(self.norm2(x), residual=x)
 
 
 class DecoderBlock(nn.Module):
@@ -171,7 +237,7 @@ class DecoderBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, y: torch.Tensor, xrope: RopePositions, yrope: RopePositions
     ) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), xrope)
+        x = self.attn(self.norm1(x), xrope, residual=x)
         y_normed = self.norm_y(y)
-        x = x + self.cross_attn(self.norm2(x), y_normed, xrope, yrope)
-        return x + self.mlp(self.norm3(x))
+        x = self.cross_attn(self.norm2(x), y_normed, xrope, yrope, residual=x)
+        return self.mlp(self.norm3(x), residual=x)

@@ -4,6 +4,14 @@ Module names reproduce the reference keys: ``act_postprocess.{0..3}``, ``scratch
 registered a second time as ``scratch.layer_rn.{0..3}``, exactly like the reference, so the state_dict
 holds both alias names), ``scratch.refinenet{1..4}.{resConfUnit1,resConfUnit2,out_conv}`` and
 ``head.{0,2,4}``.
+
+Speed (``impl == "fast"``, the default): the 3x3 stride-1 convolutions dominate the heads (~90 GMAC per head
+at 512x384). On CPU, in float32, when no gradient is needed, they run through NNPACK's Winograd kernels
+(~2.5x fewer multiplies than oneDNN's direct convolution; error ~1e-5 relative per conv, end-to-end the
+parity fixtures stay ~15x inside their 1e-4 tolerance). The 1x1 ``out_conv`` of each fusion block is applied
+before the bilinear upsampling instead of after it (both are linear and the interpolation weights sum to one,
+so they commute; 4x fewer MACs), ReLU/residual adds are done in place on fresh tensors.
+With gradients (prompt tuning), on CUDA, or with ``impl == "naive"``, the plain ``nn.Conv2d`` path is used.
 """
 
 from __future__ import annotations
@@ -15,6 +23,29 @@ import torch.nn.functional as F
 from torch import nn
 
 DPT_LAYER_DIMS = (96, 192, 384, 768)
+_NNPACK_OK: bool | None = None
+
+
+def _nnpack_available() -> bool:
+    global _NNPACK_OK
+    if _NNPACK_OK is None:
+        probe = getattr(torch, "_nnpack_available", None)
+        _NNPACK_OK = bool(probe()) if probe is not None else False
+    return _NNPACK_OK
+
+
+def conv3x3(conv: nn.Conv2d, x: torch.Tensor, fast: bool) -> torch.Tensor:
+    """Apply a 3x3 / stride 1 / padding 1 ``conv`` to x [B,C,H,W]; Winograd (NNPACK) when allowed."""
+    if (
+        fast
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and conv.weight.dtype == torch.float32
+        and not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad))
+        and _nnpack_available()
+    ):
+        return torch._nnpack_spatial_convolution(x.contiguous(), conv.weight, conv.bias, [1, 1], [1, 1])
+    return conv(x)
 
 
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
@@ -36,11 +67,13 @@ class ResidualConvUnit(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(features, features, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(features, features, kernel_size=3, padding=1)
+        self.impl = "fast"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(F.relu(x))
-        out = self.conv2(F.relu(out))
-        return out + x
+        fast = self.impl == "fast"
+        out = conv3x3(self.conv1, F.relu(x), fast)
+        out = conv3x3(self.conv2, F.relu(out, inplace=fast), fast)
+        return out.add_(x) if fast else out + x
 
 
 class FeatureFusionBlock(nn.Module):
@@ -54,13 +87,14 @@ class FeatureFusionBlock(nn.Module):
         self.out_conv = nn.Conv2d(features, features, kernel_size=1)
         self.resConfUnit1 = ResidualConvUnit(features)
         self.resConfUnit2 = ResidualConvUnit(features)
+        self.impl = "fast"
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor | None = None) -> torch.Tensor:
-        out = x0
-        if x1 is not None:
-            out = out + self.resConfUnit1(x1)
-        out = self.resConfUnit2(out)
-        return self.out_conv(upsample2x(out))
+        if self.impl != "fast":
+            out = x0 if x1 is None else x0 + self.resConfUnit1(x1)
+            return self.out_conv(upsample2x(self.resConfUnit2(out)))
+        out = x0 if x1 is None else self.resConfUnit1(x1).add_(x0)
+        return upsample2x(self.out_conv(self.resConfUnit2(out)))
 
 
 class Scratch(nn.Module):
@@ -126,10 +160,12 @@ class DPTHead(nn.Module):
         self.act_postprocess = nn.ModuleList(
             _act_postprocess(d, c, i) for i, (d, c) in enumerate(zip(dim_tokens, layer_dims, strict=True))
         )
+        self.impl = "fast"
 
     def forward(self, tokens: Sequence[torch.Tensor], image_size: tuple[int, int]) -> torch.Tensor:
         """tokens: decoder list (each [B, N, C_i]); image_size (H, W) -> [B, num_channels, H, W]."""
         gh, gw = image_size[0] // self.patch_size, image_size[1] // self.patch_size
+        fast = self.impl == "fast"
         maps = []
         for level, hook in enumerate(self.hooks):
             t = tokens[hook]
@@ -137,10 +173,14 @@ class DPTHead(nn.Module):
                 raise ValueError(f"hook {hook}: {t.shape[1]} tokens do not match the {gh}x{gw} patch grid")
             x = t.transpose(1, 2).unflatten(2, (gh, gw))  # [B, C, h, w]
             x = self.act_postprocess[level](x)
-            maps.append(self.scratch.layer_rn[level](x))
+            maps.append(conv3x3(self.scratch.layer_rn[level], x, fast))
         s = self.scratch
         path4 = s.refinenet4(maps[3])[:, :, : maps[2].shape[2], : maps[2].shape[3]]
         path3 = s.refinenet3(path4, maps[2])
         path2 = s.refinenet2(path3, maps[1])
         path1 = s.refinenet1(path2, maps[0])
-        return self.head(path1)
+        if not fast:
+            return self.head(path1)
+        conv0, _, conv2, _, conv4 = self.head
+        out = upsample2x(conv3x3(conv0, path1, fast))
+        return conv4(F.relu(conv3x3(conv2, out, fast), inplace=True))
