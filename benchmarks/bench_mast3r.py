@@ -1,0 +1,189 @@
+"""Speed / memory benchmark of the full-size MASt3R network (random weights) on one image pair.
+
+Builds the released ViT-L configuration (688.6M parameters) on the meta device, materialises it with
+``to_empty`` and fills it with random values (seconds instead of minutes of init), then times one pair
+(default 512x384) stage by stage: encoder (both images, batched as the reference ``forward`` does), decoder,
+heads. Each implementation runs in its own subprocess so that peak RSS is measured separately:
+
+- ``fast``: ours (fused SDPA attention, table RoPE, channels-last post-processing).
+- ``naive``: the same module switched to reference-style code (explicit softmax(QK^T)V, croco's
+  pure-PyTorch RoPE2D, pixel-shuffle post-processing), as a same-machine stand-in for the reference.
+
+The reference implementation itself was measured at about 9.5 s per pair on the project's 2-core CPU
+(encoder ~3 s, decoder ~3.5 s, heads ~2.7 s; issue 4), printed for comparison.
+
+    .venv/bin/python benchmarks/bench_mast3r.py                 # CPU, 2 threads, float32, fast + naive
+    .venv/bin/python benchmarks/bench_mast3r.py --impl fast --repeats 3
+    .venv/bin/python benchmarks/bench_mast3r.py --device cuda --amp bf16   # CUDA: half-precision enc/dec
+
+Peak memory: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (whole process, includes the 2.75 GB of weights;
+the weights-only RSS is printed too) and ``torch.cuda.max_memory_allocated`` on CUDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+REFERENCE_S = {"encoder": 3.0, "decoder": 3.5, "heads": 2.7, "total": 9.5}  # issue 4, 2-core CPU, float32
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _current_rss_mib() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:
+        return float("nan")
+
+
+@torch.no_grad()
+def build_random_model(device: str):
+    """Full-size MASt3R with random weights, without running the (slow) reference-style init."""
+    from online3r_ros.model import MAST3R_VITL_KWARGS, build_mast3r
+
+    with torch.device("meta"):
+        model = build_mast3r(**MAST3R_VITL_KWARGS)
+    model = model.to_empty(device=device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    for name, p in model.named_parameters():
+        if p.ndim == 1 and "norm" in name:
+            p.fill_(1.0)
+        elif p.ndim == 1:
+            p.normal_(0.0, 0.02, generator=gen)
+        else:
+            p.normal_(0.0, 1.0 / math.sqrt(p[0].numel()), generator=gen)
+    return model.eval()
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_once(model, img1, img2, device: str, amp_dtype) -> dict[str, float]:
+    """One pair, timed per stage (seconds)."""
+    times = {}
+    autocast = torch.autocast(
+        device_type=device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None
+    )
+    with torch.inference_mode():
+        _sync(device)
+        t0 = time.perf_counter()
+        with autocast:
+            feat, pos = model.encode(torch.cat([img1, img2]))
+            (f1, f2), (p1, p2) = feat.chunk(2), pos.chunk(2)
+            _sync(device)
+            t1 = time.perf_counter()
+            dec1, dec2 = model.decode(f1, p1, f2, p2)
+            _sync(device)
+            t2 = time.perf_counter()
+            res1, res2 = model.heads(dec1, dec2, tuple(img1.shape[-2:]), tuple(img2.shape[-2:]))
+        _sync(device)
+        t3 = time.perf_counter()
+    assert res1["pts3d"].dtype == torch.float32 and res2["pts3d"].shape[1:3] == img1.shape[-2:]
+    times.update(encoder=t1 - t0, decoder=t2 - t1, heads=t3 - t2, total=t3 - t0)
+    return times
+
+
+def child(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.threads)
+    device = args.device
+    t = time.perf_counter()
+    model = build_random_model(device)
+    build_s = time.perf_counter() - t
+    model.set_impl(args.impl)
+    weights_rss = _current_rss_mib()
+    g = torch.Generator(device="cpu").manual_seed(1)
+    img1 = (torch.rand(1, 3, args.height, args.width, generator=g) * 2 - 1).to(device)
+    img2 = (torch.rand(1, 3, args.height, args.width, generator=g) * 2 - 1).to(device)
+    amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    runs = [run_once(model, img1, img2, device, amp) for _ in range(args.warmup + args.repeats)]
+    runs = runs[args.warmup :]
+    best = {k: min(r[k] for r in runs) for k in runs[0]}
+    out = {
+        "impl": args.impl,
+        "build_s": build_s,
+        "stages_s": best,
+        "all_totals_s": [r["total"] for r in runs],
+        "weights_rss_mib": weights_rss,
+        "peak_rss_mib": _rss_mib(),
+    }
+    if device.startswith("cuda"):
+        out["cuda_peak_alloc_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--impl", choices=["both", "fast", "naive"], default="both")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--height", type=int, default=384)
+    ap.add_argument("--width", type=int, default=512)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed runs first (oneDNN primitive caches)")
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs; the per-stage minimum is reported")
+    ap.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast for enc/dec")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+
+    impls = ["fast", "naive"] if args.impl == "both" else [args.impl]
+    print(
+        f"MASt3R ViT-L (688.6M params, random weights), one {args.width}x{args.height} pair, "
+        f"device={args.device}, threads={args.threads}, amp={args.amp}, torch {torch.__version__}; "
+        f"warmup={args.warmup}, repeats={args.repeats} (min per stage)"
+    )
+    results = {}
+    for impl in impls:
+        cmd = [sys.executable, __file__, "--child", "--impl", impl]
+        for k in ("device", "threads", "height", "width", "warmup", "repeats", "amp"):
+            cmd += [f"--{k}", str(getattr(args, k))]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            sys.exit(f"{impl} run failed:\n{proc.stderr}")
+        results[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    header = f"{'stage':<10}" + "".join(f"{impl:>12}" for impl in impls)
+    header += f"{'reference':>12}" if args.device == "cpu" else ""
+    print(header)
+    for stage in ("encoder", "decoder", "heads", "total"):
+        row = f"{stage:<10}" + "".join(f"{results[i]['stages_s'][stage]:>11.2f}s" for i in impls)
+        if args.device == "cpu":
+            row += f"{REFERENCE_S[stage]:>11.1f}s"
+        print(row)
+    for impl in impls:
+        r = results[impl]
+        line = (
+            f"{impl}: peak RSS {r['peak_rss_mib']:.0f} MiB (weights alone {r['weights_rss_mib']:.0f} MiB), "
+            f"build {r['build_s']:.1f}s, totals {', '.join(f'{t:.2f}' for t in r['all_totals_s'])} s"
+        )
+        if "cuda_peak_alloc_mib" in r:
+            line += f", CUDA peak allocated {r['cuda_peak_alloc_mib']:.0f} MiB"
+        print(line)
+    if "fast" in results:
+        fast = results["fast"]["stages_s"]["total"]
+        if "naive" in results:
+            naive = results["naive"]["stages_s"]["total"]
+            print(f"fast vs naive: {100 * (1 - fast / naive):.1f}% less time ({naive / fast:.2f}x)")
+        if args.device == "cpu":
+            ref = REFERENCE_S["total"]
+            print(f"fast vs reference figure {ref} s (issue 4): {100 * (1 - fast / ref):.1f}% less time")
+
+
+if __name__ == "__main__":
+    main()
