@@ -95,8 +95,13 @@ TRACKER_PARAMS: tuple[ParamSpec, ...] = _COMMON + (
         "input_timeout", 2.0, "WARN in diagnostics when no image arrived for this long (s)", 0.1, 3600.0
     ),
     ParamSpec("error_hold", 5.0, "an input error keeps diagnostics at ERROR this long (s)", 0.0, 3600.0),
+    ParamSpec("reset_on_time_jump", True, "a jump back in time (bag loop) resets the session"),
     ParamSpec(
-        "reset_on_time_jump", True, "an image older than the previous one (bag loop) resets the session"
+        "time_jump_threshold",
+        0.1,
+        "a step back in time larger than this (s) is a jump (reset); smaller ones are rejected (out of order)",
+        0.0,
+        3600.0,
     ),
     ParamSpec("trajectory_path", "online3r_tracker_trajectory.txt", "~/save_trajectory output (TUM)"),
 )

@@ -8,7 +8,8 @@ Thin ROS shell around :class:`online3r_ros.slam.tracking_frontend.TrackerFronten
   CameraInfo are there (or ``sync_wait`` passed), so the ROS callbacks never wait for the SLAM work.
 - Bad input (unknown encoding, zero size, size change within a session, CameraInfo disagreeing with the
   image, missing depth) is rejected with a log line and ``/diagnostics`` at ERROR; the node keeps running.
-- An image older than the previous one (a looping bag) starts a new session (``reset_on_time_jump``).
+- An image more than ``time_jump_threshold`` older than the previous one (a looping bag) starts a new
+  session (``reset_on_time_jump``); a smaller step back is rejected as out of order.
 - Frames: SLAM poses are camera-optical poses in the SLAM world (the first camera frame). With the static
   ``T_bc = base_frame -> camera_frame``, ``map`` is the base frame at the first image:
   ``T_map_cam = T_bc · T_WC``, ``T_map_base = T_bc · T_WC · T_bc⁻¹``; ``odom`` starts equal to ``map`` and
@@ -391,7 +392,7 @@ class TrackerNode(Node):
                     "using the REP-103 optical rotation at the base origin"
                 )
             last = self.frontend.last_timestamp
-            if t_sec < last and self.p["reset_on_time_jump"]:
+            if t_sec < last - self.p["time_jump_threshold"] and self.p["reset_on_time_jump"]:
                 self._reset(f"time went backwards: {t_sec:.6f} < {last:.6f}")
             elif t_sec <= last:
                 self.stats.count("rejected")
