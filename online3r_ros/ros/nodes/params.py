@@ -99,7 +99,7 @@ TRACKER_PARAMS: tuple[ParamSpec, ...] = _COMMON + (
     ParamSpec(
         "time_jump_threshold",
         0.1,
-        "a step back in time larger than this (s) is a jump (reset); smaller ones are rejected (out of order)",
+        "a step back in time larger than this (s) is a jump (reset); smaller ones are rejected",
         0.0,
         3600.0,
     ),
