@@ -56,7 +56,7 @@ def _non_negative_float(text: str) -> float:
 class DemoSettings(argparse.Namespace):
     """Defaults of :func:`run_demo` (the CLI's options)."""
 
-    out = Path("online3r_demo")
+    out = Path("out/demo")
     frames = 40
     rate = 1.0
     width = 160
