@@ -97,11 +97,12 @@ def run_ros(frames: list, rate: float | None, slam_config: str | None, log_dir: 
         "stream_s": session.stream_s,
         "tracker": {k: st.get(k) for k in ("received", "processed", "dropped", "rejected", "state")},
         "tracker_stage_ms": {k: v.get("mean_ms") for k, v in (st.get("stage_ms") or {}).items()},
-        "latency_ms": {f"p{q}": float(np.percentile(latency, q)) for q in (50, 90, 99)}
-        | {
-            "max": float(latency.max()) if latency.size else None,
-            "mean": float(latency.mean()) if latency.size else None,
-        },
+        "latency_ms": (
+            {f"p{q}": float(np.percentile(latency, q)) for q in (50, 90, 99)}
+            | {"max": float(latency.max()), "mean": float(latency.mean())}
+            if latency.size
+            else {}
+        ),
         "notes": session.notes,
     }
 
@@ -152,9 +153,13 @@ def main() -> int:
     tr = ros["tracker"]
     received = tr["received"] or 0
     dropped = tr["dropped"] or 0
-    print(f"offline runner : {off['fps']:.3f} frames/s ({off['frames']} frames, {off['process_s']:.1f} s)")
+
+    def num(v) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    print(f"offline runner : {num(off['fps'])} frames/s ({off['frames']} frames, {off['process_s']:.1f} s)")
     print(
-        f"ROS over DDS   : {ros['fps']:.3f} poses/s ({ros['poses']}/{ros['frames_sent']} frames posed, "
+        f"ROS over DDS   : {num(ros['fps'])} poses/s ({ros['poses']}/{ros['frames_sent']} frames posed, "
         f"tracker received {received}, processed {tr['processed'] or 0}, dropped {dropped}"
         + (f" = {100.0 * dropped / received:.0f}%)" if received else ")")
     )
@@ -163,11 +168,12 @@ def main() -> int:
         verdict += (
             "; fixed rate: bounded by the camera rate and the drops, run lock-step (--rate 0) for the budget"
         )
-    print(f"ratio ROS/offline: {ratio:.3f} (budget >= {1 - MAX_COST:.2f}: {verdict})")
-    print(
-        f"latency image stamp -> pose arrival: p50 {lat['p50']:.0f} ms, p90 {lat['p90']:.0f} ms, "
-        f"p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms"
-    )
+    print(f"ratio ROS/offline: {num(ratio)} (budget >= {1 - MAX_COST:.2f}: {verdict})")
+    if lat.get("max") is not None:
+        print(
+            f"latency image stamp -> pose arrival: p50 {lat['p50']:.0f} ms, p90 {lat['p90']:.0f} ms, "
+            f"p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms"
+        )
     if ros["notes"]:
         print("notes: " + "; ".join(ros["notes"]))
     if args.json:
