@@ -117,12 +117,12 @@ def bilinear_sample(img_flat: Tensor, H: int, W: int, p: Tensor) -> Tensor:
 
 
 def _ray_cost(rimg_flat: Tensor, H: int, W: int, p: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Ray error ``e[B, N, 3]``, sampled gradients ``G[B, N, 6]`` (d/du, d/dv) and cost ``|e|^2`` at ``p``."""
     s = bilinear_sample(rimg_flat, H, W, p)
     r = s[..., :3]
     r = r / r.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     e = r - target
-    J = torch.stack([s[..., 3:6], s[..., 6:9]], dim=-1)  # [B, N, 3, 2]
-    return e, J, (e * e).sum(-1)
+    return e, s[..., 3:9], (e * e).sum(-1)
 
 
 def iterative_projective_matching(
@@ -139,32 +139,32 @@ def iterative_projective_matching(
     """
     B, H, W, _ = X11.shape
     rimg = ray_image(X11).reshape(B, H * W, 9)
-    lo = p_init.new_tensor([1.0, 1.0]) if min(H, W) > 2 else p_init.new_zeros(2)
-    hi = (
-        p_init.new_tensor([max(W - 2, 0), max(H - 2, 0)])
-        if min(H, W) > 2
-        else p_init.new_tensor([W - 1, H - 1])
-    )
+    if min(H, W) > 2:
+        lo, hi = p_init.new_tensor([1.0, 1.0]), p_init.new_tensor([W - 2.0, H - 2.0])
+    else:
+        lo, hi = p_init.new_zeros(2), p_init.new_tensor([W - 1.0, H - 1.0])
     p = torch.minimum(torch.maximum(p_init, lo), hi)
     lam = torch.full(p.shape[:2], lambda_init, dtype=p.dtype, device=p.device)
-    e, J, cost = _ray_cost(rimg, H, W, p, targets)
+    e, G, cost = _ray_cost(rimg, H, W, p, targets)
     for _ in range(max_iter):
-        JtJ = J.transpose(-1, -2) @ J  # [B, N, 2, 2]
-        g = (J.transpose(-1, -2) @ e.unsqueeze(-1)).squeeze(-1)  # [B, N, 2]
-        a = JtJ[..., 0, 0] + lam
-        d = JtJ[..., 1, 1] + lam
-        b = JtJ[..., 0, 1]
+        gu, gv = G[..., :3], G[..., 3:]
+        # 2x2 normal equations (J^T J + lam I) dp = -J^T e, J = [gu, gv], in closed form
+        a = (gu * gu).sum(-1) + lam
+        d = (gv * gv).sum(-1) + lam
+        b = (gu * gv).sum(-1)
+        g0 = (gu * e).sum(-1)
+        g1 = (gv * e).sum(-1)
         det = a * d - b * b
         det = torch.where(det.abs() > 1e-30, det, torch.full_like(det, 1e-30))
-        du = -(d * g[..., 0] - b * g[..., 1]) / det
-        dv = -(a * g[..., 1] - b * g[..., 0]) / det
+        du = -(d * g0 - b * g1) / det
+        dv = -(a * g1 - b * g0) / det
         p_new = torch.minimum(torch.maximum(p + torch.stack([du, dv], dim=-1), lo), hi)
-        e_new, J_new, cost_new = _ray_cost(rimg, H, W, p_new, targets)
+        e_new, G_new, cost_new = _ray_cost(rimg, H, W, p_new, targets)
         better = cost_new < cost
         bm = better.unsqueeze(-1)
         p = torch.where(bm, p_new, p)
         e = torch.where(bm, e_new, e)
-        J = torch.where(bm.unsqueeze(-1), J_new, J)
+        G = torch.where(bm, G_new, G)
         cost = torch.where(better, cost_new, cost)
         lam = torch.where(better, lam * 0.1, lam * 10.0).clamp(1e-12, 1e12)
     return p, cost < convergence_thresh
