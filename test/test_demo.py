@@ -119,6 +119,9 @@ def test_demo_end_to_end_over_dds(tmp_path):
     assert summary["frames_with_pose"] >= 3
     assert summary["node_exit_codes"] == {"tracker": 0, "mapper": 0}
     assert {"map->odom", "odom->base_link"} <= set(summary["tf_edges"])
+    ids = summary["frame_ids"]
+    assert ids["odometry"] == "odom->base_link"
+    assert ids["camera_pose"] == ids["path"] == ids["keyframe_path"] == ids["map"] == "map"
     assert summary["counts"]["odometry"] >= 3 and summary["counts"]["path"] >= 1
     # outputs exist and are sane
     t_gt, _ = read_tum(out / "groundtruth.tum")

@@ -453,3 +453,15 @@ def test_online3r_launch_starts_and_stops_the_real_nodes(tmp_path):
     assert proc.returncode == 0, text
     assert "SIGINT received" in text
     assert "tracker (pid" in text and "mapper (pid" in text and "stopped with code" in text
+
+
+def test_launch_executables_are_console_scripts_of_the_same_modules():
+    """``ros2 launch`` runs ``lib/online3r_ros/<executable>``: the module ``online3r launch`` runs."""
+    import re
+
+    setup_text = (REPO / "setup.py").read_text()
+    scripts = dict(re.findall(r'"\s*([\w-]+)\s*=\s*([\w.]+):main\s*"', setup_text))
+    for spec in node_specs({}):
+        if spec.module is not None:
+            assert scripts.get(spec.executable) == spec.module, (spec.executable, scripts)
+    assert 'glob("launch/*.py")' in setup_text and 'glob("config/*.rviz")' in setup_text

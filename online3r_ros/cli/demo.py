@@ -378,6 +378,7 @@ def write_demo_outputs(out: Path, seq, session, node_codes: dict | None = None) 
         },
         "mapper": {k: v for k, v in (session.mapper_status or {}).items() if not isinstance(v, (list, dict))},
         "tf_edges": sorted(f"{a}->{b}" for a, b in session.tf_edges),
+        "frame_ids": dict(session.frame_ids),
         "counts": session.counts,
         "ate": ate,
         "stream_rate_hz": (n_sent - 1) / session.stream_s if session.stream_s > 0 else None,

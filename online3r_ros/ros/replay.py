@@ -221,7 +221,7 @@ class _Store:
     odometry: list = field(default_factory=list)
     camera_poses: list = field(default_factory=list)
     path: list = field(default_factory=list)
-    path_frame_id: str = ""
+    frame_ids: dict = field(default_factory=dict)
     path_count: int = 0
     keyframe_path: list = field(default_factory=list)
     keyframe_path_count: int = 0
@@ -283,6 +283,7 @@ class OutputRecorder:
         )
         with self._lock:
             self._s.odometry.append(rec)
+            self._s.frame_ids["odometry"] = f"{rec.frame_id}->{rec.child_frame_id}"
 
     def _on_camera_pose(self, msg: Any) -> None:
         rec = RecordedPose(
@@ -290,6 +291,7 @@ class OutputRecorder:
         )
         with self._lock:
             self._s.camera_poses.append(rec)
+            self._s.frame_ids["camera_pose"] = rec.frame_id
 
     @staticmethod
     def _path_poses(msg: Any) -> list[tuple[int, np.ndarray]]:
@@ -298,13 +300,15 @@ class OutputRecorder:
     def _on_path(self, msg: Any) -> None:
         poses = self._path_poses(msg)
         with self._lock:
-            self._s.path, self._s.path_frame_id = poses, msg.header.frame_id
+            self._s.path = poses
+            self._s.frame_ids["path"] = msg.header.frame_id
             self._s.path_count += 1
 
     def _on_keyframe_path(self, msg: Any) -> None:
         poses = self._path_poses(msg)
         with self._lock:
             self._s.keyframe_path = poses
+            self._s.frame_ids["keyframe_path"] = msg.header.frame_id
             self._s.keyframe_path_count += 1
 
     @staticmethod
@@ -323,6 +327,7 @@ class OutputRecorder:
         cloud = self._cloud(msg)
         with self._lock:
             self._s.map_cloud = cloud
+            self._s.frame_ids["map"] = cloud.frame_id
             self._s.map_count += 1
 
     def _on_map_update(self, msg: Any) -> None:
@@ -394,6 +399,11 @@ class OutputRecorder:
         """``{(parent, child): latest stamp ns}`` seen on ``/tf``."""
         return self._get("tf_edges")
 
+    @property
+    def frame_ids(self) -> dict[str, str]:
+        """Latest ``header.frame_id`` per output (odometry: ``"frame->child"``)."""
+        return self._get("frame_ids")
+
     def counts(self) -> dict[str, int]:
         """How many messages of each output arrived (paths/map: publications; map_updates: keyframes)."""
         with self._lock:
@@ -436,7 +446,8 @@ class SessionResult:
     """What one streaming session produced (see :func:`run_session`).
 
     ``sent``: the frames published; ``camera_poses``, ``odometry``, ``path``, ``keyframe_path``,
-    ``map_cloud``, ``map_updates``, ``tracker_status``, ``mapper_status``, ``tf_edges``, ``counts``: the
+    ``map_cloud``, ``map_updates``, ``tracker_status``, ``mapper_status``, ``tf_edges``, ``counts``,
+    ``frame_ids``: the
     recorder's content at the end; ``stream_s``: seconds from the first to the last frame sent;
     ``wait_s``: seconds the nodes needed to come up; ``settle_s``: seconds from the last frame sent to the
     last pose; ``notes``: what did not go as planned (time-outs, fallbacks); ``error``: why the session
@@ -454,6 +465,7 @@ class SessionResult:
     mapper_status: dict | None = None
     tf_edges: dict = field(default_factory=dict)
     counts: dict = field(default_factory=dict)
+    frame_ids: dict = field(default_factory=dict)
     stream_s: float = 0.0
     wait_s: float = 0.0
     settle_s: float = 0.0
@@ -622,6 +634,7 @@ def run_session(
             result.mapper_status = recorder.mapper_status
             result.tf_edges = recorder.tf_edges
             result.counts = recorder.counts()
+            result.frame_ids = recorder.frame_ids
         spin.stop()
         node.destroy_node()
         rclpy.try_shutdown(context=context)
