@@ -257,6 +257,25 @@ class Harness:
         rclpy.try_shutdown(context=self.context)
 
 
+def _call(h: Harness, service: str, timeout: float = 20.0):
+    """Call a std_srvs/Trigger service; returns the response (fails the test on timeout)."""
+    from std_srvs.srv import Trigger
+
+    client = h.node.create_client(Trigger, service)
+    try:
+        if not client.wait_for_service(timeout_sec=timeout):
+            pytest.fail(f"service {service} is not available")
+        future = client.call_async(Trigger.Request())
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not future.done():
+            pytest.fail(f"service {service} did not answer within {timeout} s")
+        return future.result()
+    finally:
+        h.node.destroy_client(client)
+
+
 def _stamp_ns(msg) -> int:
     return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
@@ -373,9 +392,27 @@ def test_pipeline_over_dds_frames_stamps_and_ate(session) -> None:
     assert status["state"] == "tracking" and status["processed"] >= 1 and "latency_ms" in status
     assert status["received"] == status["processed"] + status.get("dropped", 0) + status.get("rejected", 0)
     h.wait_for(
-        lambda: _status(h, "mapper_status").get("keyframes", 0) >= 2, 20, "2 keyframes in the mapper", procs
+        lambda: _status(h, "mapper_status").get("optimisations", 0) >= 1,
+        20,
+        "an optimisation in the mapper",
+        procs,
     )
-    assert _status(h, "mapper_status")["optimisations"] >= 1
+    assert _status(h, "mapper_status")["keyframes"] >= 2
+    # services: TUM trajectories and the map, written atomically to the paths given as parameters
+    from online3r_ros.eval import read_tum
+
+    res = _call(h, "/mapper/save_trajectory")
+    assert res.success, res.message
+    ts, T_WC = read_tum(procs.tmp / "traj.txt")
+    kts, _ = read_tum(procs.tmp / "traj_keyframes.txt")
+    assert len(ts) >= len(poses) and len(kts) >= 2 and set(np.round(kts, 6)) <= set(np.round(ts, 6))
+    ate_map = compute_ate(ts - t0 * 1e-9, T_WC, gt_t, gt_T, alignment="se3")
+    assert ate_map.rmse < 0.03, ate_map
+    assert _call(h, "/mapper/save_map").success
+    assert (procs.tmp / "map.pt").is_file()
+    res = _call(h, "/tracker/save_trajectory")
+    assert res.success and (procs.tmp / "online3r_tracker_trajectory.txt").is_file(), res.message
+    assert _call(h, "/mapper/publish_map").success
 
 
 def test_mapper_killed_tracker_continues_and_restarted_mapper_recovers(session) -> None:
@@ -500,6 +537,10 @@ def test_time_going_backwards_starts_a_new_session(session) -> None:
         "the mapper's new map",
         procs,
     )
+    # ~/reset of the mapper: the map is cleared and the tracker starts a new session
+    assert _call(h, "/mapper/reset").success
+    h.wait_for(lambda: _status(h, "tracker_status").get("resets", 0) >= 2, 15, "the tracker to follow", procs)
+    assert _status(h, "tracker_status")["session"] != status["session"]
 
 
 def test_invalid_parameter_is_rejected_at_start_naming_it(tmp_path) -> None:
