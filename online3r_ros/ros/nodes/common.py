@@ -87,7 +87,11 @@ def run_node(factory: Callable[[Any], Any], name: str, args: list[str] | None = 
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     argv = sys.argv if args is None else args
-    rclpy.init(args=argv)
+    try:
+        rclpy.init(args=argv)
+    except Exception as exc:  # noqa: BLE001 - rcl rejects malformed --ros-args with RCLError
+        print(f"[{name}] FATAL: cannot start: {exc}", file=sys.stderr, flush=True)
+        return 2
     node = None
     code = 0
     try:

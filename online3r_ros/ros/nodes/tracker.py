@@ -42,7 +42,7 @@ from online3r_ros.ros.nodes.msgs import (
     observation_to_cloud,
     parse_mapper_state,
 )
-from online3r_ros.ros.nodes.params import TRACKER_PARAMS, declare_and_read
+from online3r_ros.ros.nodes.params import TRACKER_PARAMS, ParameterError, declare_and_read
 from online3r_ros.ros.pose import (
     T_LINK_OPTICAL,
     invert,
@@ -118,6 +118,10 @@ class TrackerNode(Node):
         from online3r_ros.slam.tracking_frontend import TrackerFrontend
 
         cfg = slam_config_from_params(self.p)
+        if cfg.source.kind == "depth":
+            for name in ("depth_topic", "camera_info_topic"):
+                if not self.p[name]:
+                    raise ParameterError(name, "the RGB-D source (source.kind 'depth') needs it")
         self.frontend = TrackerFrontend(cfg, build_source(cfg))
         self.stats = NodeStats("tracker", self.p["error_hold"], self.p["input_timeout"])
         self.stats.values["session"] = self.frontend.session
