@@ -135,6 +135,11 @@ class TrackerFrontend:
     def last_timestamp(self) -> float:
         return self._last_timestamp
 
+    @property
+    def lost_streak(self) -> int:
+        """Consecutive frames without a pose (0 while tracking)."""
+        return self._lost_streak
+
     def keyframe_packet(self, kf_id: int, prev_observations: int = 0) -> KeyframePacket:
         """The current local copy of keyframe ``kf_id`` as a packet (re-sending keyframes to a restarted
         mapper: carries the fused pointmap and counters)."""

@@ -103,7 +103,7 @@ def decode_inputs(image_msg: Any, depth_msg: Any, info_msg: Any, compressed: boo
 
                 depth = rectify_image(depth, maps, interpolation=cv2.INTER_NEAREST)
             K = maps.new_K
-    return np.ascontiguousarray(rgb), depth, K
+    return np.array(rgb, dtype=np.uint8, order="C"), depth, K  # writable copy (torch warns on views)
 
 
 class TrackerNode(Node):
@@ -417,6 +417,9 @@ class TrackerNode(Node):
                 return
             self._size = size
             T_map_odom_W = self.frontend.map_to_odom()
+            max_lost = self.frontend.config.system.max_lost_frames
+            if not step.has_pose and 0 < max_lost <= self.frontend.lost_streak:
+                self._reset(f"lost for {self.frontend.lost_streak} frames (system.max_lost_frames)")
         self.stats.count("processed")
         self.stats.state = _STATE_NAMES.get(step.state.value, step.state.value)
         self._publish_step(step, stamp, T_map_odom_W)
