@@ -102,8 +102,8 @@ KEYFRAME_SIM3 = TopicSpec(
     "-",
     "mapper",
     "tracker",
-    "optimised keyframe poses [K, 8] (row = keyframe id; tx ty tz qx qy qz qw s, SLAM world), after every "
-    "keyframe",
+    "optimised keyframe poses [K, 8] (row = keyframe id; tx ty tz qx qy qz qw s, SLAM world; dim 0 label "
+    "'keyframe;session=<id>'), after every keyframe",
 )
 MAPPER_STATE = TopicSpec(
     "online3r/mapper_state",
@@ -294,6 +294,7 @@ def topic_table_markdown() -> str:
         )
     rows.append(
         "| `/tf`, `/tf_static` | tf2_msgs/TFMessage | tf2 defaults | - | tracker -> users | "
-        "{odom}->{base}, {map}->{odom} per frame; {base}->{camera} static when given as parameters |"
+        "{odom}->{base}, {map}->{odom} per frame (input stamps); static {base}->{camera} when given as a "
+        "parameter (or defaulted: no parameter and nothing on /tf_static) |"
     )
     return "\n".join(rows)
