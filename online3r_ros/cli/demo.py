@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .main import EXIT_INPUT, EXIT_MISSING_COMPONENT, EXIT_NO_TRAJECTORY, EXIT_OK, CliError
 
-__all__ = ["register", "demo_command", "DemoSettings", "run_demo"]
+__all__ = ["register", "demo_command", "DemoSettings", "default_torch_threads", "run_demo"]
 
 FRAMES_PER_LAP = 240  # the synthetic orbit's default step (1.8 cm, 1.5 deg per frame) at this many frames/lap
 TOPIC_PREFIX = "demo/camera"
@@ -57,14 +57,15 @@ class DemoSettings(argparse.Namespace):
     """Defaults of :func:`run_demo` (the CLI's options)."""
 
     out = Path("out/demo")
-    frames = 40
-    rate = 1.0
+    frames = 100
+    rate = 5.0
     width = 160
     height = 120
     step = 1.0
     seed = 0
     checkpoint = None
     device = None
+    torch_threads = None
     ambient_domain = False
     domain_id = None
     startup_timeout = 120.0
@@ -101,6 +102,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, default=None, help="MASt3R checkpoint: use the MASt3R source")
     p.add_argument("--device", default=None, help="torch device of the nodes (cpu, cuda, cuda:N)")
     p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=d.torch_threads,
+        help="torch CPU threads of each node (default: half the CPU cores, at least 1: the two nodes share "
+        "the CPU, and oversubscribed torch threads are many times slower; 0: torch's default)",
+    )
+    p.add_argument(
         "--ambient-domain",
         action="store_true",
         help="use the caller's ROS_DOMAIN_ID and discovery range instead of an isolated localhost domain",
@@ -121,6 +129,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=demo_command)
     return p
+
+
+def default_torch_threads() -> int:
+    """torch threads per node when tracker and mapper share this machine: half the cores, at least 1."""
+    return max(1, (os.cpu_count() or 2) // 2)
 
 
 def _isolate_dds(settings: argparse.Namespace) -> dict[str, str]:
@@ -199,9 +212,16 @@ def run_demo(settings: argparse.Namespace) -> dict:
         arguments["device"] = settings.device
     state = out / "state"
     state.mkdir(exist_ok=True)
+    n_threads = default_torch_threads() if settings.torch_threads is None else int(settings.torch_threads)
+    threads = {"torch_threads": n_threads} if n_threads > 0 else {}
     extra = {
-        "tracker": {"trajectory_path": str(state / "tracker_trajectory.txt"), "tf_static_wait": 0.0},
+        "tracker": {
+            "trajectory_path": str(state / "tracker_trajectory.txt"),
+            "tf_static_wait": 0.0,
+            **threads,
+        },
         "mapper": {
+            **threads,
             "map_path": str(state / "map.pt"),
             "load_on_start": False,  # a demo always starts from an empty map
             "autosave": False,
@@ -243,6 +263,7 @@ def run_demo(settings: argparse.Namespace) -> dict:
         "source": "mast3r" if use_mast3r else "depth",
         "checkpoint": str(settings.checkpoint) if use_mast3r else None,
         "device": settings.device,
+        "torch_threads": n_threads,
     }
     summary["dds"] = dds
     summary["log_tails"] = {
