@@ -270,3 +270,19 @@ def test_packets_round_trip_through_pointcloud2_exactly(pipeline) -> None:
         M.cloud_to_keyframe(msg)
     state = M.parse_mapper_state(M.mapper_state_msg(3, None, 2, reset=True))
     assert state == {"generation": 3, "session": None, "num_keyframes": 2, "reset": True}
+
+
+def test_extrapolate_pose_scales_the_last_motion_by_elapsed_time() -> None:
+    from online3r_ros.slam.tracking_frontend import extrapolate_pose
+
+    step = sim3_exp(torch.tensor([0.1, 0.0, 0.0, 0.0, 0.0, 0.05, 0.0], dtype=torch.float64))
+    T0 = sim3_exp(torch.tensor([0.3, -0.2, 0.1, 0.1, 0.0, 0.0, 0.0], dtype=torch.float64))
+    T1 = sim3_compose(T0, step)
+    torch.testing.assert_close(extrapolate_pose(T0, T1, 0.0, 1.0, 2.0), sim3_compose(T1, step))
+    torch.testing.assert_close(
+        extrapolate_pose(T0, T1, 0.0, 1.0, 3.0), sim3_compose(sim3_compose(T1, step), step)
+    )
+    torch.testing.assert_close(extrapolate_pose(T0, T1, 0.0, 1.0, 1.0), T1)  # no time elapsed: no motion
+    torch.testing.assert_close(extrapolate_pose(T0, T1, 1.0, 1.0, 5.0), T1)  # no velocity from equal stamps
+    far = extrapolate_pose(T0, T1, 0.0, 1.0, 1e6, max_intervals=2.0)
+    torch.testing.assert_close(far, extrapolate_pose(T0, T1, 0.0, 1.0, 3.0))

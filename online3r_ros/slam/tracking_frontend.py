@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..geometry.lie import sim3_compose, sim3_identity, sim3_inverse, sim3_to_matrix
+from ..geometry.lie import sim3_compose, sim3_exp, sim3_identity, sim3_inverse, sim3_log, sim3_to_matrix
 from ..sources.base import PointmapSource, SourceFrame
 from .config import SlamConfig
 from .frame_store import FrameStore
@@ -43,7 +43,31 @@ from .tracking import TrackingKeyframe, TrackResult
 
 Tensor = torch.Tensor
 
-__all__ = ["TrackerFrontend", "TrackerStep", "rigid_matrix", "new_session_id"]
+__all__ = ["TrackerFrontend", "TrackerStep", "rigid_matrix", "new_session_id", "extrapolate_pose"]
+
+
+MAX_EXTRAPOLATION = 30.0  # frame intervals a motion guess may extrapolate the last velocity over
+
+
+def extrapolate_pose(
+    T_prev: Tensor,
+    T_last: Tensor,
+    t_prev: float,
+    t_last: float,
+    t: float,
+    max_intervals: float = MAX_EXTRAPOLATION,
+) -> Tensor:
+    """Constant-velocity guess at time ``t`` from Sim(3) poses at ``t_prev < t_last``: ``T_last ·
+    Exp(k · Log(T_prev⁻¹ T_last))`` with ``k = (t - t_last) / (t_last - t_prev)`` capped at ``max_intervals``
+    (``T_last`` when the times are not increasing)."""
+    dt = float(t_last) - float(t_prev)
+    if not dt > 0:
+        return T_last
+    k = min((float(t) - float(t_last)) / dt, max_intervals)
+    step = sim3_compose(sim3_inverse(T_prev), T_last)
+    if abs(k - 1.0) < 1e-9:
+        return sim3_compose(T_last, step)
+    return sim3_compose(T_last, sim3_exp(sim3_log(step) * k))
 
 
 def new_session_id() -> int:
@@ -240,16 +264,23 @@ class TrackerFrontend:
     def _kf_pose(self, kf_id: int) -> Tensor:
         return self.keyframes.get_poses([kf_id]).reshape(8).detach().to("cpu", torch.float64)
 
-    def _motion_guess(self, constant_position: bool = False) -> Tensor:
+    def _motion_guess(self, timestamp: float, constant_position: bool = False) -> Tensor:
+        """Pose guess of a frame at ``timestamp`` from the last two posed frames' *current* poses: their
+        motion scaled by the elapsed time (the tracker drops frames, so gaps vary), or the last pose."""
         last = self.frame_world_pose(self._posed[-1])
-        if (
-            constant_position
-            or self.config.system.motion_model == "constant_position"
-            or len(self._posed) < 2
-        ):
+        model = self.config.system.motion_model
+        if constant_position or model == "constant_position" or len(self._posed) < 2:
             return last
-        prev = self.frame_world_pose(self._posed[-2])
-        return sim3_compose(last, sim3_compose(sim3_inverse(prev), last))
+        ts = self.frames.timestamps
+        i_prev, i_last = self._posed
+        return extrapolate_pose(self.frame_world_pose(i_prev), last, ts[i_prev], ts[i_last], timestamp)
+
+    def _reloc_guesses(self, timestamp: float) -> list[Tensor]:
+        """After a gap: the last velocity extrapolated over it, then the last posed frame's pose."""
+        guesses = [self._motion_guess(timestamp, constant_position=True)]
+        if len(self._posed) == 2 and self.config.system.motion_model == "constant_velocity":
+            guesses.insert(0, self._motion_guess(timestamp))
+        return guesses
 
     def _push_pose(self, index: int) -> None:
         self._posed = (self._posed + [index])[-2:]
@@ -322,7 +353,7 @@ class TrackerFrontend:
     def _track(self, sf: SourceFrame, index: int, timings: dict) -> TrackerStep:
         t0 = time.perf_counter()
         kf_id = len(self.keyframes) - 1
-        res = self._track_against(sf, kf_id, self._motion_guess())
+        res = self._track_against(sf, kf_id, self._motion_guess(sf.timestamp))
         timings["track"] = 1000 * (time.perf_counter() - t0)
         if res.lost:
             self._lost_streak = 1
@@ -405,17 +436,18 @@ class TrackerFrontend:
     def _relocalise(self, sf: SourceFrame, index: int, timings: dict) -> TrackerStep:
         t0 = time.perf_counter()
         n_try = min(self.config.system.reloc_keyframes, len(self.keyframes))
-        guess = self._motion_guess(constant_position=True)
+        guesses = self._reloc_guesses(sf.timestamp)
         best = None
         for kf_id in range(len(self.keyframes) - 1, len(self.keyframes) - 1 - n_try, -1):
-            res = self._track_against(sf, kf_id, guess)
-            if not res.lost and res.match_frac >= self.config.reloc.min_match_frac:
-                timings["reloc"] = 1000 * (time.perf_counter() - t0)
-                self._tracker.reset()
-                return self._accept(
-                    sf, index, timings, kf_id, res, SlamState.RELOC, f"relocalised on keyframe {kf_id}"
-                )
-            best = res if best is None or res.match_frac > best.match_frac else best
+            for guess in guesses:
+                res = self._track_against(sf, kf_id, guess)
+                if not res.lost and res.match_frac >= self.config.reloc.min_match_frac:
+                    timings["reloc"] = 1000 * (time.perf_counter() - t0)
+                    self._tracker.reset()
+                    return self._accept(
+                        sf, index, timings, kf_id, res, SlamState.RELOC, f"relocalised on keyframe {kf_id}"
+                    )
+                best = res if best is None or res.match_frac > best.match_frac else best
         timings["reloc"] = 1000 * (time.perf_counter() - t0)
         self._lost_streak += 1
         reason = f"lost ({self._lost_streak} frames): relocalisation failed"
