@@ -35,7 +35,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..geometry.lie import sim3_act, sim3_compose, sim3_identity, sim3_inverse, sim3_to_matrix
+from ..geometry.lie import (
+    sim3_act,
+    sim3_compose,
+    sim3_exp,
+    sim3_identity,
+    sim3_inverse,
+    sim3_log,
+    sim3_to_matrix,
+)
 from ..sources.base import PointmapSource, SourceError, SourceFrame
 from .config import SlamConfig, config_from_dict, config_to_dict
 from .edges import build_edges
@@ -58,6 +66,7 @@ __all__ = [
 ]
 
 STATE_FILE = "system.pt"
+MAX_EXTRAPOLATION = 30.0  # frame intervals a relocalisation guess may extrapolate the last velocity over
 
 
 class SlamState(enum.Enum):
@@ -344,9 +353,11 @@ class SlamSystem:
         rec = self.frames.record(index)
         return sim3_compose(self._kf_pose(rec.keyframe_id), rec.T_CkCf)
 
-    def _motion_guess(self, constant_position: bool = False) -> Tensor:
-        """World pose guess of the next frame (float64 CPU) from the last posed frames' *current* poses
-        (re-anchored, so an optimisation between frames does not leave the guess behind)."""
+    def _motion_guess(self, timestamp: float, constant_position: bool = False) -> Tensor:
+        """World pose guess (float64 CPU) of a frame at ``timestamp`` from the last two posed frames'
+        *current* poses (re-anchored, so an optimisation between frames does not leave the guess behind):
+        their relative motion scaled by the elapsed time (constant velocity, at most ``MAX_EXTRAPOLATION``
+        intervals), or the last pose (constant position / no history)."""
         last = self._frame_world_pose(self._posed_history[-1])
         if (
             constant_position
@@ -354,8 +365,16 @@ class SlamSystem:
             or len(self._posed_history) < 2
         ):
             return last
-        prev = self._frame_world_pose(self._posed_history[-2])
-        return sim3_compose(last, sim3_compose(sim3_inverse(prev), last))
+        ts = self.frames.timestamps
+        i_prev, i_last = self._posed_history
+        dt = ts[i_last] - ts[i_prev]
+        if not dt > 0:
+            return last
+        k = min((timestamp - ts[i_last]) / dt, MAX_EXTRAPOLATION)
+        step = sim3_compose(sim3_inverse(self._frame_world_pose(i_prev)), last)
+        if abs(k - 1.0) < 1e-9:
+            return sim3_compose(last, step)
+        return sim3_compose(last, sim3_exp(sim3_log(step) * k))
 
     def _push_pose(self, index: int) -> None:
         self._posed_history = (self._posed_history + [index])[-2:]
@@ -392,7 +411,7 @@ class SlamSystem:
 
     def _track(self, sf: SourceFrame, index: int, watch: _Stopwatch) -> FrameOutput:
         kf_id = len(self.keyframes) - 1
-        res = self._track_against(sf, kf_id, self._motion_guess())
+        res = self._track_against(sf, kf_id, self._motion_guess(sf.timestamp))
         watch.lap("track")
         if res.lost:
             self._lost_streak = 1
@@ -438,23 +457,33 @@ class SlamSystem:
         return self._output(index, sf, state, T_WC, anchor, rel, self._stats(res), watch, reason, event)
 
     # --- LOST / RELOC
+    def _reloc_guesses(self, timestamp: float) -> list[Tensor]:
+        """Pose guesses for a frame after a gap: the last velocity extrapolated over the gap, then the last
+        posed frame's pose (constant position)."""
+        guesses = [self._motion_guess(timestamp, constant_position=True)]
+        if len(self._posed_history) == 2 and self.config.system.motion_model == "constant_velocity":
+            guesses.insert(0, self._motion_guess(timestamp))
+        return guesses
+
     def _relocalise(self, sf: SourceFrame, index: int, watch: _Stopwatch) -> FrameOutput:
-        """Try the most recent keyframes (newest first) from the last posed frame's current pose; accept the
-        first whose tracking succeeds with a match fraction of at least ``reloc.min_match_frac``."""
+        """Try the most recent keyframes (newest first), each from the motion guesses of
+        :meth:`_reloc_guesses`; accept the first tracking result with a match fraction of at least
+        ``reloc.min_match_frac``. Otherwise the frame stays without a pose (LOST)."""
         n_try = min(self.config.system.reloc_keyframes, len(self.keyframes))
-        guess = self._motion_guess(constant_position=True)
+        guesses = self._reloc_guesses(sf.timestamp)
         tried = []
         best = None
         for kf_id in range(len(self.keyframes) - 1, len(self.keyframes) - 1 - n_try, -1):
-            res = self._track_against(sf, kf_id, guess)
             tried.append(kf_id)
-            if not res.lost and res.match_frac >= self.config.reloc.min_match_frac:
-                watch.lap("reloc")
-                self._tracker.reset()
-                return self._accept(
-                    sf, index, watch, kf_id, res, SlamState.RELOC, f"relocalised on keyframe {kf_id}"
-                )
-            best = res if best is None or res.match_frac > best.match_frac else best
+            for guess in guesses:
+                res = self._track_against(sf, kf_id, guess)
+                if not res.lost and res.match_frac >= self.config.reloc.min_match_frac:
+                    watch.lap("reloc")
+                    self._tracker.reset()
+                    return self._accept(
+                        sf, index, watch, kf_id, res, SlamState.RELOC, f"relocalised on keyframe {kf_id}"
+                    )
+                best = res if best is None or res.match_frac > best.match_frac else best
         watch.lap("reloc")
         self._lost_streak += 1
         reason = f"lost ({self._lost_streak} frames): relocalisation failed against keyframes {tried}"
