@@ -38,9 +38,13 @@ from online3r_ros.synthetic import make_synthetic_sequence  # noqa: E402
 MAX_COST = 0.15
 
 
-def run_offline(frames: list, slam_config: str | None) -> dict:
+def run_offline(frames: list, slam_config: str | None, threads: int) -> dict:
+    import torch
+
     from online3r_ros.slam import runner
     from online3r_ros.slam.config import load_config
+
+    torch.set_num_threads(threads)
 
     cfg = load_config(slam_config, overrides={"source": {"kind": "depth"}})
     system = runner.build_system(cfg)
@@ -56,7 +60,7 @@ def run_offline(frames: list, slam_config: str | None) -> dict:
     }
 
 
-def run_ros(frames: list, rate: float | None, slam_config: str | None, log_dir: Path) -> dict:
+def run_ros(frames: list, rate: float | None, slam_config: str | None, log_dir: Path, threads: int) -> dict:
     from online3r_ros.ros.replay import run_session
 
     os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 101))
@@ -66,8 +70,14 @@ def run_ros(frames: list, rate: float | None, slam_config: str | None, log_dir: 
     if slam_config:
         arguments["slam_config"] = slam_config
     extra = {
-        "tracker": {"tf_static_wait": 0.0},
-        "mapper": {"load_on_start": False, "autosave": False, "map_path": str(log_dir / "map.pt")},
+        # status at 20 Hz: in lock-step a frame without pose is released by the status, not a time-out
+        "tracker": {"tf_static_wait": 0.0, "torch_threads": threads, "diagnostics_period": 0.05},
+        "mapper": {
+            "load_on_start": False,
+            "autosave": False,
+            "map_path": str(log_dir / "map.pt"),
+            "torch_threads": threads,
+        },
     }
     group = NodeGroup(node_specs(arguments, extra_parameters=extra), log_dir=log_dir, echo=None)
     group.start()
@@ -114,6 +124,16 @@ def main() -> int:
     ap.add_argument("--height", type=int, default=120)
     ap.add_argument("--rate", type=float, default=0.0, help="fixed camera rate in Hz (0: lock-step)")
     ap.add_argument("--slam-config", default=None, help="pipeline YAML for both paths (default: built-in)")
+    cores = os.cpu_count() or 2
+    ap.add_argument(
+        "--offline-threads", type=int, default=cores, help=f"torch threads of the offline runner ({cores})"
+    )
+    ap.add_argument(
+        "--node-threads",
+        type=int,
+        default=max(1, cores // 2),
+        help=f"torch threads of each node ({max(1, cores // 2)}; same core budget as the offline runner)",
+    )
     ap.add_argument("--order", choices=("offline-first", "ros-first"), default="offline-first")
     ap.add_argument("--log-dir", type=Path, default=Path("/tmp/online3r_bench_ros_logs"))
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
@@ -130,7 +150,8 @@ def main() -> int:
     frames = list(seq)
     print(
         f"{len(frames)} synthetic RGB-D frames {args.width}x{args.height}; ROS mode: "
-        + ("lock-step" if args.rate <= 0 else f"{args.rate:g} Hz"),
+        + ("lock-step" if args.rate <= 0 else f"{args.rate:g} Hz")
+        + f"; torch threads: offline {args.offline_threads}, per node {args.node_threads}",
         flush=True,
     )
     results: dict = {}
@@ -138,11 +159,10 @@ def main() -> int:
     for which in order:
         t0 = time.perf_counter()
         if which == "offline":
-            results["offline"] = run_offline(frames, args.slam_config)
+            results["offline"] = run_offline(frames, args.slam_config, args.offline_threads)
         else:
-            results["ros"] = run_ros(
-                frames, args.rate if args.rate > 0 else None, args.slam_config, args.log_dir
-            )
+            rate = args.rate if args.rate > 0 else None
+            results["ros"] = run_ros(frames, rate, args.slam_config, args.log_dir, args.node_threads)
         print(f"  {which}: done in {time.perf_counter() - t0:.1f} s", flush=True)
 
     off, ros = results["offline"], results["ros"]

@@ -490,7 +490,8 @@ def run_session(
     Args:
         frames: objects with ``rgb``, ``depth``, ``K`` (e.g. dataset/synthetic ``Frame``).
         rate_hz: camera rate; ``None``: lock-step (frame ``i`` leaves when the pose of frame ``i - 1``
-            arrived, or after ``ready_timeout`` s when it never does).
+            arrived, or the tracker's status counts ``i`` frames handled, or after ``ready_timeout`` s; give
+            the tracker a short ``diagnostics_period`` so a frame without pose does not stall the stream).
         topics: ``{"image", "depth", "camera_info"}`` topic names the tracker listens to ('' = not sent).
         check_nodes: returns an error text when a node died (polled while waiting); ``None``: not checked.
         startup_timeout: seconds to wait for the tracker's input subscriptions and the mapper.
@@ -550,7 +551,11 @@ def run_session(
             if rate_hz or i == 0:
                 return True
             poses = recorder.camera_poses
-            return bool(poses) and poses[-1].stamp_ns >= start_ns + (i - 1) * period_ns
+            if poses and poses[-1].stamp_ns >= start_ns + (i - 1) * period_ns:
+                return True
+            # a frame without pose (lost, rejected): the tracker's status counts it as handled
+            st = recorder.tracker_status or {}
+            return sum(int(st.get(k) or 0) for k in ("processed", "dropped", "rejected")) >= i
 
         class _Watch:
             def __iter__(self):
