@@ -104,6 +104,14 @@ TRACKER_PARAMS: tuple[ParamSpec, ...] = _COMMON + (
         3600.0,
     ),
     ParamSpec("trajectory_path", "online3r_tracker_trajectory.txt", "~/save_trajectory output (TUM)"),
+    ParamSpec(
+        "warmup_frames",
+        3,
+        "synthetic frames run through a throw-away tracker at start (first-call costs would otherwise "
+        "drop the frames after the first one; RGB-D source only)",
+        0,
+        100,
+    ),
 )
 
 MAPPER_PARAMS: tuple[ParamSpec, ...] = _COMMON + (

@@ -122,7 +122,9 @@ class TrackerNode(Node):
             for name in ("depth_topic", "camera_info_topic"):
                 if not self.p[name]:
                     raise ParameterError(name, "the RGB-D source (source.kind 'depth') needs it")
-        self.frontend = TrackerFrontend(cfg, build_source(cfg))
+        source = build_source(cfg)
+        self._warm_up(cfg, source, self.p["warmup_frames"])
+        self.frontend = TrackerFrontend(cfg, source)
         self.stats = NodeStats("tracker", self.p["error_hold"], self.p["input_timeout"])
         self.stats.values["session"] = self.frontend.session
         self._log_once = LogOnce(2.0)
@@ -156,6 +158,19 @@ class TrackerNode(Node):
         )
 
     # --------------------------------------------------------------------------------------------- set-up
+    def _warm_up(self, cfg: Any, source: Any, n: int) -> None:
+        """Run ``n`` small synthetic RGB-D frames through a throw-away frontend (torch first-call costs)."""
+        if n <= 0 or cfg.source.kind != "depth":
+            return
+        from online3r_ros.slam.tracking_frontend import TrackerFrontend
+        from online3r_ros.synthetic import make_synthetic_sequence
+
+        t0 = time.perf_counter()
+        throwaway = TrackerFrontend(cfg, source)
+        for f in make_synthetic_sequence(n_frames=480, width=160, height=120, max_frames=n):
+            throwaway.process(f.rgb, f.depth, f.K, f.timestamp)
+        self.get_logger().info(f"warm-up: {n} frames in {time.perf_counter() - t0:.2f} s")
+
     def _build_io(self) -> None:
         from geometry_msgs.msg import PoseStamped
         from nav_msgs.msg import Odometry
