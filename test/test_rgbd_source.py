@@ -35,7 +35,7 @@ def test_full_resolution_pointmap_matches_analytic_backprojection():
     expected = [(u - K0[0, 2]) / K0[0, 0] * z, (v - K0[1, 2]) / K0[1, 1] * z, z]
     assert np.allclose(X[v, u].numpy(), expected, atol=1e-6)
     assert torch.allclose(f.image, torch.as_tensor(rgb).float() / 255.0)
-    assert src.metric and src.calibrated and src.pose_dependent and src.has_descriptors
+    assert src.metric and src.calibrated and src.pose_dependent and not src.has_descriptors
 
 
 def test_half_resolution_scales_intrinsics_consistently():
@@ -60,7 +60,7 @@ def test_invalid_depth_gives_zero_confidence_and_zero_points():
     depth[2, 2] = math.inf
     depth[3, 3] = 0.05  # below depth_min
     depth[4, 4] = 9.0  # beyond depth_trunc
-    src = RGBDSource(scale=1.0, depth_min=0.1, depth_trunc=4.0)
+    src = RGBDSource(scale=1.0, depth_min=0.1, depth_trunc=4.0, descriptors=True)
     pm = src.predict_mono(src.prepare(rgb, depth=depth, K=K0))
     for i in range(5):
         assert pm.C[i, i] == 0 and pm.Q[i, i] == 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from online3r_ros.geometry.camera import project
-from online3r_ros.geometry.lie import quat_to_matrix, sim3_act, sim3_act_jacobian, sim3_inverse
+from online3r_ros.geometry.lie import quat_to_matrix, sim3_act, sim3_inverse
 
 Tensor = torch.Tensor
 
@@ -78,8 +78,9 @@ def point_to_plane_residuals(T_CkCf: Tensor, X_f: Tensor, X_k: Tensor, n_k: Tens
     """``r = n_k · (X_k - T·X_f)`` ``[N, 1]`` and ``J = dr/dxi`` ``[N, 1, 7]`` (left perturbation)."""
     P = sim3_act(T_CkCf, X_f)
     r = (n_k * (X_k - P)).sum(-1, keepdim=True)
-    J = -(n_k.unsqueeze(-2) @ sim3_act_jacobian(P))
-    return r, J
+    # n^T [I | -[P]x | P] = [n, P x n, n.P]
+    J = -torch.cat([n_k, torch.linalg.cross(P, n_k, dim=-1), (n_k * P).sum(-1, keepdim=True)], dim=-1)
+    return r, J.unsqueeze(-2)
 
 
 def grey_and_gradients(image: Tensor) -> Tensor:
@@ -126,5 +127,7 @@ def photometric_residuals(
     dIdQ = torch.stack([gu * fx / z, gv * fy / z, -(gu * fx * Q[:, 0] + gv * fy * Q[:, 1]) / (z * z)], dim=-1)
     R = quat_to_matrix(Ti[3:7]) * Ti[7]
     # dQ/dxi = -A G(X_k) with A the linear part of T^-1; dr/dxi = -dI/dQ · dQ/dxi
-    J = (dIdQ @ R).unsqueeze(-2) @ sim3_act_jacobian(X_k)
-    return r, J, ok
+    a = dIdQ @ R  # [N, 3]
+    # a^T [I | -[X]x | X] = [a, X x a, a.X]
+    J = torch.cat([a, torch.linalg.cross(X_k, a, dim=-1), (a * X_k).sum(-1, keepdim=True)], dim=-1)
+    return r, J.unsqueeze(-2), ok

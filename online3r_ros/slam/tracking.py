@@ -15,6 +15,7 @@ after a pose update (``rematch_iters``, projective-ICP style).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from dataclasses import dataclass, field
@@ -128,9 +129,15 @@ class TrackResult:
 class TrackerOptions:
     """Tracking options (defaults = MASt3R-SLAM ``tracking`` + ``matching`` sections).
 
-    ``pose_group``: ``"sim3"`` (7 DoF) or ``"se3"`` (6 DoF; metric sources). ``use_calib``: pixel + log-depth
-    cost with the frame's ``K``. ``points_per_frame``: match at most this many keyframe pixels (0: all).
-    ``rematch_iters``: extra predict/match/solve passes for pose-dependent sources.
+    ``pose_group``: ``"sim3"`` (7 DoF), ``"se3"`` (6 DoF) or ``"auto"`` (se3 for metric sources).
+    ``use_calib``: pixel + log-depth cost with the frame's ``K``. ``points_per_frame``: use at most this many
+    keyframe pixels (0: all). ``rematch_iters``: extra predict/match/solve passes for pose-dependent sources.
+
+    Pose-dependent metric sources with intrinsics (RGB-D) use ``rgbd_cost="icp"`` by default: projective
+    point-to-plane ICP against the keyframe's canonical pointmap, re-associated at every evaluation
+    (``icp_dist`` m association gate, ``icp_sigma`` m residual scale, Huber, LM safeguard, convergence
+    ``icp_rel_error`` / ``icp_delta_norm``), plus an optional photometric term (``icp_photo_sigma`` > 0, grey
+    levels 0..1). ``rgbd_cost="matching"`` runs the reference matching + calibrated cost instead.
     """
 
     # tracking
@@ -165,9 +172,9 @@ class TrackerOptions:
     rgbd_cost: str = "icp"
     icp_dist: float = 0.1
     icp_sigma: float = 0.01
-    icp_rel_error: float = 1e-6
-    icp_photo_sigma: float = 0.05
-    icp_delta_norm: float = 1e-5
+    icp_rel_error: float = 1e-4
+    icp_photo_sigma: float = 0.0
+    icp_delta_norm: float = 1e-4
 
     @classmethod
     def from_config(cls, cfg: Any, **overrides: Any) -> TrackerOptions:
@@ -185,6 +192,7 @@ class TrackerOptions:
         system = getattr(cfg, "system", None)
         if system is not None:
             kw["use_calib"] = bool(getattr(system, "use_calib", False))
+            kw["pose_group"] = getattr(system, "pose_group", "auto")
             kw["motion_model"] = getattr(system, "motion_model", "constant_velocity")
         source = getattr(cfg, "source", None)
         if source is not None:
@@ -196,8 +204,10 @@ class TrackerOptions:
         return opts
 
     def validate(self) -> None:
-        if self.pose_group not in ("sim3", "se3"):
-            raise ValueError(f"pose_group must be 'sim3' or 'se3', got {self.pose_group!r}")
+        if self.pose_group not in ("sim3", "se3", "auto"):
+            raise ValueError(f"pose_group must be 'sim3', 'se3' or 'auto', got {self.pose_group!r}")
+        if self.rgbd_cost not in ("icp", "matching"):
+            raise ValueError(f"rgbd_cost must be 'icp' or 'matching', got {self.rgbd_cost!r}")
         if self.motion_model not in ("constant_position", "constant_velocity"):
             raise ValueError(
                 f"motion_model must be constant_position/constant_velocity, got {self.motion_model!r}"
@@ -357,11 +367,15 @@ class FrameTracker:
 
     def __init__(self, source: PointmapSource, options: TrackerOptions | None = None) -> None:
         self.source = source
-        self.opts = options or TrackerOptions()
+        self.opts = dataclasses.replace(options) if options is not None else TrackerOptions()
         self.opts.validate()
+        if self.opts.pose_group == "auto":
+            self.opts.pose_group = "se3" if source.metric else "sim3"
+        # source-recommended settings replace only options still at their defaults
         overrides = getattr(source, "tracking_overrides", None) or {}
+        defaults = TrackerOptions()
         for k, v in overrides.items():
-            if hasattr(self.opts, k):
+            if hasattr(self.opts, k) and getattr(self.opts, k) == getattr(defaults, k):
                 setattr(self.opts, k, v)
         self._T_prev: Tensor | None = None
         self._T_last: Tensor | None = None

@@ -99,7 +99,7 @@ class RGBDSource(PointmapSource):
         scale: float = 0.5,
         depth_min: float = 0.1,
         depth_trunc: float = 4.0,
-        descriptors: bool = True,
+        descriptors: bool = False,
         patch_size: int = 5,
         patch_stride: int = 1,
         sigma_ref: float = 0.01,
@@ -116,8 +116,17 @@ class RGBDSource(PointmapSource):
         self.patch_size, self.patch_stride = int(patch_size), int(patch_stride)
         self.sigma_ref = float(sigma_ref)
         self.assoc_dist = float(assoc_dist)
-        # metric depth: the distance/depth residuals are informative, descriptor search stays local
-        self.tracking_overrides = {"use_calib": True, "sigma_depth": 0.02, "dilation_max": 1, "radius": 2}
+        # Tracking settings measured on 7-Scenes (FrameTracker applies them to options left at defaults):
+        # ICP against the keyframe, new keyframe below 70% overlap; for the matching cost (rgbd_cost=
+        # "matching") metric depth makes the depth residual informative and the descriptor search local.
+        self.tracking_overrides = {
+            "match_frac_thresh": 0.7,
+            "points_per_frame": 3000,
+            "use_calib": True,
+            "sigma_depth": 0.02,
+            "dilation_max": 1,
+            "radius": 2,
+        }
 
     def working_size(self, h0: int, w0: int) -> tuple[int, int]:
         if self.width > 0 and self.height > 0:
