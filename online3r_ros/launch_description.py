@@ -11,9 +11,10 @@ Launch arguments (:data:`LAUNCH_ARGUMENTS`; ``name:=value`` on both command line
   ``compressed``): the tracker's ``image_topic``, ``camera_info_topic``, ``depth_topic``, ``image_transport``.
   The RealSense-style defaults fit an RGB-D driver; point them at your camera.
 - ``config`` (``<config dir>/online3r_ros.yaml``): the node parameter file (``tracker:``/``mapper:``).
-- ``slam_config``, ``source`` (depth / mast3r), ``checkpoint``, ``device``: both nodes' parameters of the
-  same names; '' (the default) keeps the parameter file's value, so that file stays the one place for
-  everything not overridden here. A ``checkpoint`` without ``source`` selects ``source: mast3r``.
+- ``slam_config``, ``source`` (depth / mast3r), ``checkpoint``, ``device``, ``torch_threads``: both nodes'
+  parameters of the same names; '' (the default) keeps the parameter file's value, so that file stays
+  the one place for everything not overridden here. A ``checkpoint`` without ``source`` selects
+  ``source: mast3r``.
 - ``use_sim_time`` (``false``): every node's ``use_sim_time`` (bag replay with ``--clock``).
 - ``namespace`` (''): ROS namespace of every node; ``log_level`` (``info``).
 - ``rviz`` (``false``): ``true`` also starts rviz2 with ``rviz_config`` (``<config dir>/online3r.rviz``).
@@ -115,6 +116,12 @@ def _arguments() -> tuple[LaunchArgument, ...]:
         LaunchArgument("source", "", "pointmap source: depth or mast3r; '' keeps the file's"),
         LaunchArgument("checkpoint", "", "MASt3R checkpoint (selects source mast3r); '' keeps the file's"),
         LaunchArgument("device", "", "torch device: cpu, cuda or cuda:N; '' keeps the file's"),
+        LaunchArgument(
+            "torch_threads",
+            "",
+            "torch CPU threads per node ('' keeps the file's; the two nodes share the CPU: about half the "
+            "cores each avoids oversubscription)",
+        ),
         LaunchArgument("use_sim_time", "false", "use /clock (bag replay with --clock)"),
         LaunchArgument("namespace", "", "ROS namespace of the nodes; '' for none"),
         LaunchArgument("log_level", "info", f"node log level: one of {', '.join(LOG_LEVELS)}"),
@@ -200,6 +207,13 @@ def node_specs(
     for key in ("slam_config", "source", "checkpoint", "device"):
         if values[key]:
             common[key] = values[key]
+    if values["torch_threads"].strip():
+        try:
+            common["torch_threads"] = int(values["torch_threads"])
+        except ValueError as exc:
+            raise LaunchSpecError(
+                f"launch argument 'torch_threads': expected an integer, got {values['torch_threads']!r}"
+            ) from exc
     if values["checkpoint"] and not values["source"]:
         common["source"] = "mast3r"
     tracker_params = dict(common)

@@ -216,6 +216,7 @@ ARGUMENT_SETS = [
         "use_sim_time": "true",
         "namespace": "robot1",
         "log_level": "debug",
+        "torch_threads": "2",
     },
     {
         "rviz": "True",
@@ -251,6 +252,7 @@ def test_arguments_reach_the_nodes(monkeypatch):
         assert params["use_sim_time"] is True
         assert params["checkpoint"] == "/models/mast3r.pth"
         assert params["source"] == "mast3r"  # a checkpoint selects the MASt3R source
+        assert params["torch_threads"] == 2
     assert "image_topic" not in mapper
     assert nodes["tracker"]["namespace"] == "/robot1"
     defaults = {n["name"]: n for n in launch_file_nodes(monkeypatch, {})}
@@ -279,7 +281,15 @@ def test_shipped_files_exist_and_rviz_config_is_valid():
 
 
 @pytest.mark.parametrize(
-    "bad", [["nonsense:=1"], ["image=/x"], ["use_sim_time:=maybe"], ["log_level:=loud"], ["namespace:=1bad"]]
+    "bad",
+    [
+        ["nonsense:=1"],
+        ["image=/x"],
+        ["use_sim_time:=maybe"],
+        ["log_level:=loud"],
+        ["namespace:=1bad"],
+        ["torch_threads:=many"],
+    ],
 )
 def test_bad_launch_arguments_are_usage_errors(bad, capsys):
     assert cli_main(["launch", "--dry-run", *bad]) == 2

@@ -266,8 +266,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "use the launch syntax name:=value, e.g. image:=/cam/image depth:= checkpoint:=m.pth. "
             "Ctrl-C stops every node."
         ),
-        epilog="launch arguments: "
-        + "; ".join(f"{a.name} (default {a.default!r}): {a.description}" for a in LAUNCH_ARGUMENTS),
+        epilog="launch arguments (name:=default  description):\n"
+        + "\n".join(f"  {a.name}:={a.default}\n      {a.description}" for a in LAUNCH_ARGUMENTS),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("arguments", nargs="*", metavar="name:=value", help="launch arguments")
