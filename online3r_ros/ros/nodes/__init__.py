@@ -1,1 +1,16 @@
-"""ROS 2 nodes: ``tracker`` and ``mapper`` (run them with their console scripts or ``python -m``)."""
+"""ROS 2 nodes of online3r_ros: ``tracker`` and ``mapper`` (separate processes).
+
+Run (console scripts, or ``python -m online3r_ros.ros.nodes.tracker``; never run the files directly: the
+package's ``ros/time.py`` would shadow the standard library's ``time``)::
+
+    tracker --ros-args --params-file config/online3r_ros.yaml
+    mapper  --ros-args --params-file config/online3r_ros.yaml
+
+- :mod:`.tracker`: images (+ depth, CameraInfo) -> odometry, camera pose, TF, keyframes and observations.
+- :mod:`.mapper`: keyframes + observations -> optimised poses, paths, dense map (full + incremental),
+  markers; autosave and recovery.
+- :mod:`.params`: declared parameters (descriptions, ranges, validation), ``config/online3r_ros.yaml``.
+- :mod:`.msgs`: node-to-node packing with standard messages; :mod:`.diagnostics`: counters -> /diagnostics.
+- The topic contract: :mod:`online3r_ros.ros.topics`. The ROS-free logic:
+  :mod:`online3r_ros.slam.tracking_frontend` and :mod:`online3r_ros.slam.mapping`.
+"""
