@@ -585,3 +585,48 @@ def test_compressed_images_are_tracked(session) -> None:
         time.sleep(0.4)
     h.wait_for(lambda: len(h.messages("pose")) >= 2, 20, "poses from compressed images", procs)
     assert {_stamp_ns(m) for m in h.messages("pose")} <= set(sent)
+
+
+def test_external_odometry_map_to_odom_is_the_correction(session) -> None:
+    """Another node publishes odom -> base_link (offset O from the true motion): the tracker publishes no
+    odom -> base_link, and map -> odom = O⁻¹ at every image stamp."""
+    from tf2_msgs.msg import TFMessage
+
+    from online3r_ros.ros.pose import T_LINK_OPTICAL, invert, pose_to_matrix, tqs_to_matrix, transform_stamped
+    from online3r_ros.ros.qos import tf_qos
+
+    procs, h = session(6, tracker={"external_odometry": True})
+    odom_pub = h.node.create_publisher(TFMessage, "/tf", tf_qos())
+    procs.start("tracker")
+    seq = _sequence(12)
+    frames = list(seq)
+    h.wait_subscribers(procs=procs)
+    h.wait_for(lambda: odom_pub.get_subscription_count() > 1, 20, "the tracker's /tf subscription", procs)
+    O = tqs_to_matrix([0.5, -0.2, 0.0], [0.0, 0.0, np.sin(0.2), np.cos(0.2)])
+    T_bc, T_cb = T_LINK_OPTICAL, invert(T_LINK_OPTICAL)
+    _, gt = seq.gt_trajectory()
+    t0 = time.time_ns()
+    stamps = []
+    for i, f in enumerate(frames):
+        stamp = t0 + int(round(f.timestamp * 1e9))
+        T_odom_base = O @ T_bc @ invert(gt[0]) @ gt[i] @ T_cb
+        odom_pub.publish(
+            TFMessage(
+                transforms=[
+                    transform_stamped(T_odom_base, "odom", "base_link", stamp=stamp + d)
+                    for d in (-5_000_000, 5_000_000)
+                ]
+            )
+        )
+        time.sleep(0.05)
+        h.publish_frame(f, stamp)
+        stamps.append(stamp)
+        time.sleep(0.25)
+    h.wait_for(lambda: len(h.messages("pose")) >= 6, 20, "camera poses", procs)
+    time.sleep(0.5)
+    tfs = [t for m in h.messages("tf") for t in m.transforms if _stamp_ns(t) in set(stamps)]
+    ours = [t for t in tfs if t.header.frame_id == "map"]
+    assert len(ours) >= 6
+    assert not [t for t in tfs if t.header.frame_id == "odom" and _stamp_ns(t) in set(stamps)]
+    for t in ours:
+        np.testing.assert_allclose(pose_to_matrix(t), invert(O), atol=0.01)

@@ -286,3 +286,25 @@ def test_extrapolate_pose_scales_the_last_motion_by_elapsed_time() -> None:
     torch.testing.assert_close(extrapolate_pose(T0, T1, 1.0, 1.0, 5.0), T1)  # no velocity from equal stamps
     far = extrapolate_pose(T0, T1, 0.0, 1.0, 1e6, max_intervals=2.0)
     torch.testing.assert_close(far, extrapolate_pose(T0, T1, 0.0, 1.0, 3.0))
+
+
+def test_pose_history_interpolates_and_bounds_the_nearest_lookup() -> None:
+    from online3r_ros.ros.nodes.common import PoseHistory, interpolate_rigid
+    from online3r_ros.ros.pose import tqs_to_matrix
+
+    A = tqs_to_matrix([0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0])
+    B = tqs_to_matrix([1.0, 2.0, 0.0], [0.0, 0.0, np.sin(0.5), np.cos(0.5)])  # 1 rad about z
+    mid = interpolate_rigid(A, B, 0.5)
+    np.testing.assert_allclose(
+        mid, tqs_to_matrix([0.5, 1.0, 0.0], [0.0, 0.0, np.sin(0.25), np.cos(0.25)]), atol=1e-12
+    )
+    hist = PoseHistory(maxlen=3)
+    hist.add(2_000, B)
+    hist.add(1_000, A)  # out of order: kept sorted
+    np.testing.assert_allclose(hist.lookup(1_500, tolerance_ns=0), mid, atol=1e-12)
+    np.testing.assert_allclose(hist.lookup(2_000, tolerance_ns=0), B)
+    np.testing.assert_allclose(hist.lookup(2_050, tolerance_ns=100), B)  # nearest, within tolerance
+    assert hist.lookup(2_500, tolerance_ns=100) is None and hist.lookup(10, tolerance_ns=100) is None
+    for t in (3_000, 4_000):
+        hist.add(t, A)
+    assert len(hist) == 3 and hist.lookup(1_000, tolerance_ns=0) is None  # the oldest sample was dropped

@@ -10,7 +10,14 @@ import numpy as np
 
 from online3r_ros.ros.nodes.params import ParameterError, resolve_path
 
-__all__ = ["slam_config_from_params", "StaticTfChain", "run_node", "LogOnce"]
+__all__ = [
+    "slam_config_from_params",
+    "StaticTfChain",
+    "PoseHistory",
+    "interpolate_rigid",
+    "run_node",
+    "LogOnce",
+]
 
 
 def slam_config_from_params(p: dict[str, Any]):
@@ -113,3 +120,69 @@ def run_node(factory: Callable[[Any], Any], name: str, args: list[str] | None = 
             node.destroy_node()
         rclpy.try_shutdown()
     return code
+
+
+def interpolate_rigid(T0: np.ndarray, T1: np.ndarray, a: float) -> np.ndarray:
+    """Rigid pose between ``T0`` (``a = 0``) and ``T1`` (``a = 1``): linear translation, slerp rotation."""
+    from online3r_ros.ros.pose import matrix_to_quat, quat_to_matrix
+
+    q0, q1 = matrix_to_quat(T0[:3, :3]), matrix_to_quat(T1[:3, :3])
+    if float(q0 @ q1) < 0:
+        q1 = -q1
+    dot = min(float(q0 @ q1), 1.0)
+    theta = np.arccos(dot)
+    if theta < 1e-9:
+        q = q0
+    else:
+        q = (np.sin((1 - a) * theta) * q0 + np.sin(a * theta) * q1) / np.sin(theta)
+    out = np.eye(4)
+    out[:3, :3] = quat_to_matrix(q / np.linalg.norm(q))
+    out[:3, 3] = (1 - a) * T0[:3, 3] + a * T1[:3, 3]
+    return out
+
+
+class PoseHistory:
+    """Time-stamped rigid poses (e.g. an external ``odom -> base`` from ``/tf``), looked up at a stamp.
+
+    :meth:`lookup` interpolates between the samples around ``stamp_ns``; outside them it returns the nearest
+    sample when it is within ``tolerance_ns``, else ``None`` (never extrapolates further).
+    """
+
+    def __init__(self, maxlen: int = 2000) -> None:
+        self._ns: list[int] = []
+        self._T: list[np.ndarray] = []
+        self.maxlen = int(maxlen)
+
+    def __len__(self) -> int:
+        return len(self._ns)
+
+    def add(self, stamp_ns: int, T: np.ndarray) -> None:
+        import bisect
+
+        i = bisect.bisect_left(self._ns, int(stamp_ns))
+        if i < len(self._ns) and self._ns[i] == int(stamp_ns):
+            self._T[i] = np.asarray(T, dtype=np.float64)
+            return
+        self._ns.insert(i, int(stamp_ns))
+        self._T.insert(i, np.asarray(T, dtype=np.float64))
+        if len(self._ns) > self.maxlen:
+            del self._ns[0], self._T[0]
+
+    def clear(self) -> None:
+        self._ns.clear()
+        self._T.clear()
+
+    def lookup(self, stamp_ns: int, tolerance_ns: int) -> np.ndarray | None:
+        import bisect
+
+        if not self._ns:
+            return None
+        t = int(stamp_ns)
+        i = bisect.bisect_left(self._ns, t)
+        if i < len(self._ns) and self._ns[i] == t:
+            return self._T[i].copy()
+        if 0 < i < len(self._ns):
+            t0, t1 = self._ns[i - 1], self._ns[i]
+            return interpolate_rigid(self._T[i - 1], self._T[i], (t - t0) / (t1 - t0))
+        j = 0 if i == 0 else len(self._ns) - 1
+        return self._T[j].copy() if abs(self._ns[j] - t) <= tolerance_ns else None

@@ -83,6 +83,16 @@ TRACKER_PARAMS: tuple[ParamSpec, ...] = _COMMON + (
     ),
     ParamSpec("publish_map_tf", True, "publish map -> odom (the SLAM correction)"),
     ParamSpec(
+        "external_odometry",
+        False,
+        "another node publishes odom_frame -> base_frame on /tf: the tracker does not, and computes "
+        "map -> odom "
+        "against it at each image stamp",
+    ),
+    ParamSpec(
+        "odom_tolerance", 0.1, "external odometry: nearest-sample tolerance outside its range (s)", 0.0, 10.0
+    ),
+    ParamSpec(
         "base_to_camera",
         [],
         "static base_frame -> camera_frame transform [x, y, z, qx, qy, qz, qw]; empty: read /tf_static, "

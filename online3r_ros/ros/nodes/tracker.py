@@ -14,6 +14,9 @@ Thin ROS shell around :class:`online3r_ros.slam.tracking_frontend.TrackerFronten
   ``T_bc = base_frame -> camera_frame``, ``map`` is the base frame at the first image:
   ``T_map_cam = T_bc · T_WC``, ``T_map_base = T_bc · T_WC · T_bc⁻¹``; ``odom`` starts equal to ``map`` and
   follows the continuous odometry; ``map -> odom`` carries the mapper's corrections.
+- ``external_odometry``: another node owns ``odom -> base`` (wheel odometry, an EKF); the tracker then
+  publishes only ``map -> odom = T_map_base · T_odom_base⁻¹`` with that node's transform interpolated at
+  the image stamp (``/tf`` history), so the chain map -> odom -> base gives the SLAM pose.
 - Lost frames publish nothing (a downstream EKF must not get a confident pose); diagnostics say ``lost``.
 
 Run with ``ros2 run online3r_ros tracker --ros-args --params-file config/online3r_ros.yaml`` or
@@ -33,7 +36,13 @@ import torch
 from rclpy.node import Node
 
 from online3r_ros.ros import topics as T
-from online3r_ros.ros.nodes.common import LogOnce, StaticTfChain, run_node, slam_config_from_params
+from online3r_ros.ros.nodes.common import (
+    LogOnce,
+    PoseHistory,
+    StaticTfChain,
+    run_node,
+    slam_config_from_params,
+)
 from online3r_ros.ros.nodes.diagnostics import NodeStats, diagnostic_array, status_string
 from online3r_ros.ros.nodes.msgs import (
     MessageFormatError,
@@ -142,6 +151,7 @@ class TrackerNode(Node):
         self._kf_stamps: dict[int, Any] = {}  # keyframe id -> its image stamp (re-sending keeps it)
         self._rectify_cache: dict = {}
         self._static = StaticTfChain()
+        self._odom_ext = PoseHistory()  # external odom -> base samples (external_odometry)
         self._T_bc: np.ndarray | None = None
         self._start = time.monotonic()
         self._build_io()
@@ -211,6 +221,12 @@ class TrackerNode(Node):
             from tf2_msgs.msg import TFMessage
 
             self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, tf_static_qos(10))
+        if p["external_odometry"]:
+            from tf2_msgs.msg import TFMessage
+
+            from online3r_ros.ros.qos import tf_qos
+
+            self.create_subscription(TFMessage, "/tf", self._on_tf, tf_qos())
         self.create_service(Trigger, "~/reset", self._srv_reset)
         self.create_service(Trigger, "~/save_trajectory", self._srv_save_trajectory)
         self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
@@ -267,6 +283,17 @@ class TrackerNode(Node):
         with self._wake:
             self._mapper_state = state
             self._wake.notify()
+
+    def _on_tf(self, msg: Any) -> None:
+        from online3r_ros.ros.pose import pose_to_matrix
+
+        odom, base = self.p["odom_frame"], self.p["base_frame"]
+        for tr in msg.transforms:
+            if tr.header.frame_id == odom and tr.child_frame_id == base:
+                try:
+                    self._odom_ext.add(stamp_to_ns(tr.header.stamp), pose_to_matrix(tr))
+                except ValueError as exc:
+                    self._input_error(f"external odometry transform: {exc}")
 
     def _on_tf_static(self, msg: Any) -> None:
         self._static.add(msg)
@@ -459,13 +486,25 @@ class TrackerNode(Node):
         T_map_cam = T_bc @ rigid_matrix(step.T_WC)
         T_odom_base = T_bc @ step.T_odom @ T_cb
         T_map_odom = T_bc @ T_W_odom @ T_cb
+        if p["external_odometry"]:  # map -> odom against the other node's odom -> base at this stamp
+            T_odom_ext = self._odom_ext.lookup(stamp_to_ns(stamp), int(p["odom_tolerance"] * 1e9))
+            if T_odom_ext is None:
+                self.stats.count("odometry_missing")
+                self._log_once(
+                    self.get_logger().warning,
+                    f"no external {p['odom_frame']} -> {p['base_frame']} on /tf near the image stamp: "
+                    "map -> odom not published",
+                )
+                T_map_odom = None
+            else:
+                T_map_odom = T_bc @ rigid_matrix(step.T_WC) @ T_cb @ invert(T_odom_ext)
         self.pub_odom.publish(odometry(T_odom_base, p["odom_frame"], p["base_frame"], stamp))
         self.pub_pose.publish(pose_stamped(T_map_cam, p["map_frame"], stamp))
         if self.tf is not None:
             tfs = []
-            if p["publish_odom_tf"]:
+            if p["publish_odom_tf"] and not p["external_odometry"]:
                 tfs.append(transform_stamped(T_odom_base, p["odom_frame"], p["base_frame"], stamp))
-            if p["publish_map_tf"]:
+            if p["publish_map_tf"] and T_map_odom is not None:
                 tfs.append(transform_stamped(T_map_odom, p["map_frame"], p["odom_frame"], stamp))
             if tfs:
                 self.tf.send_transform(tfs)
