@@ -630,3 +630,31 @@ def test_external_odometry_map_to_odom_is_the_correction(session) -> None:
     assert not [t for t in tfs if t.header.frame_id == "odom" and _stamp_ns(t) in set(stamps)]
     for t in ours:
         np.testing.assert_allclose(pose_to_matrix(t), invert(O), atol=0.01)
+
+
+def test_use_sim_time_latency_is_measured_on_the_ros_clock(session) -> None:
+    """Bag replay: stamps far from the wall clock; with use_sim_time the latency uses /clock."""
+    pytest.importorskip("rosgraph_msgs.msg", reason="rosgraph_msgs is not installed")
+    from rosgraph_msgs.msg import Clock
+
+    from online3r_ros.ros.time import ns_to_stamp
+
+    procs, h = session(7, tracker={"use_sim_time": True, "diagnostics_period": 0.05})
+    clock = h.node.create_publisher(Clock, "/clock", 10)
+    procs.start("tracker")
+    frames = list(_sequence(8))
+    h.wait_subscribers(procs=procs)
+    t0 = 1_000 * 1_000_000_000  # a bag recorded at t = 1000 s
+    sent = []
+    for f in frames:
+        stamp = t0 + int(round(f.timestamp * 1e9))
+        clock.publish(Clock(clock=ns_to_stamp(stamp + 20_000_000)))
+        h.publish_frame(f, stamp)
+        sent.append(stamp)
+        for k in range(1, 6):  # the bag's clock keeps running while the frame is processed
+            time.sleep(0.06)
+            clock.publish(Clock(clock=ns_to_stamp(stamp + 20_000_000 + k * 5_000_000)))
+    h.wait_for(lambda: _status(h, "tracker_status").get("processed", 0) >= 4, 20, "processed frames", procs)
+    status = _status(h, "tracker_status")
+    assert 0 < status["latency_ms"]["max"] < 500, status["latency_ms"]  # wall clock would give ~1.8e12 ms
+    assert {_stamp_ns(m) for m in h.messages("pose")} <= set(sent)

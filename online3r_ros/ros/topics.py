@@ -294,7 +294,8 @@ def topic_table_markdown() -> str:
         )
     rows.append(
         "| `/tf`, `/tf_static` | tf2_msgs/TFMessage | tf2 defaults | - | tracker -> users | "
-        "{odom}->{base}, {map}->{odom} per frame (input stamps); static {base}->{camera} when given as a "
+        "{odom}->{base} (not with external_odometry), {map}->{odom} per frame (input stamps); "
+        "static {base}->{camera} when given as a "
         "parameter (or defaulted: no parameter and nothing on /tf_static) |"
     )
     return "\n".join(rows)
