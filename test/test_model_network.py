@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from online3r_ros.model import MASt3R, build_mast3r, parse_mast3r_kwargs
+from online3r_ros.model import MASt3R, build_mast3r, dpt, parse_mast3r_kwargs
+from online3r_ros.model.blocks import linear
 from online3r_ros.model.patch_embed import patch_positions
 from online3r_ros.model.rope import apply_rope, rope2d_naive, rope_tables
 
@@ -171,3 +172,36 @@ def test_heads_run_in_float32_under_autocast(small_model):
             assert torch.equal(a[k], b[k]), k
     assert all(t.dtype == torch.float32 for t in (*hres1.values(), *full1.values()))
     assert all(bool(torch.isfinite(t).all()) for t in full1.values())
+
+
+def test_banded_winograd_conv_matches_direct_conv(monkeypatch):
+    torch.manual_seed(5)
+    conv = torch.nn.Conv2d(16, 8, 3, padding=1)
+    x = torch.randn(2, 16, 37, 23)
+    monkeypatch.setattr(dpt, "WINOGRAD_BAND_PIXELS", 23 * 5)  # 8 bands of 5 rows (last one 2 rows)
+    with torch.no_grad():
+        ref = conv(x)
+        out = dpt.conv3x3(conv, x, winograd=True)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+    # with autograd required the plain conv is used (NNPACK has no backward here)
+    xg = x.clone().requires_grad_(True)
+    out = dpt.conv3x3(conv, xg, winograd=True)
+    assert "Convolution" in type(out.grad_fn).__name__ or "Mkldnn" in type(out.grad_fn).__name__
+    torch.testing.assert_close(out, ref)
+
+
+@pytest.mark.parametrize(
+    ("gelu", "with_residual"), [(False, False), (True, False), (False, True), (True, True)]
+)
+def test_fast_linear_matches_plain_linear(gelu, with_residual):
+    torch.manual_seed(6)
+    lin = torch.nn.Linear(24, 40)
+    x = torch.randn(2, 7, 24).transpose(0, 1)  # non-contiguous input
+    res = torch.randn(7, 2, 40) if with_residual else None
+    with torch.no_grad():
+        ref = lin(x)
+        ref = torch.nn.functional.gelu(ref) if gelu else ref
+        ref = ref + res if with_residual else ref
+        out = linear(lin, x, True, gelu=gelu, residual=res)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)

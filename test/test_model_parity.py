@@ -65,7 +65,7 @@ def test_state_dict_keys_and_recipe_checksums(parity_case, mp):
             assert a.data_ptr() == b.data_ptr()
 
 
-@pytest.mark.parametrize("impl", ["fast", "naive"])
+@pytest.mark.parametrize("impl", ["fast", "exact", "naive"])
 def test_forward_matches_reference(parity_case, mp, impl):
     fx, model = parity_case
     model.set_impl(impl)

@@ -29,8 +29,11 @@ prepended to its input and the prompt outputs are dropped. RoPE: prompt tokens s
 patch tokens are shifted to (y+1, x+1) (Test3R's convention); patch-patch attention is unchanged by the common
 shift. ``prompts=None`` gives exactly the reference outputs. With frozen weights, gradients reach the prompts.
 
-``model.set_impl('naive')`` switches to reference-style attention/RoPE/head post-processing (explicit
-softmax(QK^T)V, croco's pure-PyTorch RoPE2D); used only by ``benchmarks/bench_mast3r.py``.
+CPU speed: by default (``set_impl('fast')``) inference on CPU in float32 uses fused SDPA, table RoPE, oneDNN
+matmuls with fused GELU/residual and NNPACK Winograd 3x3 convolutions in the DPT heads (they round
+differently, ~1e-5 relative; ``model.set_impl('exact')`` turns only them off). ``model.set_impl('naive')``
+switches to reference-style code (explicit softmax(QK^T)V, croco's pure-PyTorch RoPE2D); it is used only by
+``benchmarks/bench_mast3r.py`` for a side-by-side timing.
 """
 
 from .config import MAST3R_VITL_KWARGS, MASt3RConfig, parse_mast3r_kwargs

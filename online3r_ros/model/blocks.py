@@ -3,7 +3,8 @@
 Attribute names reproduce the reference state_dict keys (``norm1``, ``attn.qkv``, ``attn.proj``,
 ``cross_attn.projq/projk/projv/proj``, ``norm2``, ``norm3``, ``norm_y``, ``mlp.fc1``, ``mlp.fc2``).
 
-Every attention module has an ``impl`` attribute:
+Every attention module has an ``impl`` attribute (``"exact"`` behaves like ``"fast"`` here; it only turns
+off the Winograd convolutions of the DPT head):
 
 - ``"fast"`` (default): RoPE via precomputed tables (:func:`rope.apply_rope`), fused
   ``F.scaled_dot_product_attention`` on strided q/k/v views (no transposed copies), and, on CPU in float32
@@ -26,7 +27,7 @@ from torch import nn
 from .rope import apply_rope, rope2d_naive, rope_tables
 
 LAYER_NORM_EPS = 1e-6
-IMPLS = ("fast", "naive")
+IMPLS = ("fast", "exact", "naive")
 _ONEDNN_LINEAR: bool | None = None
 
 
@@ -114,7 +115,7 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """x [..., in] -> [..., out] (``+ residual`` if given)."""
-        fast = self.impl == "fast"
+        fast = self.impl != "naive"
         return linear(self.fc2, linear(self.fc1, x, fast, gelu=True), fast, residual=residual)
 
 
@@ -142,7 +143,7 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """x [B,N,C] -> [B,N,C] (``+ residual`` if given)."""
         b, n, c = x.shape
-        fast = self.impl == "fast"
+        fast = self.impl != "naive"
         qkv = linear(self.qkv, x, fast).view(b, n, 3, self.num_heads, self.head_dim)
         if not fast:
             qkv = qkv.transpose(1, 3)  # [B, heads, 3, N, d]
@@ -188,7 +189,7 @@ class CrossAttention(nn.Module):
         """query [B,Nq,C], memory [B,Nk,C] -> [B,Nq,C] (``+ residual`` if given)."""
         b, nq, c = query.shape
         nk = memory.shape[1]
-        fast = self.impl == "fast"
+        fast = self.impl != "naive"
         q = linear(self.projq, query, fast).view(b, nq, self.num_heads, self.head_dim)
         k = linear(self.projk, memory, fast).view(b, nk, self.num_heads, self.head_dim)
         v = linear(self.projv, memory, fast).view(b, nk, self.num_heads, self.head_dim).transpose(1, 2)

@@ -5,13 +5,14 @@ registered a second time as ``scratch.layer_rn.{0..3}``, exactly like the refere
 holds both alias names), ``scratch.refinenet{1..4}.{resConfUnit1,resConfUnit2,out_conv}`` and
 ``head.{0,2,4}``.
 
-Speed (``impl == "fast"``, the default): the 3x3 stride-1 convolutions dominate the heads (~90 GMAC per head
-at 512x384). On CPU, in float32, when no gradient is needed, they run through NNPACK's Winograd kernels
-(~2.5x fewer multiplies than oneDNN's direct convolution; error ~1e-5 relative per conv, end-to-end the
-parity fixtures stay ~15x inside their 1e-4 tolerance). The 1x1 ``out_conv`` of each fusion block is applied
+Speed (``impl == "fast"``, the default; ``"exact"`` is the same without Winograd): the 3x3 stride-1
+convolutions dominate the heads (~90 GMAC per head at 512x384). On CPU, in float32, when no gradient is
+needed, they run through NNPACK's Winograd kernels (~2.5x faster than oneDNN's direct convolution; error
+~1e-5 relative per conv, end-to-end the parity fixtures stay ~15x inside their 1e-4 tolerance), in row bands
+that keep NNPACK's workspace small. The 1x1 ``out_conv`` of each fusion block is applied
 before the bilinear upsampling instead of after it (both are linear and the interpolation weights sum to one,
 so they commute; 4x fewer MACs), ReLU/residual adds are done in place on fresh tensors.
-With gradients (prompt tuning), on CUDA, or with ``impl == "naive"``, the plain ``nn.Conv2d`` path is used.
+With gradients (prompt tuning), on CUDA, or with ``impl`` "exact" / "naive", ``nn.Conv2d`` is used.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 DPT_LAYER_DIMS = (96, 192, 384, 768)
+WINOGRAD_BAND_PIXELS = 1 << 14  # row bands of at most this many output pixels bound NNPACK's workspace
 _NNPACK_OK: bool | None = None
 
 
@@ -34,18 +36,34 @@ def _nnpack_available() -> bool:
     return _NNPACK_OK
 
 
-def conv3x3(conv: nn.Conv2d, x: torch.Tensor, fast: bool) -> torch.Tensor:
+def conv3x3(conv: nn.Conv2d, x: torch.Tensor, winograd: bool) -> torch.Tensor:
     """Apply a 3x3 / stride 1 / padding 1 ``conv`` to x [B,C,H,W]; Winograd (NNPACK) when allowed."""
     if (
-        fast
+        winograd
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and conv.weight.dtype == torch.float32
         and not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad))
         and _nnpack_available()
     ):
-        return torch._nnpack_spatial_convolution(x.contiguous(), conv.weight, conv.bias, [1, 1], [1, 1])
+        return _winograd3x3(x.contiguous(), conv.weight, conv.bias)
     return conv(x)
+
+
+def _winograd3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """NNPACK 3x3 conv (padding 1) in row bands with a one-row halo, so the Winograd transform buffers stay
+    small (one 512x384 full-resolution conv would otherwise take ~400 MB of workspace)."""
+    h, w = x.shape[-2:]
+    rows = max(1, WINOGRAD_BAND_PIXELS // w)
+    if h <= rows:
+        return torch._nnpack_spatial_convolution(x, weight, bias, [1, 1], [1, 1])
+    out = x.new_empty(x.shape[0], weight.shape[0], h, w)
+    for start in range(0, h, rows):
+        stop = min(start + rows, h)
+        lo, hi = max(start - 1, 0), min(stop + 1, h)  # halo rows; zero padding only at the image border
+        band = torch._nnpack_spatial_convolution(x[:, :, lo:hi].contiguous(), weight, bias, [1, 1], [1, 1])
+        out[:, :, start:stop] = band[:, :, start - lo : start - lo + stop - start]
+    return out
 
 
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
@@ -70,9 +88,9 @@ class ResidualConvUnit(nn.Module):
         self.impl = "fast"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fast = self.impl == "fast"
-        out = conv3x3(self.conv1, F.relu(x), fast)
-        out = conv3x3(self.conv2, F.relu(out, inplace=fast), fast)
+        fast, winograd = self.impl != "naive", self.impl == "fast"
+        out = conv3x3(self.conv1, F.relu(x), winograd)
+        out = conv3x3(self.conv2, F.relu(out, inplace=fast), winograd)
         return out.add_(x) if fast else out + x
 
 
@@ -90,7 +108,7 @@ class FeatureFusionBlock(nn.Module):
         self.impl = "fast"
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor | None = None) -> torch.Tensor:
-        if self.impl != "fast":
+        if self.impl == "naive":
             out = x0 if x1 is None else x0 + self.resConfUnit1(x1)
             return self.out_conv(upsample2x(self.resConfUnit2(out)))
         out = x0 if x1 is None else self.resConfUnit1(x1).add_(x0)
@@ -165,7 +183,7 @@ class DPTHead(nn.Module):
     def forward(self, tokens: Sequence[torch.Tensor], image_size: tuple[int, int]) -> torch.Tensor:
         """tokens: decoder list (each [B, N, C_i]); image_size (H, W) -> [B, num_channels, H, W]."""
         gh, gw = image_size[0] // self.patch_size, image_size[1] // self.patch_size
-        fast = self.impl == "fast"
+        fast, winograd = self.impl != "naive", self.impl == "fast"
         maps = []
         for level, hook in enumerate(self.hooks):
             t = tokens[hook]
@@ -173,7 +191,7 @@ class DPTHead(nn.Module):
                 raise ValueError(f"hook {hook}: {t.shape[1]} tokens do not match the {gh}x{gw} patch grid")
             x = t.transpose(1, 2).unflatten(2, (gh, gw))  # [B, C, h, w]
             x = self.act_postprocess[level](x)
-            maps.append(conv3x3(self.scratch.layer_rn[level], x, fast))
+            maps.append(conv3x3(self.scratch.layer_rn[level], x, winograd))
         s = self.scratch
         path4 = s.refinenet4(maps[3])[:, :, : maps[2].shape[2], : maps[2].shape[3]]
         path3 = s.refinenet3(path4, maps[2])
@@ -182,5 +200,5 @@ class DPTHead(nn.Module):
         if not fast:
             return self.head(path1)
         conv0, _, conv2, _, conv4 = self.head
-        out = upsample2x(conv3x3(conv0, path1, fast))
-        return conv4(F.relu(conv3x3(conv2, out, fast), inplace=True))
+        out = upsample2x(conv3x3(conv0, path1, winograd))
+        return conv4(F.relu(conv3x3(conv2, out, winograd), inplace=True))

@@ -88,8 +88,14 @@ class MASt3R(nn.Module):
                 p.requires_grad_(False)
 
     def set_impl(self, impl: str) -> None:
-        """Switch attention/RoPE/head implementation: ``'fast'`` (default) or ``'naive'`` (reference-style,
-        for benchmark comparisons only). Both compute the same function."""
+        """Switch the implementation; all compute the same function (fixture parity holds for each):
+
+        - ``'fast'`` (default): fused SDPA, table RoPE, oneDNN matmuls and NNPACK Winograd 3x3 convolutions
+          in the DPT heads on CPU at inference (Winograd rounds differently: ~1e-5 relative per conv).
+        - ``'exact'``: as fast, but direct convolutions (float32 rounding like the reference).
+        - ``'naive'``: reference-style code (explicit softmax(QK^T)V, croco RoPE2D, MKL linears), for the
+          benchmark's side-by-side comparison only.
+        """
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         for m in self.modules():
