@@ -232,8 +232,9 @@ class TrackerNode(Node):
         self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
 
     def _set_base_camera(self, T_bc: np.ndarray, publish: bool) -> None:
-        self._T_bc = np.asarray(T_bc, dtype=np.float64)
-        self._T_cb = invert(self._T_bc)
+        T_bc = np.asarray(T_bc, dtype=np.float64)
+        self._T_cb = invert(T_bc)  # before _T_bc: the worker starts using both once _T_bc is set
+        self._T_bc = T_bc
         if publish and self.tf is not None:
             self.tf.send_static_transform(
                 transform_stamped(
@@ -334,8 +335,12 @@ class TrackerNode(Node):
     def _match_depth(self, stamp_ns: int) -> Any:
         tol = int(self.p["sync_tolerance"] * 1e9)
         best = None
-        for d in self._depths:
-            dt = abs(stamp_to_ns(d.header.stamp) - stamp_ns)
+        for d in list(self._depths):
+            try:
+                dt = abs(stamp_to_ns(d.header.stamp) - stamp_ns)
+            except ValueError:
+                self._depths.remove(d)
+                continue
             if dt <= tol and (best is None or dt < best[0]):
                 best = (dt, d)
         return None if best is None else best[1]
@@ -358,24 +363,31 @@ class TrackerNode(Node):
 
     def _work(self) -> None:
         while self._running:
-            with self._wake:
-                self._wake.wait(timeout=0.02)
-                if not self._running:
-                    return
-                reset, self._reset_request = self._reset_request, False
-                poses, self._poses = self._poses, None
-                state, self._mapper_state = self._mapper_state, None
-                item = self._take_input()
-            with self._lock:
-                if reset:
-                    self._reset("reset service")
-                self._apply_mapper_messages(poses, state)
-            if item is not None:
-                try:
+            item = None
+            try:
+                with self._wake:
+                    self._wake.wait(timeout=0.02)
+                    if not self._running:
+                        return
+                    reset, self._reset_request = self._reset_request, False
+                    poses, self._poses = self._poses, None
+                    state, self._mapper_state = self._mapper_state, None
+                    try:
+                        item = self._take_input()
+                    except ValueError as exc:  # a stamp that is no time (negative, ...): drop that input
+                        self._image = None
+                        self.stats.count("rejected")
+                        self._input_error(f"bad stamp: {exc}")
+                with self._lock:
+                    if reset:
+                        self._reset("reset service")
+                    self._apply_mapper_messages(poses, state)
+                if item is not None:
                     self._process(*item)
-                except Exception as exc:  # noqa: BLE001 - the node must survive anything one frame does
+            except Exception as exc:  # noqa: BLE001 - the node must survive anything one frame does
+                if item is not None:
                     self.stats.count("rejected")
-                    self._input_error(f"frame failed: {type(exc).__name__}: {exc}")
+                self._input_error(f"frame failed: {type(exc).__name__}: {exc}")
 
     def _reset(self, why: str) -> None:
         self.frontend.reset()
