@@ -6,10 +6,12 @@ stamps) and collects the outputs. Isolation: a per-run ``ROS_DOMAIN_ID`` and
 ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``; every wait is bounded; children are always killed.
 
 Checks: odometry / camera pose / TF / path / map / markers arrive with the right frame ids and the input
-stamps, the ATE of the published camera poses is small; the tracker keeps publishing when the mapper is
-killed, and a restarted mapper recovers from its autosaved map (and the tracker's re-sent keyframes); bad
+stamps, the REP-105 chain holds with the camera mount read from /tf_static, the ATE of the published camera
+poses and of the saved trajectory is small, the services work; the tracker keeps publishing when the mapper
+is killed, and a restarted mapper recovers from its autosaved map (and the tracker's re-sent keyframes); bad
 input (wrong encoding, zero size, size change, disagreeing CameraInfo) gives diagnostics errors while the
-node keeps going; time going backwards starts a new session.
+node keeps going; time going backwards starts a new session; an invalid parameter stops the node with its
+name; compressed images; external odometry; use_sim_time.
 """
 
 from __future__ import annotations

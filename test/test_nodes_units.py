@@ -242,6 +242,7 @@ def test_topic_table_names_every_topic() -> None:
 
 
 # --------------------------------------------------------------------------------------- message packing
+@pytest.mark.ros
 def test_packets_round_trip_through_pointcloud2_exactly(pipeline) -> None:
     pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs is not installed")
     pytest.importorskip("std_msgs.msg", reason="std_msgs is not installed")
