@@ -205,3 +205,17 @@ def test_fast_linear_matches_plain_linear(gelu, with_residual):
         ref = ref + res if with_residual else ref
         out = linear(lin, x, True, gelu=gelu, residual=res)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_pair_of_different_image_sizes(small_model):
+    a, _ = _views(1, 32, 48, seed=8)
+    b, _ = _views(1, 48, 32, seed=9)
+    with torch.no_grad():
+        res1, res2 = small_model(a, b)
+        f1, p1 = small_model.encode(a["img"])
+        f2, p2 = small_model.encode(b["img"])
+        dec1, dec2 = small_model.decode(f1, p1, f2, p2)
+        h1, h2 = small_model.heads(dec1, dec2, (32, 48), (48, 32))
+    assert res1["pts3d"].shape == (1, 32, 48, 3) and res2["pts3d_in_other_view"].shape == (1, 48, 32, 3)
+    torch.testing.assert_close(h1["pts3d"], res1["pts3d"])
+    torch.testing.assert_close(h2["pts3d"], res2["pts3d_in_other_view"])
