@@ -415,6 +415,16 @@ def test_pipeline_over_dds_frames_stamps_and_ate(session) -> None:
     res = _call(h, "/tracker/save_trajectory")
     assert res.success and (procs.tmp / "online3r_tracker_trajectory.txt").is_file(), res.message
     assert _call(h, "/mapper/publish_map").success
+    # a clean shutdown saves what the autosave period held back
+    n_kf = _status(h, "mapper_status")["keyframes"]
+    procs.stop("mapper")
+    from online3r_ros.slam.config import load_config
+    from online3r_ros.slam.mapping import MapperBackend
+    from online3r_ros.slam.runner import build_source
+
+    saved = MapperBackend(load_config(), build_source(load_config()))
+    saved.load(procs.tmp / "map.pt")
+    assert saved.num_keyframes >= n_kf
 
 
 def test_mapper_killed_tracker_continues_and_restarted_mapper_recovers(session) -> None:

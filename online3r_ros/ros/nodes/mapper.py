@@ -5,12 +5,14 @@ Thin ROS shell around :class:`online3r_ros.slam.mapping.MapperBackend` (topics:
 thread decodes the packets, fuses observations, integrates keyframes (edges + global optimisation) and
 publishes; callbacks only queue.
 
-Recovery (documented behaviour): after every integrated keyframe the map is saved atomically to ``map_path``
-(``autosave``). A (re)started mapper loads ``map_path`` when it exists (``load_on_start``) and announces
-``(generation, session, num_keyframes)`` on the latched ``online3r/mapper_state``; the tracker then re-sends
-the keyframes the mapper lacks (all of them when the saved map belongs to another session: the running
-tracker's keyframe 0 replaces an old session's map). Without a saved map the mapper starts a new one from the
-re-sent keyframes. ``~/reset`` clears the map and asks the tracker for a new session.
+Recovery (documented behaviour): after integrated keyframes the map is saved atomically to ``map_path``
+(``autosave``; at most every ``autosave_period`` s, and at shutdown). A (re)started mapper loads
+``map_path`` when it exists (``load_on_start``) and announces ``(generation, session, num_keyframes)`` on
+the latched ``online3r/mapper_state``; the tracker then re-sends the keyframes the mapper lacks (all of them
+when the saved map belongs to another session: the running tracker's keyframe 0 replaces an old session's
+map, and the next autosave overwrites the file). Without a saved map the mapper starts a new one from the
+re-sent keyframes (frames observed while it was down are in the re-sent keyframes' fused pointmaps but not
+in its all-frames path). ``~/reset`` clears the map and asks the tracker for a new session.
 
 Output frame: ``map`` = the robot base at the tracker's first image; the base -> camera transform comes with
 each keyframe (metadata ``T_bc``), so SLAM-world points/poses become ``T_bc · X`` / ``T_bc · T_WC``.
@@ -90,6 +92,8 @@ class MapperNode(Node):
         self._last_map = self._last_path = time.monotonic()
         self._generation = time.time_ns()
         self._reset_flag = False
+        self._last_save = -float("inf")
+        self._unsaved = False  # keyframes integrated since the last autosave
         self._build_io()
         self._maybe_load_on_start()
         self._publish_state()
@@ -281,6 +285,7 @@ class MapperNode(Node):
             self.backend.stamps_ns.setdefault(pkt.timestamp, stamp_to_ns(msg.header.stamp))
 
     def _after_update(self, update: Any) -> None:
+        self._unsaved = True
         self.stats.count("keyframes_integrated")
         if update.optimised:
             self.stats.count("optimisations")
@@ -299,16 +304,22 @@ class MapperNode(Node):
         self._publish_poses_and_paths()
         self._publish_markers()
         self._map_dirty = True
-        if self.p["autosave"]:
-            try:
-                t0 = time.perf_counter()
-                self.backend.save(Path(self.p["map_path"]).expanduser())
-                self.stats.add_times({"autosave": 1000 * (time.perf_counter() - t0)})
-                self.stats.values["autosaved_keyframes"] = self.backend.num_keyframes
-            except (OSError, RuntimeError) as exc:
-                self.stats.error(f"autosave failed: {exc}")
-                self._log_once(self.get_logger().error, f"autosave to {self.p['map_path']} failed: {exc}")
+        if self.p["autosave"] and time.monotonic() - self._last_save >= self.p["autosave_period"]:
+            self._autosave()
         self._publish_state()
+
+    def _autosave(self) -> None:
+        """Save the map to ``map_path`` (atomic); called with the backend lock held."""
+        try:
+            t0 = time.perf_counter()
+            self.backend.save(Path(self.p["map_path"]).expanduser())
+            self._last_save = time.monotonic()
+            self._unsaved = False
+            self.stats.add_times({"autosave": 1000 * (time.perf_counter() - t0)})
+            self.stats.values["autosaved_keyframes"] = self.backend.num_keyframes
+        except (OSError, RuntimeError) as exc:
+            self.stats.error(f"autosave failed: {exc}")
+            self._log_once(self.get_logger().error, f"autosave to {self.p['map_path']} failed: {exc}")
 
     def _after_map_change(self) -> None:
         self._publish_state()
@@ -320,6 +331,9 @@ class MapperNode(Node):
 
     def _periodic(self, publish_map: bool) -> None:
         now = time.monotonic()
+        if self.p["autosave"] and self._unsaved and now - self._last_save >= self.p["autosave_period"]:
+            with self._lock:
+                self._autosave()
         period = self.p["map_period"]
         if publish_map or (period > 0 and self._map_dirty and now - self._last_map >= period):
             with self._lock:
@@ -465,6 +479,9 @@ class MapperNode(Node):
             self._running = False
             self._wake.notify_all()
         self._worker.join(timeout=5.0)
+        with self._lock:
+            if self.p["autosave"] and self._unsaved and self.backend.num_keyframes:
+                self._autosave()  # what the period held back
 
 
 def main(args: list[str] | None = None) -> int:

@@ -126,7 +126,10 @@ TRACKER_PARAMS: tuple[ParamSpec, ...] = _COMMON + (
 
 MAPPER_PARAMS: tuple[ParamSpec, ...] = _COMMON + (
     ParamSpec("map_path", "online3r_map.pt", "~/save_map, ~/load_map and autosave file"),
-    ParamSpec("autosave", True, "save the map to map_path (atomically) after every optimisation"),
+    ParamSpec("autosave", True, "save the map to map_path (atomically) after optimisations and at shutdown"),
+    ParamSpec(
+        "autosave_period", 5.0, "autosave at most this often (s; 0: after every keyframe)", 0.0, 3600.0
+    ),
     ParamSpec("load_on_start", True, "start from map_path when it exists (recovery after a restart)"),
     ParamSpec("trajectory_path", "online3r_trajectory.txt", "~/save_trajectory output (TUM; + _keyframes)"),
     ParamSpec(
