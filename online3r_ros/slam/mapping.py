@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..geometry.lie import sim3_act, sim3_identity
+from ..geometry.lie import sim3_act, sim3_compose, sim3_identity, sim3_inverse
 from ..sources.base import PointmapSource, SourceFrame
 from .config import SlamConfig, config_from_dict, config_to_dict
 from .edges import build_edges
@@ -62,6 +62,7 @@ __all__ = [
     "resolve_pose_group",
     "uses_calibration",
     "make_graph",
+    "proximity_candidates",
     "make_optimizer",
     "make_frame_tracker",
     "make_keyframe_store",
@@ -96,7 +97,32 @@ def uses_calibration(cfg: SlamConfig, source: PointmapSource) -> bool:
 
 def make_graph(cfg: SlamConfig) -> FactorGraph:
     lo = cfg.local_opt
-    return FactorGraph(min_match_frac=lo.min_match_frac, Q_conf=lo.Q_conf, seed=cfg.system.seed)
+    return FactorGraph(
+        min_match_frac=lo.min_match_frac,
+        Q_conf=lo.Q_conf,
+        max_points_per_edge=int(getattr(lo, "max_points_per_edge", 0)),
+        seed=cfg.system.seed,
+    )
+
+
+def proximity_candidates(
+    T_WC: Tensor, new_id: int, n: int, max_dist: float, max_angle_deg: float, metric: bool
+) -> list[int]:
+    """Up to ``n`` keyframes before ``new_id - 1`` whose pose (``T_WC [K, 8]``) is within ``max_dist`` and
+    whose optical axis is within ``max_angle_deg`` of keyframe ``new_id``'s, nearest first (score = distance
+    / max_dist + angle / max_angle); metric sources only (distances need a known scale)."""
+    if n <= 0 or new_id < 2 or not metric:
+        return []
+    T = T_WC.detach().to("cpu", torch.float64)
+    rel = sim3_compose(sim3_inverse(T[: new_id - 1]), T[new_id])  # the new keyframe in each older one
+    dist = rel[:, :3].norm(dim=-1)
+    qx, qy = rel[:, 3], rel[:, 4]
+    angle = torch.rad2deg(torch.acos((1.0 - 2.0 * (qx * qx + qy * qy)).clamp(-1.0, 1.0)))
+    ok = (dist < max_dist) & (angle < max_angle_deg)
+    score = dist / max_dist + angle / max_angle_deg
+    ids = torch.nonzero(ok).flatten()
+    order = ids[torch.argsort(score[ids], stable=True)]
+    return [int(i) for i in order[:n]]
 
 
 def make_optimizer(cfg: SlamConfig, source: PointmapSource, pose_group: str) -> GlobalOptimizer:
@@ -458,7 +484,15 @@ class MapperBackend:
         info: dict = {}
         optimised = False
         if kf_id > 0:
-            candidates = [kf_id - 1]
+            sc = self.config.system
+            candidates = [kf_id - 1] + proximity_candidates(
+                self.keyframes.get_poses(),
+                kf_id,
+                int(getattr(sc, "proximity_edges", 0)),
+                float(getattr(sc, "proximity_max_dist", 1.0)),
+                float(getattr(sc, "proximity_max_angle", 30.0)),
+                bool(getattr(self.source, "metric", False)),
+            )
             if self.loop_candidates is not None:
                 candidates += [int(c) for c in self.loop_candidates(self, kf_id)]
             candidates = sorted({c for c in candidates if 0 <= c < kf_id}, reverse=True)
