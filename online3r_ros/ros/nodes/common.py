@@ -88,8 +88,9 @@ class LogOnce:
 
 
 def run_node(factory: Callable[[Any], Any], name: str, args: list[str] | None = None) -> int:
-    """Init rclpy, build the node with ``factory(context)``, spin until shutdown; exit code 2 on bad
-    parameters (the error names the parameter), 0 on a normal shutdown."""
+    """Init rclpy, build the node with ``factory(context)``, spin until shutdown. Exit codes: 0 normal
+    shutdown, 2 bad parameters / arguments (the message names the parameter), 1 other start failures
+    (missing CUDA or checkpoint, ...), with one ``FATAL`` line on stderr."""
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
@@ -102,7 +103,13 @@ def run_node(factory: Callable[[Any], Any], name: str, args: list[str] | None = 
     node = None
     code = 0
     try:
-        node = factory(None)
+        try:
+            node = factory(None)
+        except (ParameterError, KeyboardInterrupt, ExternalShutdownException):
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. no CUDA, missing checkpoint: one clear line, exit 1
+            print(f"[{name}] FATAL: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            return 1
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
