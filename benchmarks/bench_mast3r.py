@@ -5,7 +5,8 @@ Builds the released ViT-L configuration (688.6M parameters) on the meta device, 
 (default 512x384) stage by stage: encoder (both images, batched as the reference ``forward`` does), decoder,
 heads. Each implementation runs in its own subprocess so that peak RSS is measured separately:
 
-- ``fast``: ours (fused SDPA attention, table RoPE, channels-last post-processing).
+- ``fast``: ours (fused SDPA attention, table RoPE, oneDNN matmuls with fused GELU/residual, NNPACK
+  Winograd 3x3 convolutions in the DPT heads, channels-last post-processing).
 - ``naive``: the same module switched to reference-style code (explicit softmax(QK^T)V, croco's
   pure-PyTorch RoPE2D, pixel-shuffle post-processing), as a same-machine stand-in for the reference.
 
