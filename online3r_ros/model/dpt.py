@@ -43,10 +43,11 @@ def conv3x3(conv: nn.Conv2d, x: torch.Tensor, winograd: bool) -> torch.Tensor:
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and conv.weight.dtype == torch.float32
+        and x.numel() > 0
         and not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad))
         and _nnpack_available()
     ):
-        return _winograd3x3(x.contiguous(), conv.weight, conv.bias)
+        return _winograd3x3(x.contiguous(), conv.weight.contiguous(), conv.bias)
     return conv(x)
 
 
