@@ -10,7 +10,8 @@ Launch arguments (:data:`LAUNCH_ARGUMENTS`; ``name:=value`` on both command line
   ``depth`` (``/camera/aligned_depth_to_color/image_raw``; '' none), ``image_transport`` (``raw`` or
   ``compressed``): the tracker's ``image_topic``, ``camera_info_topic``, ``depth_topic``, ``image_transport``.
   The RealSense-style defaults fit an RGB-D driver; point them at your camera.
-- ``config`` (``<config dir>/online3r_ros.yaml``): the node parameter file (``tracker:``/``mapper:``).
+- ``config`` (``<config dir>/online3r_ros.yaml``): the node parameter file (``/**/tracker:``/``/**/mapper:``,
+  so it applies in any ``namespace``).
 - ``slam_config``, ``source`` (depth / mast3r), ``checkpoint``, ``device``, ``torch_threads``: both nodes'
   parameters of the same names; '' (the default) keeps the parameter file's value, so that file stays
   the one place for everything not overridden here. A ``checkpoint`` without ``source`` selects
@@ -111,7 +112,9 @@ def _arguments() -> tuple[LaunchArgument, ...]:
             "depth", "/camera/aligned_depth_to_color/image_raw", "aligned depth image topic; '' for none"
         ),
         LaunchArgument("image_transport", "raw", "raw (sensor_msgs/Image) or compressed (CompressedImage)"),
-        LaunchArgument("config", str(cfg / NODE_PARAMS_FILE), "node parameter file (tracker:/mapper:)"),
+        LaunchArgument(
+            "config", str(cfg / NODE_PARAMS_FILE), "node parameter file (/**/tracker:, /**/mapper:)"
+        ),
         LaunchArgument("slam_config", "", "pipeline YAML (config/online3r.yaml format); '' keeps the file's"),
         LaunchArgument("source", "", "pointmap source: depth or mast3r; '' keeps the file's"),
         LaunchArgument("checkpoint", "", "MASt3R checkpoint (selects source mast3r); '' keeps the file's"),
@@ -119,8 +122,8 @@ def _arguments() -> tuple[LaunchArgument, ...]:
         LaunchArgument(
             "torch_threads",
             "",
-            "torch CPU threads per node ('' keeps the file's; the two nodes share the CPU: about half the "
-            "cores each avoids oversubscription)",
+            "torch CPU threads per node ('' keeps the file's, whose 0 means auto: half the usable cores "
+            "per node, at least 1, as the two nodes share the CPU)",
         ),
         LaunchArgument("use_sim_time", "false", "use /clock (bag replay with --clock)"),
         LaunchArgument("namespace", "", "ROS namespace of the nodes; '' for none"),

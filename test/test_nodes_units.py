@@ -204,12 +204,57 @@ def test_parameter_validation_names_the_parameter() -> None:
 def test_node_parameter_file_lists_every_parameter_with_its_default() -> None:
     import yaml
 
-    doc = yaml.safe_load((REPO / "config" / "online3r_ros.yaml").read_text())
+    text = (REPO / "config" / "online3r_ros.yaml").read_text()
+    assert text == P.documented_yaml(), "config/online3r_ros.yaml is stale: regenerate it (see its header)"
+    doc = yaml.safe_load(text)
+    assert set(doc) == {"/**/tracker", "/**/mapper"}  # the wildcard: any namespace
     for node, specs in (("tracker", P.TRACKER_PARAMS), ("mapper", P.MAPPER_PARAMS)):
-        values = doc[node]["ros__parameters"]
+        values = doc[P.NODE_KEY_PREFIX + node]["ros__parameters"]
         expected = {k: v for k, v in P.defaults(specs).items() if v != []}
         assert values == expected
         P.validate(values, specs)
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("namespace", ["", "robot1", "fleet/robot2"])
+def test_node_parameter_file_applies_in_any_namespace(tmp_path, namespace) -> None:
+    """rcl matches parameter-file keys against the fully qualified node name: ``/**/tracker`` reaches
+    ``/robot1/tracker`` (a bare ``tracker:`` key would not)."""
+    rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (run scripts/setup.sh)")
+    pytest.importorskip("rcl_interfaces.msg", reason="rcl_interfaces is not installed")
+    from rclpy.node import Node
+
+    text = P.documented_yaml()
+    assert '    map_frame: "map"' in text and "    frustum_scale: 0.1" in text
+    text = text.replace('    map_frame: "map"', '    map_frame: "world"').replace(
+        "    frustum_scale: 0.1", "    frustum_scale: 0.25"
+    )
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    context = rclpy.Context()
+    rclpy.init(args=["--ros-args", "--params-file", str(path)], context=context, domain_id=0)
+    try:
+        for name, specs, key, expected in (
+            ("tracker", P.TRACKER_PARAMS, "map_frame", "world"),
+            ("mapper", P.MAPPER_PARAMS, "frustum_scale", 0.25),
+        ):
+            node = Node(name, namespace=namespace, context=context, start_parameter_services=False)
+            try:
+                assert node.get_fully_qualified_name() == "/" + "/".join(filter(None, [namespace, name]))
+                assert P.declare_and_read(node, specs)[key] == expected
+            finally:
+                node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_torch_threads_zero_is_half_the_cores() -> None:
+    assert P.resolve_torch_threads(3) == 3
+    assert P.resolve_torch_threads(0, cores=2) == 1  # two nodes on a 2-core machine: one thread each
+    assert P.resolve_torch_threads(0, cores=1) == 1
+    assert P.resolve_torch_threads(0, cores=16) == 8
+    assert P.resolve_torch_threads(0) >= 1
+    assert P.validate({}, P.TRACKER_PARAMS)["torch_threads"] == 0  # the default is auto
 
 
 def test_node_stats_levels_and_summary() -> None:

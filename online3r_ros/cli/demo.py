@@ -105,8 +105,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--torch-threads",
         type=int,
         default=d.torch_threads,
-        help="torch CPU threads of each node (default: half the CPU cores, at least 1: the two nodes share "
-        "the CPU, and oversubscribed torch threads are many times slower; 0: torch's default)",
+        help="torch CPU threads of each node (default and 0: half the usable CPU cores, at least 1: the two "
+        "nodes share the CPU, and oversubscribed torch threads are many times slower)",
     )
     p.add_argument(
         "--ambient-domain",
@@ -132,8 +132,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def default_torch_threads() -> int:
-    """torch threads per node when tracker and mapper share this machine: half the cores, at least 1."""
-    return max(1, (os.cpu_count() or 2) // 2)
+    """torch threads per node when tracker and mapper share this machine: half the usable cores, at least 1
+    (what the nodes' ``torch_threads: 0`` means)."""
+    from ..ros.nodes.params import resolve_torch_threads
+
+    return resolve_torch_threads(0)
 
 
 def _isolate_dds(settings: argparse.Namespace) -> dict[str, str]:
@@ -212,8 +215,8 @@ def run_demo(settings: argparse.Namespace) -> dict:
         arguments["device"] = settings.device
     state = out / "state"
     state.mkdir(exist_ok=True)
-    n_threads = default_torch_threads() if settings.torch_threads is None else int(settings.torch_threads)
-    threads = {"torch_threads": n_threads} if n_threads > 0 else {}
+    n_threads = int(settings.torch_threads or 0) or default_torch_threads()
+    threads = {"torch_threads": n_threads}
     extra = {
         "tracker": {
             "trajectory_path": str(state / "tracker_trajectory.txt"),

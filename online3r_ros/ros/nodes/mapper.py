@@ -40,7 +40,7 @@ from online3r_ros.ros.nodes.msgs import (
     mapper_state_msg,
     poses_to_array,
 )
-from online3r_ros.ros.nodes.params import MAPPER_PARAMS, declare_and_read
+from online3r_ros.ros.nodes.params import MAPPER_PARAMS, declare_and_read, resolve_torch_threads
 from online3r_ros.ros.pose import T_LINK_OPTICAL, matrix_to_pose, transform_points
 from online3r_ros.ros.time import ns_to_stamp, sec_to_ns, stamp_to_ns
 
@@ -70,8 +70,7 @@ class MapperNode(Node):
     def __init__(self, context: Any = None, node_name: str = "mapper") -> None:
         super().__init__(node_name, context=context)
         self.p = declare_and_read(self, MAPPER_PARAMS)
-        if self.p["torch_threads"] > 0:
-            torch.set_num_threads(self.p["torch_threads"])
+        torch.set_num_threads(resolve_torch_threads(self.p["torch_threads"]))
         from online3r_ros.slam.mapping import MapperBackend
         from online3r_ros.slam.runner import build_source
 
@@ -101,6 +100,7 @@ class MapperNode(Node):
         self._worker.start()
         self.get_logger().info(
             f"mapper ready: source={cfg.source.kind} device={cfg.system.device} "
+            f"torch_threads={torch.get_num_threads()} "
             f"map_path={self.p['map_path']} "
             f"keyframes={self.backend.num_keyframes}"
         )

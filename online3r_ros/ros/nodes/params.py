@@ -1,9 +1,11 @@
 """Declared parameters of the tracker and mapper nodes: names, defaults, descriptions, ranges, validation.
 
 Every parameter is declared read-only with its description and range (``ros2 param describe`` shows them);
-values come from ``--ros-args --params-file config/online3r_ros.yaml`` (sections ``tracker:`` / ``mapper:``
--> ``ros__parameters``). :func:`validate` checks ranges, choices and the cross-field rules and raises
-:class:`ParameterError` naming the parameter, so a node with a bad value refuses to start with a clear line.
+values come from ``--ros-args --params-file config/online3r_ros.yaml`` (sections ``/**/tracker:`` /
+``/**/mapper:`` -> ``ros__parameters``: the ``/**/`` wildcard makes them apply in any namespace, e.g.
+``namespace:=robot1``; a bare ``tracker:`` key only matches ``/tracker``). :func:`validate` checks ranges,
+choices and the cross-field rules and raises :class:`ParameterError` naming the parameter, so a node with a
+bad value refuses to start with a clear line.
 
 The SLAM algorithm settings are NOT node parameters: ``slam_config`` points to the pipeline's YAML file
 (``config/online3r.yaml`` format; empty = built-in defaults) and ``source``/``checkpoint``/``device`` override
@@ -27,6 +29,9 @@ __all__ = [
     "declare_and_read",
     "resolve_path",
     "defaults",
+    "documented_yaml",
+    "NODE_KEY_PREFIX",
+    "resolve_torch_threads",
 ]
 
 
@@ -51,6 +56,9 @@ class ParamSpec:
     choices: tuple[str, ...] | None = None
 
 
+#: Prefix of the node keys in the parameter file: ``/**/`` matches the node in any namespace.
+NODE_KEY_PREFIX = "/**/"
+
 _QOS = ("sensor_data", "best_effort", "reliable", "system_default")
 
 _COMMON = (
@@ -58,7 +66,14 @@ _COMMON = (
     ParamSpec("source", "", "override source.kind of the SLAM config", choices=("", "depth", "mast3r")),
     ParamSpec("checkpoint", "", "override source.checkpoint (MASt3R checkpoint file)"),
     ParamSpec("device", "", "override system.device (cpu, cuda, cuda:N); empty: from the SLAM config"),
-    ParamSpec("torch_threads", 0, "torch CPU threads (0: torch default)", 0, 256),
+    ParamSpec(
+        "torch_threads",
+        0,
+        "torch CPU threads of this node (0: auto = max(1, usable cores // 2): tracker and mapper share the "
+        "CPU, and two nodes with all cores each were ~15x slower on 2 cores)",
+        0,
+        256,
+    ),
     ParamSpec("map_frame", "map", "REP-105 map frame"),
     ParamSpec("camera_frame", "camera_optical_frame", "camera optical frame (z forward, x right, y down)"),
     ParamSpec("diagnostics_period", 1.0, "period of /diagnostics and the status topic (s)", 0.05, 60.0),
@@ -238,6 +253,21 @@ def resolve_path(name: str, what: str) -> Path | None:
     raise ParameterError(what, f"file not found: {name} (looked in {[str(c) for c in candidates]})")
 
 
+def resolve_torch_threads(requested: int, cores: int | None = None) -> int:
+    """Threads for ``torch.set_num_threads``: ``requested`` when > 0, else (auto) half the usable cores, at
+    least 1 (tracker and mapper run side by side; ``cores`` default: the CPUs this process may run on)."""
+    if requested > 0:
+        return int(requested)
+    if cores is None:
+        import os
+
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 2
+    return max(1, int(cores) // 2)
+
+
 def _config_dir() -> Path:
     repo = Path(__file__).resolve().parents[3] / "config"
     if repo.is_dir():
@@ -302,9 +332,11 @@ def documented_yaml() -> str:
         "# The SLAM algorithm settings live in the file named by slam_config (config/online3r.yaml format).",
         "# Regenerate: python -c 'from online3r_ros.ros.nodes.params import documented_yaml as d; "
         'print(d(), end="")\'',
+        "# '/**/tracker' matches a node named tracker in any namespace (launch argument namespace:=robot1);",
+        "# a bare 'tracker:' key would only match /tracker.",
     ]
     for node, specs in (("tracker", TRACKER_PARAMS), ("mapper", MAPPER_PARAMS)):
-        lines += [f"{node}:", "  ros__parameters:"]
+        lines += [f"{NODE_KEY_PREFIX}{node}:", "  ros__parameters:"]
         for s in specs:
             rng = ""
             if s.low is not None:

@@ -51,7 +51,12 @@ from online3r_ros.ros.nodes.msgs import (
     observation_to_cloud,
     parse_mapper_state,
 )
-from online3r_ros.ros.nodes.params import TRACKER_PARAMS, ParameterError, declare_and_read
+from online3r_ros.ros.nodes.params import (
+    TRACKER_PARAMS,
+    ParameterError,
+    declare_and_read,
+    resolve_torch_threads,
+)
 from online3r_ros.ros.pose import (
     T_LINK_OPTICAL,
     invert,
@@ -121,8 +126,7 @@ class TrackerNode(Node):
     def __init__(self, context: Any = None, node_name: str = "tracker") -> None:
         super().__init__(node_name, context=context)
         self.p = declare_and_read(self, TRACKER_PARAMS)
-        if self.p["torch_threads"] > 0:
-            torch.set_num_threads(self.p["torch_threads"])
+        torch.set_num_threads(resolve_torch_threads(self.p["torch_threads"]))
         from online3r_ros.slam.runner import build_source
         from online3r_ros.slam.tracking_frontend import TrackerFrontend
 
@@ -162,6 +166,7 @@ class TrackerNode(Node):
         self._worker.start()
         self.get_logger().info(
             f"tracker ready: source={cfg.source.kind} device={cfg.system.device} "
+            f"torch_threads={torch.get_num_threads()} "
             f"image={self.p['image_topic']} "
             f"({self.p['image_transport']}) depth={self.p['depth_topic'] or '-'} "
             f"camera_info={self.p['camera_info_topic'] or '-'} session={self.frontend.session}"
