@@ -49,6 +49,11 @@ def test_half_resolution_scales_intrinsics_consistently():
     assert ok.all()
     assert torch.allclose(uv, camera.pixel_grid(f.height, f.width).reshape(-1, 2), atol=1e-4)
     assert torch.allclose(f.K[0, 0], torch.tensor(15.0))
+    src_s = RGBDSource(scale=0.5, depth_scale=2.0, depth_trunc=10.0)
+    X2 = src_s.predict_mono(src_s.prepare(rgb, depth=depth, K=K0)).X
+    assert torch.allclose(X2, 2 * X)
+    with pytest.raises(base.SourceError, match="depth_scale"):
+        RGBDSource(depth_scale=0.0)
     src2 = RGBDSource(width=8, height=6)
     assert (src2.prepare(rgb, depth=depth, K=K0).height, src2.working_size(H0, W0)[1]) == (6, 8)
 

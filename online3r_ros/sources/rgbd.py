@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -85,6 +86,7 @@ class RGBDSource(PointmapSource):
         patch_size, patch_stride: descriptor patch geometry.
         sigma_ref: reference noise (m) of the confidence ``C = 1 + (sigma_ref/sigma_z)^2``.
         assoc_dist: max distance (m) between a moved keyframe point and the frame's point in ``X_kf``.
+        depth_scale: multiplier applied to the input depth (sensor depth-scale calibration; 1 = none).
     """
 
     metric = True
@@ -104,6 +106,7 @@ class RGBDSource(PointmapSource):
         patch_stride: int = 1,
         sigma_ref: float = 0.01,
         assoc_dist: float = 0.1,
+        depth_scale: float = 1.0,
     ) -> None:
         super().__init__(device)
         if scale <= 0 or width < 0 or height < 0:
@@ -116,11 +119,14 @@ class RGBDSource(PointmapSource):
         self.patch_size, self.patch_stride = int(patch_size), int(patch_stride)
         self.sigma_ref = float(sigma_ref)
         self.assoc_dist = float(assoc_dist)
+        if not (math.isfinite(depth_scale) and depth_scale > 0):
+            raise SourceError(f"depth_scale must be a positive number, got {depth_scale}")
+        self.depth_scale = float(depth_scale)
         # Tracking settings measured on 7-Scenes (FrameTracker applies them to options left at defaults):
-        # ICP against the keyframe, new keyframe below 70% overlap; for the matching cost (rgbd_cost=
+        # ICP against the keyframe, new keyframe below 50% overlap; for the matching cost (rgbd_cost=
         # "matching") metric depth makes the depth residual informative and the descriptor search local.
         self.tracking_overrides = {
-            "match_frac_thresh": 0.7,
+            "match_frac_thresh": 0.5,
             "points_per_frame": 3000,
             "use_calib": True,
             "sigma_depth": 0.02,
@@ -148,7 +154,7 @@ class RGBDSource(PointmapSource):
         if K is None:
             raise SourceError("RGBDSource.prepare: intrinsics K are required")
         d = torch.as_tensor(np.asarray(depth, dtype=np.float32) if isinstance(depth, np.ndarray) else depth)
-        d = d.to(self.device, torch.float32)
+        d = d.to(self.device, torch.float32) * self.depth_scale
         if d.dim() != 2:
             raise SourceError(f"depth must be [H, W], got {tuple(d.shape)}")
         Kt = torch.as_tensor(np.asarray(K, dtype=np.float32) if isinstance(K, np.ndarray) else K)
