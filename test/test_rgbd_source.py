@@ -54,6 +54,8 @@ def test_half_resolution_scales_intrinsics_consistently():
     assert torch.allclose(X2, 2 * X)
     with pytest.raises(base.SourceError, match="depth_scale"):
         RGBDSource(depth_scale=0.0)
+    assert RGBDSource(max_width=16).working_size(480, 640) == (12, 16)
+    assert RGBDSource().working_size(H0, W0) == (H0, W0)  # small inputs stay at full resolution
     src2 = RGBDSource(width=8, height=6)
     assert (src2.prepare(rgb, depth=depth, K=K0).height, src2.working_size(H0, W0)[1]) == (6, 8)
 
