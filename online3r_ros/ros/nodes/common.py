@@ -4,20 +4,39 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from online3r_ros.ros.nodes.params import ParameterError, resolve_path
+from online3r_ros.ros.nodes.params import _config_dir as config_dir
 
 __all__ = [
     "slam_config_from_params",
+    "resolve_checkpoint",
     "StaticTfChain",
     "PoseHistory",
     "interpolate_rigid",
     "run_node",
     "LogOnce",
 ]
+
+
+def resolve_checkpoint(name: str) -> Path:
+    """The checkpoint ``name`` (a ``.pth``/``.safetensors`` file or a Hugging Face folder): absolute, relative
+    to the cwd, or in the package's ``config/``. Raises ``CheckpointNotFoundError`` (exit code 1, as every
+    checkpoint problem) when none exists."""
+    from online3r_ros.model.checkpoint import CheckpointNotFoundError
+
+    p = Path(name).expanduser()
+    candidates = [p] if p.is_absolute() else [Path.cwd() / p, config_dir() / p]
+    for c in candidates:
+        if c.exists():
+            return c.resolve()
+    raise CheckpointNotFoundError(
+        f"checkpoint not found: {name} (looked in {', '.join(str(c) for c in candidates)})"
+    )
 
 
 def slam_config_from_params(p: dict[str, Any]):
@@ -30,7 +49,7 @@ def slam_config_from_params(p: dict[str, Any]):
     if p["source"]:
         overrides.setdefault("source", {})["kind"] = p["source"]
     if p["checkpoint"]:
-        overrides.setdefault("source", {})["checkpoint"] = str(resolve_path(p["checkpoint"], "checkpoint"))
+        overrides.setdefault("source", {})["checkpoint"] = str(resolve_checkpoint(p["checkpoint"]))
     if p["device"]:
         overrides.setdefault("system", {})["device"] = p["device"]
     try:
@@ -87,32 +106,77 @@ class LogOnce:
             log(text)
 
 
+def _checkpoint_error(exc: BaseException) -> BaseException | None:
+    """The ``CheckpointError`` in ``exc``'s cause/context chain (a source may wrap it), else ``None``."""
+    from online3r_ros.model.checkpoint import CheckpointError
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, CheckpointError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def run_node(factory: Callable[[Any], Any], name: str, args: list[str] | None = None) -> int:
-    """Init rclpy, build the node with ``factory(context)``, spin until shutdown. Exit codes: 0 normal
-    shutdown, 2 bad parameters / arguments (the message names the parameter), 1 other start failures
-    (missing CUDA or checkpoint, ...), with one ``FATAL`` line on stderr."""
+    """Init rclpy, build the node with ``factory(context)``, spin until SIGINT/SIGTERM or shutdown.
+
+    Exit codes, each failure as ONE ``[name] FATAL: ...`` line on stderr (no traceback): 0 normal shutdown,
+    2 bad parameters / arguments (the message names the parameter), 1 other start failures (a missing,
+    corrupted or non-MASt3R checkpoint, no CUDA, ...).
+
+    Shutdown order: rclpy's own signal handlers are not installed (they would invalidate the context while
+    the node's worker thread is still publishing a frame); SIGINT/SIGTERM set a flag, the spin loop ends,
+    ``node.stop()`` joins the worker, and only then are the node and the context destroyed.
+    """
+    import signal
+    import threading
+
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
     argv = sys.argv if args is None else args
     try:
-        rclpy.init(args=argv)
+        rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     except Exception as exc:  # noqa: BLE001 - rcl rejects malformed --ros-args with RCLError
         print(f"[{name}] FATAL: cannot start: {exc}", file=sys.stderr, flush=True)
         return 2
     node = None
+    executor = None
     code = 0
+    stop_requested = threading.Event()
+    previous: dict[int, Any] = {}
     try:
-        try:
+        try:  # Ctrl-C during start-up (model loading, warm-up): KeyboardInterrupt, exit 0
             node = factory(None)
         except (ParameterError, KeyboardInterrupt, ExternalShutdownException):
             raise
-        except Exception as exc:  # noqa: BLE001 - e.g. no CUDA, missing checkpoint: one clear line, exit 1
-            print(f"[{name}] FATAL: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        except Exception as exc:  # noqa: BLE001 - one clear line, exit 1
+            ckpt = _checkpoint_error(exc)
+            if ckpt is not None:
+                print(
+                    f"[{name}] FATAL: cannot load the MASt3R checkpoint: {type(ckpt).__name__}: {ckpt}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            else:
+                print(
+                    f"[{name}] FATAL: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True
+                )
             return 1
+
+        def on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
+            stop_requested.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        while not stop_requested.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
     except ParameterError as exc:
         print(f"[{name}] FATAL: invalid parameter: {exc}", file=sys.stderr, flush=True)
         code = 2
@@ -121,11 +185,16 @@ def run_node(factory: Callable[[Any], Any], name: str, args: list[str] | None = 
     finally:
         if node is not None:
             try:
-                node.stop()
+                node.stop()  # the worker ends its frame and stops while the context is still valid
             except Exception as exc:  # noqa: BLE001 - shutting down anyway; say what failed
                 print(f"[{name}] error while stopping: {exc}", file=sys.stderr, flush=True)
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
+        if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return code
 
 

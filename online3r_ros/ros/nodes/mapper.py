@@ -251,6 +251,8 @@ class MapperNode(Node):
                         self._after_update(update)
                 self._periodic(publish_map)
             except Exception as exc:  # noqa: BLE001 - the node must survive anything one message does
+                if not self._running or not self.context.ok():  # shutting down: nothing to report
+                    return
                 self.stats.error(f"{type(exc).__name__}: {exc}")
                 self.get_logger().error(f"mapper step failed: {type(exc).__name__}: {exc}")
 

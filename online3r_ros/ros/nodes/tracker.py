@@ -390,6 +390,8 @@ class TrackerNode(Node):
                 if item is not None:
                     self._process(*item)
             except Exception as exc:  # noqa: BLE001 - the node must survive anything one frame does
+                if not self._running or not self.context.ok():  # shutting down: nothing to report
+                    return
                 if item is not None:
                     self.stats.count("rejected")
                 self._input_error(f"frame failed: {type(exc).__name__}: {exc}")
