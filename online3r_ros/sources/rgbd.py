@@ -90,6 +90,8 @@ class RGBDSource(PointmapSource):
         sigma_ref: reference noise (m) of the confidence ``C = 1 + (sigma_ref/sigma_z)^2``.
         assoc_dist: max distance (m) between a moved keyframe point and the frame's point in ``X_kf``.
         depth_scale: multiplier applied to the input depth (sensor depth-scale calibration; 1 = none).
+        ray_constrained: ``X_kf`` keeps the frame's depth but on the keyframe pixel's own ray (fusion
+            averages depths per keyframe pixel instead of smearing neighbouring frame points).
     """
 
     metric = True
@@ -111,6 +113,7 @@ class RGBDSource(PointmapSource):
         sigma_ref: float = 0.01,
         assoc_dist: float = 0.1,
         depth_scale: float = 1.0,
+        ray_constrained: bool = True,
     ) -> None:
         super().__init__(device)
         if (scale is not None and scale <= 0) or width < 0 or height < 0 or max_width < 1:
@@ -131,6 +134,7 @@ class RGBDSource(PointmapSource):
         if not (math.isfinite(depth_scale) and depth_scale > 0):
             raise SourceError(f"depth_scale must be a positive number, got {depth_scale}")
         self.depth_scale = float(depth_scale)
+        self.ray_constrained = bool(ray_constrained)
         # Tracking settings measured on 7-Scenes (FrameTracker applies them to options left at defaults):
         # ICP against the keyframe, new keyframe below 50% overlap; for the matching cost (rgbd_cost=
         # "matching") metric depth makes the depth residual informative and the descriptor search local.
@@ -224,7 +228,9 @@ class RGBDSource(PointmapSource):
         """``other``'s pixels as measured by ``frame``, in ``frame``'s coordinates (see module doc)."""
         own_f, own_o = self._own(frame), self._own(other)
         H, W = own_f.X.shape[:2]
-        P = sim3_act(sim3_inverse(T_Co_Cf.to(own_o.X)), own_o.X)  # other's points in frame coords
+        T = T_Co_Cf.to(own_o.X)
+        T_inv = sim3_inverse(T)
+        P = sim3_act(T_inv, own_o.X)  # other's points in frame coords
         uv, ok = project(P, frame.K)
         u = torch.round(uv[..., 0])
         v = torch.round(uv[..., 1])
@@ -233,6 +239,12 @@ class RGBDSource(PointmapSource):
         Xf = own_f.X.reshape(-1, 3)[lin]
         Cf = own_f.C.reshape(-1)[lin]
         ok = ok & (Cf > 0) & ((Xf - P).norm(dim=-1) < self.assoc_dist)
+        if self.ray_constrained:
+            # keep the measured depth along the other image's own pixel rays (no lateral smear in fusion)
+            z_new = sim3_act(T, Xf)[..., 2]
+            z_old = own_o.X[..., 2]
+            ratio = torch.where(ok & (z_old > 0), z_new / z_old.clamp_min(1e-9), torch.ones_like(z_old))
+            Xf = sim3_act(T_inv, own_o.X * ratio.unsqueeze(-1))
         X = torch.where(ok.unsqueeze(-1), Xf, torch.zeros_like(Xf))
         C = torch.where(ok, Cf, torch.zeros_like(Cf))
         Q = torch.where(ok, own_o.Q, torch.zeros_like(own_o.Q))
