@@ -286,6 +286,21 @@ def test_topic_table_names_every_topic() -> None:
     assert len({t.name for t in T.TOPICS}) == len(T.TOPICS)
 
 
+def test_readme_topic_table_and_services_match_the_topic_contract() -> None:
+    """The README's topic table is ``topic_table_markdown()`` verbatim (between its markers), and every
+    service is listed, so README and code never drift."""
+    from online3r_ros.ros import topics as T
+
+    text = (REPO / "README.md").read_text()
+    start = text.index("<!-- topic-table:start")
+    start = text.index("\n", start) + 1
+    end = text.index("<!-- topic-table:end -->")
+    assert text[start:end].strip() == T.topic_table_markdown(), "regenerate the README topic table"
+    for service in T.SERVICES:
+        node, name = service.split("/~/")
+        assert f"- `~/{name}` ({node}): " in text, service
+
+
 # --------------------------------------------------------------------------------------- message packing
 @pytest.mark.ros
 def test_packets_round_trip_through_pointcloud2_exactly(pipeline) -> None:
