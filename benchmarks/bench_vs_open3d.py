@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -98,17 +99,28 @@ def run_ours(frames: list, config_path: str | None) -> dict:
 
     cfg = load_config(config_path, overrides={"source": {"kind": "depth"}})
     system = build_system(cfg)
+    stages: dict[str, float] = {}
     t0 = time.perf_counter()
     for frame in frames:
-        system.process(frame)
+        out = system.process(frame)
+        for k, v in out.timings_ms.items():
+            stages[k] = stages.get(k, 0.0) + v
     seconds = time.perf_counter() - t0
     traj = system.trajectory()
+    opts = system._tracker.opts
+    h, w = system.keyframes.image_size(0)
     return {
         "timestamps": traj.timestamps,
         "T_WC": traj.T_WC,
         "seconds": seconds,
         "failures": len(frames) - len(traj),
         "keyframes": system.num_keyframes,
+        "edges": len(system.graph),
+        "stages_ms_per_frame": {k: v / len(frames) for k, v in stages.items()},
+        "setup": f"{w}x{h}, {opts.points_per_frame or 'all'} points/frame, {system.pose_group}, "
+        f"keyframe below {opts.match_frac_thresh:.2f} overlap, "
+        f"proximity edges {cfg.system.proximity_edges}, "
+        f"edge points {cfg.local_opt.max_points_per_edge or 'all'}",
     }
 
 
@@ -145,7 +157,13 @@ def main(argv: list[str] | None = None) -> int:
 
     frames = load_frames(args.data, args.max_frames)
     n = len(frames)
+    import torch
+
     print(f"data: {args.data.resolve()}  frames: {n}  ({frames[0].width}x{frames[0].height})")
+    print(
+        f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+        f"load average {tuple(round(x, 2) for x in os.getloadavg())}"
+    )
     report: dict = {"data": str(args.data.resolve()), "frames": n}
 
     rows = []
@@ -165,7 +183,19 @@ def main(argv: list[str] | None = None) -> int:
         err = ate(frames, res)
         fps = n / res["seconds"]
         rows.append((f"online3r_ros (RGB-D source, {res['keyframes']} keyframes)", err, fps, res["failures"]))
-        report["ours"] = {"ate": err, "fps": fps, "unposed": res["failures"], "keyframes": res["keyframes"]}
+        report["ours"] = {
+            "ate": err,
+            "fps": fps,
+            "unposed": res["failures"],
+            "keyframes": res["keyframes"],
+            "edges": res["edges"],
+            "setup": res["setup"],
+            "stages_ms_per_frame": res["stages_ms_per_frame"],
+        }
+        print(f"ours: {res['setup']}; {res['edges']} edges")
+        print(
+            "ours per-frame ms: " + ", ".join(f"{k} {v:.1f}" for k, v in res["stages_ms_per_frame"].items())
+        )
 
     print(f"{'method':<46} {'ATE SE3 [m]':>12} {'ATE Sim3 [m]':>13} {'frames/s':>9} {'fail/unposed':>13}")
     for name, err, fps, fails in rows:

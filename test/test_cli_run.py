@@ -22,7 +22,7 @@ from online3r_ros.cli.main import (
 from online3r_ros.eval import read_ply, read_tum
 from online3r_ros.synthetic import make_synthetic_sequence, save_seven_scenes, save_tum
 
-W, H = 64, 48
+W, H = 96, 72
 N = 16
 
 
@@ -41,7 +41,10 @@ def dataset(seven_scenes, tmp_path) -> Path:
 @pytest.fixture(scope="module")
 def small_config(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("cfg") / "small.yaml"
-    p.write_text(f"source:\n  width: {W}\n  height: {H}\ntracking:\n  match_frac_thresh: 0.85\n")
+    p.write_text(
+        f"source:\n  width: {W}\n  height: {H}\n"
+        "tracking:\n  match_frac_thresh: 0.85\n  icp_photo_sigma: 0.05\n"
+    )
     return p
 
 

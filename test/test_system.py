@@ -20,7 +20,10 @@ N_FRAMES = 40
 
 
 def _config(**over):
-    base = {"source": {"width": W, "height": H}, "tracking": {"match_frac_thresh": 0.6}}
+    base = {
+        "source": {"width": W, "height": H},
+        "tracking": {"match_frac_thresh": 0.6, "icp_photo_sigma": 0.05},
+    }
     for k, v in over.items():
         base.setdefault(k, {}).update(v)
     return load_config(overrides=base)
@@ -182,7 +185,7 @@ def test_dense_map_is_confidence_filtered_and_in_the_scene(run, frames):
     T0 = frames[0].pose_gt
     in_scene = full.points.astype(np.float64) @ T0[:3, :3].T + T0[:3, 3]
     dist = make_synthetic_sequence(width=W, height=H, seed=0).scene.distance(in_scene)
-    assert np.median(dist) < 0.002 and np.quantile(dist, 0.9) < 0.01
+    assert np.median(dist) < 0.005 and np.quantile(dist, 0.9) < 0.015
 
 
 def test_save_load_resumes_identically(frames, tmp_path):

@@ -129,6 +129,25 @@ class TrackingConfig:
         choices=("first", "recent", "best_score", "indep_conf", "weighted_pointmap", "weighted_spherical"),
     )
     filtering_score: str = _opt("median", "score of best_score fusion", choices=("median", "mean"))
+    rgbd_cost: str = _opt(
+        "icp",
+        "(online3r_ros) RGB-D tracking cost: icp (projective point-to-plane) or matching (reference matching "
+        "+ calibrated cost)",
+        choices=("icp", "matching"),
+    )
+    icp_dist: float = _opt(0.1, "(online3r_ros) RGB-D ICP: association gate (m)", gt=0.0)
+    icp_sigma: float = _opt(0.01, "(online3r_ros) RGB-D ICP: point-to-plane residual scale (m)", gt=0.0)
+    icp_photo_sigma: float = _opt(
+        0.0,
+        "(online3r_ros) RGB-D ICP: photometric residual scale, grey levels 0..1 (0: no photometric term)",
+        ge=0.0,
+    )
+    icp_rel_error: float = _opt(
+        1e-4, "(online3r_ros) RGB-D ICP: convergence on relative cost decrease", gt=0.0
+    )
+    icp_delta_norm: float = _opt(
+        1e-4, "(online3r_ros) RGB-D ICP: convergence on the pose update norm", gt=0.0
+    )
 
 
 @dataclass
@@ -154,6 +173,11 @@ class LocalOptConfig:
     sigma_point: float = _opt(0.05, "3D point residual standard deviation", gt=0.0)
     delta_norm: float = _opt(1e-8, "stop when the update norm is below this", gt=0.0)
     use_cuda: bool = _opt(True, "use the GPU for the optimisation when the tensors are on it")
+    max_points_per_edge: int = _opt(
+        0,
+        "(online3r_ros) keep at most this many matches per edge direction (seeded random subset; 0: all)",
+        ge=0,
+    )
 
 
 @dataclass
@@ -193,6 +217,9 @@ class SourceConfig:
     )
     depth_trunc: float = _opt(4.0, "RGB-D: depths beyond this (m) are invalid", gt=0.0)
     depth_min: float = _opt(0.1, "RGB-D: depths below this (m) are invalid", ge=0.0)
+    depth_scale: float = _opt(
+        1.0, "RGB-D: multiplier applied to the input depth (sensor depth-scale calibration; 1: none)", gt=0.0
+    )
 
 
 @dataclass
@@ -214,6 +241,16 @@ class SystemConfig:
     )
     max_lost_frames: int = _opt(
         0, "after this many consecutive lost frames start a new map (0: never, keep trying reloc)", ge=0
+    )
+    proximity_edges: int = _opt(
+        0,
+        "besides the previous keyframe, connect a new keyframe to up to N earlier keyframes whose current "
+        "pose is near (metric sources: a cheap geometric loop-candidate search; 0: off)",
+        ge=0,
+    )
+    proximity_max_dist: float = _opt(1.0, "proximity edges: maximum camera distance (m)", gt=0.0)
+    proximity_max_angle: float = _opt(
+        30.0, "proximity edges: maximum viewing-direction angle (deg)", gt=0.0, le=180.0
     )
     motion_model: str = _opt(
         "constant_velocity",

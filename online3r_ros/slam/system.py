@@ -271,7 +271,12 @@ class SlamSystem:
 
     def _make_graph(self) -> FactorGraph:
         lo = self.config.local_opt
-        return FactorGraph(min_match_frac=lo.min_match_frac, Q_conf=lo.Q_conf, seed=self.config.system.seed)
+        return FactorGraph(
+            min_match_frac=lo.min_match_frac,
+            Q_conf=lo.Q_conf,
+            max_points_per_edge=lo.max_points_per_edge,
+            seed=self.config.system.seed,
+        )
 
     def _make_optimizer(self) -> GlobalOptimizer:
         over = getattr(self.source, "tracking_overrides", None) or {}
@@ -509,9 +514,29 @@ class SlamSystem:
         self._kf_frames.append(sf)
         return kf_id
 
+    def _proximity_candidates(self, new_id: int) -> list[int]:
+        """Up to ``system.proximity_edges`` earlier keyframes (not the previous one) whose current pose is
+        within ``proximity_max_dist`` / ``proximity_max_angle`` of the new keyframe, nearest first (metric
+        sources only: distances need a known scale). Matching still has to accept each edge."""
+        sc = self.config.system
+        if sc.proximity_edges <= 0 or new_id < 2 or not getattr(self.source, "metric", False):
+            return []
+        T = self.keyframes.get_poses().detach().to("cpu", torch.float64)
+        rel = sim3_compose(sim3_inverse(T[: new_id - 1]), T[new_id])  # new keyframe in each older one
+        dist = rel[:, :3].norm(dim=-1)
+        # angle between the optical axes: z of the relative rotation
+        qx, qy = rel[:, 3], rel[:, 4]
+        cos_axis = (1.0 - 2.0 * (qx * qx + qy * qy)).clamp(-1.0, 1.0)
+        angle = torch.rad2deg(torch.acos(cos_axis))
+        ok = (dist < sc.proximity_max_dist) & (angle < sc.proximity_max_angle)
+        score = dist / sc.proximity_max_dist + angle / sc.proximity_max_angle
+        ids = torch.nonzero(ok).flatten()
+        order = ids[torch.argsort(score[ids], stable=True)]
+        return [int(i) for i in order[: sc.proximity_edges]]
+
     def _backend(self, new_id: int, watch: _Stopwatch) -> KeyframeEvent:
         """Edges for the new keyframe (previous keyframe + loop candidates) and a global optimisation."""
-        candidates = [new_id - 1]
+        candidates = [new_id - 1] + self._proximity_candidates(new_id)
         if self.loop_candidates is not None:
             candidates += [int(c) for c in self.loop_candidates(self, new_id)]
         candidates = sorted({c for c in candidates if 0 <= c < new_id}, reverse=True)
