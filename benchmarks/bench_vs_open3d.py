@@ -140,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--max-frames", type=int, default=500)
-    parser.add_argument("--config", default=None, help="pipeline config YAML (default: config defaults)")
+    parser.add_argument(
+        "--config",
+        default=str(Path(__file__).with_suffix(".yaml")),
+        help="pipeline config YAML (default: bench_vs_open3d.yaml next to this script)",
+    )
     parser.add_argument("--skip-open3d", action="store_true")
     parser.add_argument("--skip-ours", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")

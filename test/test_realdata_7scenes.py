@@ -13,7 +13,7 @@ from online3r_ros.eval import read_tum
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "7scenes_redkitchen_0000_0499"
 N_FRAMES = 60
-# Measured 2026-11 (default config, 320x240, 3000 ICP points): ~0.004 m on these 60 frames; the bound
+# Measured 2026-11 (default config: 160x120, 3000 ICP points): 0.005 m on these 60 frames; the bound
 # leaves room for platform differences but catches a broken tracker or backend (Open3D: ~0.008 m here).
 ATE_BOUND_M = 0.012
 

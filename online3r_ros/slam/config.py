@@ -243,7 +243,7 @@ class SystemConfig:
         0, "after this many consecutive lost frames start a new map (0: never, keep trying reloc)", ge=0
     )
     proximity_edges: int = _opt(
-        0,
+        3,
         "besides the previous keyframe, connect a new keyframe to up to N earlier keyframes whose current "
         "pose is near (metric sources: a cheap geometric loop-candidate search; 0: off)",
         ge=0,
