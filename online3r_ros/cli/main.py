@@ -102,4 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the package module's main (not this __main__ copy) so that its exception classes are the ones the
+    # subcommands raise
+    from online3r_ros.cli.main import main as _package_main
+
+    sys.exit(_package_main())

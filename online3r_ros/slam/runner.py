@@ -105,14 +105,19 @@ def build_source(cfg: SlamConfig) -> PointmapSource:
         )
     if kind == "mast3r":
         try:
-            from ..sources.mast3r import Mast3rSource
+            from ..sources.mast3r import MASt3RSource
         except ImportError as exc:
             raise MissingComponentError(
                 f"the MASt3R source is not available in this installation ({exc}); use --source depth"
             ) from exc
         if not cfg.source.checkpoint:
             raise MissingComponentError("source.kind 'mast3r' needs source.checkpoint (--checkpoint FILE)")
-        return Mast3rSource.from_config(cfg, device=device)
+        try:
+            return MASt3RSource.from_config(cfg, device=device)
+        except FileNotFoundError as exc:
+            raise InputError(f"MASt3R checkpoint: {exc}") from exc
+        except (KeyError, ValueError, RuntimeError, OSError) as exc:
+            raise InputError(f"cannot load the MASt3R checkpoint {cfg.source.checkpoint}: {exc}") from exc
     raise MissingComponentError(f"unknown source kind {kind!r}")
 
 
