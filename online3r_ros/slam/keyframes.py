@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 from torch import Tensor
 
 from online3r_ros.slam.fusion import FusionState, average_confidence, fuse_pointmap
+from online3r_ros.utils.atomic import save_atomic
 
 BULK_FIELDS = ("X", "C", "colors", "desc", "desc_conf", "feat", "pos")
 OPTIONAL_FIELDS = ("colors", "desc", "desc_conf", "feat", "pos")
@@ -482,28 +482,26 @@ class KeyframeStore:
         path = Path(path)
         if path.is_dir():
             path = path / DEFAULT_FILE_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = self.state_dict()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        try:  # make the rename durable
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass
-        return path
+        return save_atomic(self.state_dict(), path, sync_dir=True)
+
+    def extend_from_state(self, state: dict) -> None:
+        """Set ``K`` and append every keyframe of a :meth:`state_dict` (``poses``, ``meta``, ``bulk``) to
+        this store; the format/version header is not checked here (see :meth:`load`)."""
+        self.K = state["K"]
+        for T, m, b in zip(state["poses"], state["meta"], state["bulk"], strict=True):
+            self.append(
+                T,
+                b["X"],
+                b["C"],
+                frame_index=m["frame_index"],
+                timestamp=m["timestamp"],
+                K=m["K"],
+                N=m["N"],
+                N_updates=m["N_updates"],
+                score=m["score"],
+                extra=m["extra"],
+                **{k: b.get(k) for k in OPTIONAL_FIELDS},
+            )
 
     @classmethod
     def load(
@@ -530,19 +528,5 @@ class KeyframeStore:
             score_kind=state["score_kind"],
             **kwargs,
         )
-        store.K = state["K"]
-        for T, m, b in zip(state["poses"], state["meta"], state["bulk"], strict=True):
-            store.append(
-                T,
-                b["X"],
-                b["C"],
-                frame_index=m["frame_index"],
-                timestamp=m["timestamp"],
-                K=m["K"],
-                N=m["N"],
-                N_updates=m["N_updates"],
-                score=m["score"],
-                extra=m["extra"],
-                **{k: b.get(k) for k in OPTIONAL_FIELDS},
-            )
+        store.extend_from_state(state)
         return store

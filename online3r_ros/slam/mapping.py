@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ import torch
 
 from ..geometry.lie import sim3_act, sim3_compose, sim3_identity, sim3_inverse
 from ..sources.base import PointmapSource, SourceFrame
+from ..utils.atomic import save_atomic
 from .config import SlamConfig, config_from_dict, config_to_dict
 from .edges import build_edges
 from .frame_store import FrameStore
@@ -275,24 +275,6 @@ def source_frame_from_keyframe(source: PointmapSource, pkt: KeyframePacket) -> S
         depth = pkt.X[..., 2].detach().cpu().numpy().astype(np.float32)
         return twin.prepare(rgb, index=pkt.frame_index, timestamp=pkt.timestamp, depth=depth, K=K)
     return source.prepare(rgb, index=pkt.frame_index, timestamp=pkt.timestamp, K=K)
-
-
-def save_atomic(obj: object, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temp file next to ``path``, fsync, then ``os.replace`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _graph_state(graph: FactorGraph) -> dict:
