@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_mast3r import P1_KWARGS
 
 from online3r_ros.model import build_mast3r
 from online3r_ros.model.checkpoint import (
@@ -32,25 +33,6 @@ from online3r_ros.model.checkpoint import (
 )
 
 INF = math.inf
-# The P1 parity fixture's configuration (small: 45M parameters, dominated by the fixed-width DPT heads).
-P1_KWARGS = dict(
-    enc_depth=2,
-    dec_depth=10,
-    enc_embed_dim=64,
-    dec_embed_dim=48,
-    enc_num_heads=4,
-    dec_num_heads=4,
-    pos_embed="RoPE100",
-    patch_embed_cls="PatchEmbedDust3R",
-    img_size=(512, 512),
-    head_type="catmlp+dpt",
-    output_mode="pts3d+desc24",
-    depth_mode=("exp", -INF, INF),
-    conf_mode=("exp", 1, INF),
-    landscape_only=False,
-    two_confs=True,
-    desc_conf_mode=("exp", 0, INF),
-)
 # How the official checkpoint stores it (before load_model's rewrites).
 P1_STRING = (
     "AsymmetricMASt3R(pos_embed='RoPE100', patch_embed_cls='ManyAR_PatchEmbed', img_size=(512, 512), "
@@ -58,15 +40,6 @@ P1_STRING = (
     "conf_mode=('exp', 1, inf), enc_embed_dim=64, enc_depth=2, enc_num_heads=4, dec_embed_dim=48, "
     "dec_depth=10, dec_num_heads=4, two_confs=True, desc_conf_mode=('exp', 0, inf))"
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small convolutions are ~20x slower with 2 threads on the shared, loaded 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -2,54 +2,19 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
+from helpers_mast3r import damped_p1_model
 
-from online3r_ros.model import build_mast3r
 from online3r_ros.model.inference import MASt3REngine, NetImage, Prediction
 from online3r_ros.model.preprocess import preprocess_image
 
-INF = math.inf
-P1_KWARGS = dict(
-    enc_depth=2,
-    dec_depth=10,
-    enc_embed_dim=64,
-    dec_embed_dim=48,
-    enc_num_heads=4,
-    dec_num_heads=4,
-    pos_embed="RoPE100",
-    patch_embed_cls="PatchEmbedDust3R",
-    img_size=(512, 512),
-    head_type="catmlp+dpt",
-    output_mode="pts3d+desc24",
-    depth_mode=("exp", -INF, INF),
-    conf_mode=("exp", 1, INF),
-    landscape_only=False,
-    two_confs=True,
-    desc_conf_mode=("exp", 0, INF),
-)
 H, W = 16, 32
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small convolutions are ~20x slower with 2 threads on the shared, loaded 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    m = build_mast3r(**P1_KWARGS).eval()
-    with torch.no_grad():
-        m.downstream_head1.dpt.head[4].weight.mul_(0.3)  # keep exp/expm1 outputs moderate (as the fixtures)
-        m.downstream_head2.dpt.head[4].weight.mul_(0.3)
-    return m
+    return damped_p1_model()
 
 
 def _frames(n: int, h: int = H, w: int = W, seed: int = 0, key0: int = 0) -> list[NetImage]:

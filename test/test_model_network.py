@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers_mast3r import random_views, small_mast3r_kwargs
 
 from online3r_ros.model import MASt3R, build_mast3r, dpt, parse_mast3r_kwargs
 from online3r_ros.model.blocks import linear
@@ -13,38 +14,13 @@ from online3r_ros.model.patch_embed import patch_positions
 from online3r_ros.model.rope import apply_rope, rope2d_naive, rope_tables
 
 INF = float("inf")
-SMALL = {
-    "enc_embed_dim": 32,
-    "enc_depth": 2,
-    "enc_num_heads": 2,
-    "dec_embed_dim": 32,
-    "dec_depth": 10,
-    "dec_num_heads": 2,
-    "pos_embed": "RoPE100",
-    "patch_embed_cls": "PatchEmbedDust3R",
-    "img_size": (512, 512),
-    "head_type": "catmlp+dpt",
-    "output_mode": "pts3d+desc24",
-    "depth_mode": ("exp", -INF, INF),
-    "conf_mode": ("exp", 1, INF),
-    "landscape_only": False,
-    "two_confs": True,
-    "desc_conf_mode": ("exp", 0, INF),
-}
+SMALL = small_mast3r_kwargs(32, 32, 2)
 
 
 @pytest.fixture(scope="module")
 def small_model() -> MASt3R:
     torch.manual_seed(0)
     return build_mast3r(**SMALL).eval()
-
-
-def _views(batch: int, h: int, w: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    img1 = torch.rand(batch, 3, h, w, generator=g) * 2 - 1
-    img2 = torch.rand(batch, 3, h, w, generator=g) * 2 - 1
-    shape = torch.tensor([[h, w]] * batch, dtype=torch.int32)
-    return {"img": img1, "true_shape": shape}, {"img": img2, "true_shape": shape}
 
 
 @pytest.mark.parametrize(
@@ -85,14 +61,14 @@ def test_single_conf_variant_copies_conf():
     torch.manual_seed(1)
     model = build_mast3r(**{**SMALL, "two_confs": False}).eval()
     assert model.downstream_head1.head_local_features.fc2.weight.shape[0] == 24 * 256
-    v1, v2 = _views(1, 32, 48)
+    v1, v2 = random_views(1, 32, 48, true_shape=True)
     with torch.no_grad():
         res1, res2 = model(v1, v2)
     assert torch.equal(res1["desc_conf"], res1["conf"]) and torch.equal(res2["desc_conf"], res2["conf"])
 
 
 def test_output_shapes_and_value_ranges(small_model):
-    v1, v2 = _views(2, 48, 32)  # portrait
+    v1, v2 = random_views(2, 48, 32, true_shape=True)  # portrait
     with torch.no_grad():
         res1, res2 = small_model(v1, v2)
     assert res1["pts3d"].shape == res2["pts3d_in_other_view"].shape == (2, 48, 32, 3)
@@ -104,7 +80,7 @@ def test_output_shapes_and_value_ranges(small_model):
 
 
 def test_encode_shapes_and_positions(small_model):
-    v1, _ = _views(2, 32, 48)
+    v1, _ = random_views(2, 32, 48, true_shape=True)
     with torch.no_grad():
         feat, pos = small_model.encode(v1["img"], v1["true_shape"])
     assert feat.shape == (2, 6, 32) and pos.shape == (2, 6, 2) and pos.dtype == torch.int64
@@ -112,7 +88,7 @@ def test_encode_shapes_and_positions(small_model):
 
 
 def test_input_validation(small_model):
-    v1, v2 = _views(1, 32, 48)
+    v1, v2 = random_views(1, 32, 48, true_shape=True)
     with pytest.raises(ValueError, match="multiples of 16"):
         small_model.encode(torch.zeros(1, 3, 30, 48))
     with pytest.raises(ValueError, match="true_shape"):
@@ -151,7 +127,7 @@ def test_patch_positions_row_major():
 
 
 def test_heads_run_in_float32_under_autocast(small_model):
-    v1, v2 = _views(1, 32, 48)
+    v1, v2 = random_views(1, 32, 48, true_shape=True)
     with torch.no_grad():
         f1, p1 = small_model.encode(v1["img"])
         f2, p2 = small_model.encode(v2["img"])
@@ -208,8 +184,8 @@ def test_fast_linear_matches_plain_linear(gelu, with_residual):
 
 
 def test_pair_of_different_image_sizes(small_model):
-    a, _ = _views(1, 32, 48, seed=8)
-    b, _ = _views(1, 48, 32, seed=9)
+    a, _ = random_views(1, 32, 48, seed=8, true_shape=True)
+    b, _ = random_views(1, 48, 32, seed=9, true_shape=True)
     with torch.no_grad():
         res1, res2 = small_model(a, b)
         f1, p1 = small_model.encode(a["img"])

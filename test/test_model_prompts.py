@@ -4,33 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers_mast3r import random_views, small_mast3r_kwargs
 
 from online3r_ros.model import MASt3R, build_mast3r
 
-INF = float("inf")
-SMALL = {
-    "enc_embed_dim": 32,
-    "enc_depth": 2,
-    "enc_num_heads": 2,
-    "dec_embed_dim": 32,
-    "dec_depth": 10,
-    "dec_num_heads": 2,
-    "pos_embed": "RoPE100",
-    "head_type": "catmlp+dpt",
-    "output_mode": "pts3d+desc24",
-    "depth_mode": ("exp", -INF, INF),
-    "conf_mode": ("exp", 1, INF),
-    "landscape_only": False,
-    "two_confs": True,
-    "desc_conf_mode": ("exp", 0, INF),
-}
-
-
-def _views(batch: int, h: int, w: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    img1 = torch.rand(batch, 3, h, w, generator=g) * 2 - 1
-    img2 = torch.rand(batch, 3, h, w, generator=g) * 2 - 1
-    return {"img": img1}, {"img": img2}
+SMALL = small_mast3r_kwargs(32, 32, 2)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +34,7 @@ def test_new_prompts_are_zero_with_the_encoder_layout(model):
 
 
 def test_no_prompts_is_the_plain_encoder_and_prompts_change_it(model):
-    v1, _ = _views(1, 32, 48)
+    v1, _ = random_views(1, 32, 48)
     with torch.no_grad():
         plain, pos = model.encode(v1["img"])
         again, _ = model.encode(v1["img"], prompts=None)
@@ -71,7 +49,7 @@ def test_no_prompts_is_the_plain_encoder_and_prompts_change_it(model):
 
 
 def test_each_layer_uses_its_own_prompts(model):
-    v1, _ = _views(1, 32, 48, seed=4)
+    v1, _ = random_views(1, 32, 48, seed=4)
     base = _random_prompts(model, 3, 2)
     outs = []
     with torch.no_grad():
@@ -87,7 +65,7 @@ def test_each_layer_uses_its_own_prompts(model):
 
 
 def test_fast_and_naive_paths_agree_with_prompts(model):
-    v1, _ = _views(1, 32, 48, seed=5)
+    v1, _ = random_views(1, 32, 48, seed=5)
     prompts = _random_prompts(model, 4, 3)
     with torch.no_grad():
         fast, _ = model.encode(v1["img"], prompts=prompts)
@@ -100,7 +78,7 @@ def test_fast_and_naive_paths_agree_with_prompts(model):
 
 
 def test_gradients_reach_only_the_prompts(model):
-    v1, v2 = _views(1, 32, 48, seed=6)
+    v1, v2 = random_views(1, 32, 48, seed=6)
     prompts = model.new_prompts(4).requires_grad_(True)
     res1, res2 = model(v1, v2, prompts=prompts)
     loss = res1["pts3d"].abs().mean() + res2["pts3d_in_other_view"].abs().mean() + res1["desc"].sum()
@@ -112,7 +90,7 @@ def test_gradients_reach_only_the_prompts(model):
 
 
 def test_batched_with_prompts_equals_one_at_a_time(model):
-    v1, _ = _views(2, 48, 32, seed=7)
+    v1, _ = random_views(2, 48, 32, seed=7)
     prompts = _random_prompts(model, 2, 4)
     with torch.no_grad():
         batched, _ = model.encode(v1["img"], prompts=prompts)
@@ -130,6 +108,6 @@ def test_batched_with_prompts_equals_one_at_a_time(model):
     ],
 )
 def test_bad_prompt_shapes_raise(model, bad):
-    v1, _ = _views(1, 32, 48)
+    v1, _ = random_views(1, 32, 48)
     with pytest.raises(ValueError, match="prompts"):
         model.encode(v1["img"], prompts=bad)
