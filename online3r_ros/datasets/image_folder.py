@@ -22,11 +22,7 @@ class ImageFolderReader(RGBDReaderBase):
 
     def __init__(self, path: str | Path, intrinsics=None, fps: float = 30.0, **kwargs) -> None:
         super().__init__(path, **kwargs)
-        if not self.path.is_dir():
-            raise DatasetError(f"{self.path}: not a directory")
-        if fps <= 0:
-            raise DatasetError(f"fps must be positive, got {fps}")
-        self.fps = float(fps)
+        self._init_frame_folder(fps)
         files = sorted(
             (p for p in self.path.iterdir() if is_image_file(p)), key=lambda p: natural_key(p.name)
         )

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .base import Frame, FrameReader, IntrinsicsError, SkipFrame
+from .base import DatasetError, Frame, FrameReader, IntrinsicsError, SkipFrame
 from .imageio import image_size, read_depth_png, read_rgb
 from .intrinsics import as_K, validate_intrinsics
 
@@ -24,6 +24,25 @@ class RGBDReaderBase(FrameReader):
 
     depth_scale: float | None = None
     depth_invalid: tuple[int, ...] = (0,)
+    _has_depth: bool = False  # readers set these in their constructor
+    _has_gt: bool = False
+
+    @property
+    def has_depth(self) -> bool:
+        return self._has_depth
+
+    @property
+    def has_gt(self) -> bool:
+        return self._has_gt
+
+    def _init_frame_folder(self, fps: float) -> None:
+        """Check that ``self.path`` is a directory and ``fps`` (the frame rate timestamps are made from)
+        is positive; sets ``self.fps``. Raises :class:`DatasetError`."""
+        if not self.path.is_dir():
+            raise DatasetError(f"{self.path}: not a directory")
+        if fps <= 0:
+            raise DatasetError(f"fps must be positive, got {fps}")
+        self.fps = float(fps)
 
     def _init_geometry(self, K: np.ndarray | None, intrinsics_override, first_image: Path | None) -> None:
         """Resolve K (override wins) and the expected image size; validate K against it."""

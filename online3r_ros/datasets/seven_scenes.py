@@ -40,11 +40,7 @@ class SevenScenesReader(RGBDReaderBase):
 
     def __init__(self, path: str | Path, intrinsics=None, fps: float = 30.0, **kwargs) -> None:
         super().__init__(path, **kwargs)
-        if not self.path.is_dir():
-            raise DatasetError(f"{self.path}: not a directory")
-        if fps <= 0:
-            raise DatasetError(f"fps must be positive, got {fps}")
-        self.fps = float(fps)
+        self._init_frame_folder(fps)
         frames = find_seven_scenes_frames(self.path)
         if not frames:
             raise DatasetError(f"{self.path}: no frame-XXXXXX.color.(png|jpg) files")
@@ -76,14 +72,6 @@ class SevenScenesReader(RGBDReaderBase):
     def _sibling(color_path: Path, suffix: str) -> Path:
         stem = color_path.name.split(".")[0]
         return color_path.with_name(f"{stem}.{suffix}")
-
-    @property
-    def has_depth(self) -> bool:
-        return self._has_depth
-
-    @property
-    def has_gt(self) -> bool:
-        return self._has_gt
 
     def timestamp_of(self, source_index: int) -> float:
         return self._numbers[source_index] / self.fps

@@ -227,10 +227,6 @@ class TumReader(RGBDReaderBase):
         return str(self._entries[source_index][1])
 
     @property
-    def has_depth(self) -> bool:
-        return self._has_depth
-
-    @property
     def has_gt(self) -> bool:
         return self._gt is not None
 
@@ -310,14 +306,6 @@ class TumKeyframesReader(RGBDReaderBase):
                 "pass intrinsics='fx,fy,cx,cy' (CLI --intrinsics)"
             )
         self._init_geometry(K, intrinsics, self._entries[0])
-
-    @property
-    def has_depth(self) -> bool:
-        return self._has_depth
-
-    @property
-    def has_gt(self) -> bool:
-        return self._has_gt
 
     def _load(self, source_index: int) -> Frame:
         rgb_path = self._entries[source_index]
