@@ -5,38 +5,26 @@ Imported by the test modules as ``from helpers_mast3r import ...`` (pytest puts 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
-from online3r_ros.model import build_mast3r
-
-INF = math.inf
+from online3r_ros.model import MAST3R_VITL_KWARGS, build_mast3r
 
 
 def small_mast3r_kwargs(enc_dim: int, dec_dim: int, heads: int, *, depths: tuple[int, int] = (2, 10)) -> dict:
-    """Reference ``AsymmetricMASt3R`` kwargs (catmlp+dpt head, two_confs, as released) at a small size.
+    """The released checkpoint's kwargs (``MAST3R_VITL_KWARGS``: catmlp+dpt head, two_confs) at a small size.
 
     ``depths`` = (encoder, decoder) blocks; the DPT head taps decoder layers up to 9, hence 10 by default.
     """
     return {
+        **MAST3R_VITL_KWARGS,
         "enc_depth": depths[0],
         "dec_depth": depths[1],
         "enc_embed_dim": enc_dim,
         "dec_embed_dim": dec_dim,
         "enc_num_heads": heads,
         "dec_num_heads": heads,
-        "pos_embed": "RoPE100",
-        "patch_embed_cls": "PatchEmbedDust3R",
-        "img_size": (512, 512),
-        "head_type": "catmlp+dpt",
-        "output_mode": "pts3d+desc24",
-        "depth_mode": ("exp", -INF, INF),
-        "conf_mode": ("exp", 1, INF),
-        "landscape_only": False,
-        "two_confs": True,
-        "desc_conf_mode": ("exp", 0, INF),
     }
 
 
