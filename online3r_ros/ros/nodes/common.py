@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from online3r_ros.ros.nodes.params import ParameterError, resolve_path
+from online3r_ros.ros.nodes.params import (
+    ParameterError,
+    declare_and_read,
+    resolve_path,
+    resolve_torch_threads,
+)
 from online3r_ros.ros.nodes.params import _config_dir as config_dir
 
 __all__ = [
+    "setup_node_params",
+    "publish_node_diagnostics",
+    "start_worker",
+    "stop_worker",
     "slam_config_from_params",
     "resolve_checkpoint",
     "StaticTfChain",
@@ -56,6 +66,48 @@ def slam_config_from_params(p: dict[str, Any]):
         return load_config(path, overrides)
     except (ConfigError, FileNotFoundError) as exc:
         raise ParameterError("slam_config", str(exc)) from exc
+
+
+def setup_node_params(node: Any, specs: Any) -> tuple[dict[str, Any], Any]:
+    """The start of every node: declare and read its parameters ``specs`` on ``node``, apply
+    ``torch_threads`` and build the ``SlamConfig``. Returns ``(params, config)``; raises
+    :class:`ParameterError` naming the parameter."""
+    import torch
+
+    p = declare_and_read(node, specs)
+    torch.set_num_threads(resolve_torch_threads(p["torch_threads"]))
+    return p, slam_config_from_params(p)
+
+
+def publish_node_diagnostics(node: Any, stats: Any, hardware_id: str) -> None:
+    """Publish ``stats`` (a ``NodeStats``) on the node's ``pub_diag`` (``/diagnostics``, stamped now, as
+    ``hardware_id``) and its one-line summary on ``pub_status``."""
+    from online3r_ros.ros.nodes.diagnostics import diagnostic_array, status_string
+
+    node.pub_diag.publish(diagnostic_array(stats, node.get_clock().now().to_msg(), hardware_id))
+    node.pub_status.publish(status_string(stats))
+
+
+def start_worker(node: Any, role: str, cfg: Any, details: str) -> None:
+    """Start ``node._work`` as the daemon thread ``node._worker`` (named ``<role>-worker``) and log
+    ``"<role> ready: source=... device=... torch_threads=... <details>"``."""
+    import torch
+
+    node._worker = threading.Thread(target=node._work, name=f"{role}-worker", daemon=True)
+    node._worker.start()
+    node.get_logger().info(
+        f"{role} ready: source={cfg.source.kind} device={cfg.system.device} "
+        f"torch_threads={torch.get_num_threads()} {details}"
+    )
+
+
+def stop_worker(node: Any, timeout: float = 5.0) -> None:
+    """Stop a node's worker thread: clear ``node._running`` under ``node._wake`` (a ``Condition``), wake
+    every waiter and join ``node._worker`` for at most ``timeout`` seconds."""
+    with node._wake:
+        node._running = False
+        node._wake.notify_all()
+    node._worker.join(timeout=timeout)
 
 
 class StaticTfChain:

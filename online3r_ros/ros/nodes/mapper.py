@@ -31,8 +31,15 @@ import torch
 from rclpy.node import Node
 
 from online3r_ros.ros import topics as T
-from online3r_ros.ros.nodes.common import LogOnce, run_node, slam_config_from_params
-from online3r_ros.ros.nodes.diagnostics import NodeStats, diagnostic_array, status_string
+from online3r_ros.ros.nodes.common import (
+    LogOnce,
+    publish_node_diagnostics,
+    run_node,
+    setup_node_params,
+    start_worker,
+    stop_worker,
+)
+from online3r_ros.ros.nodes.diagnostics import NodeStats
 from online3r_ros.ros.nodes.msgs import (
     MessageFormatError,
     cloud_to_keyframe,
@@ -40,7 +47,7 @@ from online3r_ros.ros.nodes.msgs import (
     mapper_state_msg,
     poses_to_array,
 )
-from online3r_ros.ros.nodes.params import MAPPER_PARAMS, declare_and_read, resolve_torch_threads
+from online3r_ros.ros.nodes.params import MAPPER_PARAMS
 from online3r_ros.ros.pose import T_LINK_OPTICAL, matrix_to_pose, transform_points
 from online3r_ros.ros.time import ns_to_stamp, sec_to_ns, stamp_to_ns
 
@@ -69,12 +76,10 @@ class MapperNode(Node):
 
     def __init__(self, context: Any = None, node_name: str = "mapper") -> None:
         super().__init__(node_name, context=context)
-        self.p = declare_and_read(self, MAPPER_PARAMS)
-        torch.set_num_threads(resolve_torch_threads(self.p["torch_threads"]))
+        self.p, cfg = setup_node_params(self, MAPPER_PARAMS)
         from online3r_ros.slam.mapping import MapperBackend
         from online3r_ros.slam.runner import build_source
 
-        cfg = slam_config_from_params(self.p)
         self.cfg = cfg
         self.backend = MapperBackend(cfg, build_source(cfg), wait_s=self.p["keyframe_wait"])
         self.stats = NodeStats("mapper", error_hold=5.0, input_timeout=3600.0)
@@ -96,13 +101,8 @@ class MapperNode(Node):
         self._build_io()
         self._maybe_load_on_start()
         self._publish_state()
-        self._worker = threading.Thread(target=self._work, name="mapper-worker", daemon=True)
-        self._worker.start()
-        self.get_logger().info(
-            f"mapper ready: source={cfg.source.kind} device={cfg.system.device} "
-            f"torch_threads={torch.get_num_threads()} "
-            f"map_path={self.p['map_path']} "
-            f"keyframes={self.backend.num_keyframes}"
+        start_worker(
+            self, "mapper", cfg, f"map_path={self.p['map_path']} keyframes={self.backend.num_keyframes}"
         )
 
     def _build_io(self) -> None:
@@ -471,16 +471,10 @@ class MapperNode(Node):
             session=self.backend.session,
             generation=self._generation,
         )
-        self.pub_diag.publish(
-            diagnostic_array(self.stats, self.get_clock().now().to_msg(), "online3r_mapper")
-        )
-        self.pub_status.publish(status_string(self.stats))
+        publish_node_diagnostics(self, self.stats, "online3r_mapper")
 
     def stop(self) -> None:
-        with self._wake:
-            self._running = False
-            self._wake.notify_all()
-        self._worker.join(timeout=5.0)
+        stop_worker(self)
         with self._lock:
             if self.p["autosave"] and self._unsaved and self.backend.num_keyframes:
                 self._autosave()  # what the period held back

@@ -40,10 +40,13 @@ from online3r_ros.ros.nodes.common import (
     LogOnce,
     PoseHistory,
     StaticTfChain,
+    publish_node_diagnostics,
     run_node,
-    slam_config_from_params,
+    setup_node_params,
+    start_worker,
+    stop_worker,
 )
-from online3r_ros.ros.nodes.diagnostics import NodeStats, diagnostic_array, status_string
+from online3r_ros.ros.nodes.diagnostics import NodeStats
 from online3r_ros.ros.nodes.msgs import (
     MessageFormatError,
     array_to_poses,
@@ -51,12 +54,7 @@ from online3r_ros.ros.nodes.msgs import (
     observation_to_cloud,
     parse_mapper_state,
 )
-from online3r_ros.ros.nodes.params import (
-    TRACKER_PARAMS,
-    ParameterError,
-    declare_and_read,
-    resolve_torch_threads,
-)
+from online3r_ros.ros.nodes.params import TRACKER_PARAMS, ParameterError
 from online3r_ros.ros.pose import (
     T_LINK_OPTICAL,
     invert,
@@ -125,12 +123,10 @@ class TrackerNode(Node):
 
     def __init__(self, context: Any = None, node_name: str = "tracker") -> None:
         super().__init__(node_name, context=context)
-        self.p = declare_and_read(self, TRACKER_PARAMS)
-        torch.set_num_threads(resolve_torch_threads(self.p["torch_threads"]))
+        self.p, cfg = setup_node_params(self, TRACKER_PARAMS)
         from online3r_ros.slam.runner import build_source
         from online3r_ros.slam.tracking_frontend import TrackerFrontend
 
-        cfg = slam_config_from_params(self.p)
         if cfg.source.kind == "depth":
             for name in ("depth_topic", "camera_info_topic"):
                 if not self.p[name]:
@@ -162,14 +158,13 @@ class TrackerNode(Node):
         if self.p["base_to_camera"]:
             b = self.p["base_to_camera"]
             self._set_base_camera(tqs_to_matrix(b[:3], b[3:]), publish=True)
-        self._worker = threading.Thread(target=self._work, name="tracker-worker", daemon=True)
-        self._worker.start()
-        self.get_logger().info(
-            f"tracker ready: source={cfg.source.kind} device={cfg.system.device} "
-            f"torch_threads={torch.get_num_threads()} "
+        start_worker(
+            self,
+            "tracker",
+            cfg,
             f"image={self.p['image_topic']} "
             f"({self.p['image_transport']}) depth={self.p['depth_topic'] or '-'} "
-            f"camera_info={self.p['camera_info_topic'] or '-'} session={self.frontend.session}"
+            f"camera_info={self.p['camera_info_topic'] or '-'} session={self.frontend.session}",
         )
 
     # --------------------------------------------------------------------------------------------- set-up
@@ -529,16 +524,10 @@ class TrackerNode(Node):
                 self.tf.send_transform(tfs)
 
     def _publish_diagnostics(self) -> None:
-        self.pub_diag.publish(
-            diagnostic_array(self.stats, self.get_clock().now().to_msg(), "online3r_tracker")
-        )
-        self.pub_status.publish(status_string(self.stats))
+        publish_node_diagnostics(self, self.stats, "online3r_tracker")
 
     def stop(self) -> None:
-        with self._wake:
-            self._running = False
-            self._wake.notify_all()
-        self._worker.join(timeout=5.0)
+        stop_worker(self)
 
 
 def main(args: list[str] | None = None) -> int:
