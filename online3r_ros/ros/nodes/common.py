@@ -300,6 +300,10 @@ class PoseHistory:
         self._ns.clear()
         self._T.clear()
 
+    def covers(self, stamp_ns: int) -> bool:
+        """True when a sample at or after ``stamp_ns`` exists (:meth:`lookup` interpolates, never holds)."""
+        return bool(self._ns) and self._ns[-1] >= int(stamp_ns)
+
     def lookup(self, stamp_ns: int, tolerance_ns: int) -> np.ndarray | None:
         import bisect
 

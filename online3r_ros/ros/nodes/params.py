@@ -108,6 +108,14 @@ TRACKER_PARAMS: tuple[ParamSpec, ...] = _COMMON + (
         "odom_tolerance", 0.1, "external odometry: nearest-sample tolerance outside its range (s)", 0.0, 10.0
     ),
     ParamSpec(
+        "odom_wait",
+        0.2,
+        "external odometry: how long an image's map -> odom waits for an odom -> base sample at or after its "
+        "stamp before falling back to the nearest sample (s); the pose and odometry are published first",
+        0.0,
+        10.0,
+    ),
+    ParamSpec(
         "base_to_camera",
         [],
         "static base_frame -> camera_frame transform [x, y, z, qx, qy, qz, qw]; empty: read /tf_static, "

@@ -16,7 +16,10 @@ Thin ROS shell around :class:`online3r_ros.slam.tracking_frontend.TrackerFronten
   follows the continuous odometry; ``map -> odom`` carries the mapper's corrections.
 - ``external_odometry``: another node owns ``odom -> base`` (wheel odometry, an EKF); the tracker then
   publishes only ``map -> odom = T_map_base · T_odom_base⁻¹`` with that node's transform interpolated at
-  the image stamp (``/tf`` history), so the chain map -> odom -> base gives the SLAM pose.
+  the image stamp (``/tf`` history), so the chain map -> odom -> base gives the SLAM pose. The odometry
+  and pose are published first; ``map -> odom`` then waits (at most ``odom_wait``) for an ``odom -> base``
+  sample at or after the image stamp, so odometry arriving after the image is interpolated, not held
+  (a held previous sample would put one frame's motion into ``map -> odom``).
 - Lost frames publish nothing (a downstream EKF must not get a confident pose); diagnostics say ``lost``.
 
 Run with ``ros2 run online3r_ros tracker --ros-args --params-file config/online3r_ros.yaml`` or
@@ -105,6 +108,7 @@ class TrackerNode(Node):
         self._rectify_cache: dict = {}
         self._static = StaticTfChain()
         self._odom_ext = PoseHistory()  # external odom -> base samples (external_odometry)
+        self._odom_cond = threading.Condition()  # guards _odom_ext; notified on each new sample
         self._T_bc: np.ndarray | None = None
         self._start = time.monotonic()
         self._build_io()
@@ -245,9 +249,13 @@ class TrackerNode(Node):
         for tr in msg.transforms:
             if tr.header.frame_id == odom and tr.child_frame_id == base:
                 try:
-                    self._odom_ext.add(stamp_to_ns(tr.header.stamp), pose_to_matrix(tr))
+                    stamp_ns, T = stamp_to_ns(tr.header.stamp), pose_to_matrix(tr)
                 except ValueError as exc:
                     self._input_error(f"external odometry transform: {exc}")
+                    continue
+                with self._odom_cond:
+                    self._odom_ext.add(stamp_ns, T)
+                    self._odom_cond.notify_all()
 
     def _on_tf_static(self, msg: Any) -> None:
         self._static.add(msg)
@@ -453,8 +461,10 @@ class TrackerNode(Node):
         T_map_cam = T_bc @ rigid_matrix(step.T_WC)
         T_odom_base = T_bc @ step.T_odom @ T_cb
         T_map_odom = T_bc @ T_W_odom @ T_cb
+        self.pub_odom.publish(odometry(T_odom_base, p["odom_frame"], p["base_frame"], stamp))
+        self.pub_pose.publish(pose_stamped(T_map_cam, p["map_frame"], stamp))
         if p["external_odometry"]:  # map -> odom against the other node's odom -> base at this stamp
-            T_odom_ext = self._odom_ext.lookup(stamp_to_ns(stamp), int(p["odom_tolerance"] * 1e9))
+            T_odom_ext = self._external_odometry(stamp_to_ns(stamp))
             if T_odom_ext is None:
                 self.stats.count("odometry_missing")
                 self._log_once(
@@ -465,8 +475,6 @@ class TrackerNode(Node):
                 T_map_odom = None
             else:
                 T_map_odom = T_bc @ rigid_matrix(step.T_WC) @ T_cb @ invert(T_odom_ext)
-        self.pub_odom.publish(odometry(T_odom_base, p["odom_frame"], p["base_frame"], stamp))
-        self.pub_pose.publish(pose_stamped(T_map_cam, p["map_frame"], stamp))
         if self.tf is not None:
             tfs = []
             if p["publish_odom_tf"] and not p["external_odometry"]:
@@ -475,6 +483,19 @@ class TrackerNode(Node):
                 tfs.append(transform_stamped(T_map_odom, p["map_frame"], p["odom_frame"], stamp))
             if tfs:
                 self.tf.send_transform(tfs)
+
+    def _external_odometry(self, stamp_ns: int) -> np.ndarray | None:
+        """The external ``odom -> base [4, 4]`` at ``stamp_ns``: waits (at most ``odom_wait`` s, while the
+        node runs) for a sample at or after the stamp, then interpolates; ``None`` when nothing is within
+        ``odom_tolerance``."""
+        deadline = time.monotonic() + self.p["odom_wait"]
+        with self._odom_cond:
+            while self._running and not self._odom_ext.covers(stamp_ns):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._odom_cond.wait(min(left, 0.05))
+            return self._odom_ext.lookup(stamp_ns, int(self.p["odom_tolerance"] * 1e9))
 
     def _publish_diagnostics(self) -> None:
         publish_node_diagnostics(self, self.stats, "online3r_tracker")
