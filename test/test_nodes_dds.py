@@ -2,8 +2,15 @@
 
 The nodes run as separate processes (``python -m online3r_ros.ros.nodes.tracker|mapper`` with a params
 file); this process publishes a synthetic 160x120 RGB-D sequence (image, depth, CameraInfo; wall-clock
-stamps) and collects the outputs. Isolation: a per-run ``ROS_DOMAIN_ID`` and
-``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``; every wait is bounded; children are always killed.
+stamps) and collects the outputs. Isolation: each test reserves a ``ROS_DOMAIN_ID`` no other cooperating
+process on the machine uses (:func:`~online3r_ros.ros.replay.domain.reserve_domain_id`; a pid-derived id
+once collided with a concurrent run, whose keyframes then replaced this run's map) and
+``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``; every wait is bounded (generously: the machine may be busy)
+and polls its condition; children are always killed.
+
+The nodes get an explicit SLAM config (:data:`SLAM_CONFIG`) suited to the synthetic scene, so the tests do
+not depend on the tuning of the library's defaults: its colour and depth are registered, so the ICP's
+photometric term is on (pure point-to-plane ICP can slide along the room's flat walls).
 
 Checks: odometry / camera pose / TF / path / map / markers arrive with the right frame ids and the input
 stamps, the REP-105 chain holds with the camera mount read from /tf_static, the ATE of the published camera
@@ -43,8 +50,20 @@ W, H = 160, 120
 N_FRAMES = 40
 
 
-def _domain_id(offset: int) -> int:
-    return 1 + (os.getpid() * 7 + offset) % 100
+#: SLAM config of the nodes (written to a YAML file, ``slam_config`` parameter); tests may override keys.
+SLAM_CONFIG = {
+    "source": {"kind": "depth"},
+    "tracking": {"icp_photo_sigma": 0.05, "match_frac_thresh": 0.333},
+}
+
+
+@pytest.fixture
+def dds_domain():
+    """A DDS domain id reserved for this test (released after it)."""
+    from online3r_ros.ros.replay.domain import reserve_domain_id
+
+    with reserve_domain_id() as lease:
+        yield lease.domain_id
 
 
 def _sequence(n: int = N_FRAMES):
@@ -58,7 +77,12 @@ class NodeProcs:
     """Tracker and mapper child processes with their params file and logs (always killed)."""
 
     def __init__(
-        self, tmp: Path, domain: int, tracker: dict | None = None, mapper: dict | None = None
+        self,
+        tmp: Path,
+        domain: int,
+        tracker: dict | None = None,
+        mapper: dict | None = None,
+        slam: dict | None = None,
     ) -> None:
         self.tmp = tmp
         self.env = dict(
@@ -68,8 +92,11 @@ class NodeProcs:
             PYTHONUNBUFFERED="1",
             OMP_NUM_THREADS="1",
         )
+        self.slam_file = tmp / "slam.yaml"
+        self._write_slam_config(slam or {})
         self.params = {
             "tracker": {
+                "slam_config": str(self.slam_file),
                 "torch_threads": 1,
                 "tf_static_wait": 0.0,
                 "sync_wait": 1.0,
@@ -77,6 +104,7 @@ class NodeProcs:
                 **(tracker or {}),
             },
             "mapper": {
+                "slam_config": str(self.slam_file),
                 "torch_threads": 1,
                 "map_path": str(tmp / "map.pt"),
                 "trajectory_path": str(tmp / "traj.txt"),
@@ -89,6 +117,14 @@ class NodeProcs:
         self._write_params()
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Any] = {}
+
+    def _write_slam_config(self, overrides: dict) -> None:
+        import yaml
+
+        doc = {section: dict(values) for section, values in SLAM_CONFIG.items()}
+        for section, values in overrides.items():
+            doc.setdefault(section, {}).update(values)
+        self.slam_file.write_text(yaml.safe_dump(doc))
 
     def _write_params(self) -> None:
         import yaml
@@ -299,11 +335,11 @@ def _stream(h: Harness, frames, t0_ns: int, period: float = 1.0 / FPS, **kw) -> 
 
 
 @pytest.fixture
-def session(tmp_path):
+def session(tmp_path, dds_domain):
     made: list = []
 
-    def make(offset: int, **kw):
-        domain = _domain_id(offset)
+    def make(**kw):
+        domain = dds_domain
         procs = NodeProcs(tmp_path, domain, **kw)
         made.append(procs)
         h = Harness(domain)
@@ -324,7 +360,7 @@ def test_pipeline_over_dds_frames_stamps_and_ate(session) -> None:
     from online3r_ros.ros.pose import T_LINK_OPTICAL, invert, pose_to_matrix, tqs_to_matrix, transform_stamped
     from online3r_ros.ros.qos import tf_static_qos
 
-    procs, h = session(0, tracker={"tf_static_wait": 10.0})
+    procs, h = session(tracker={"tf_static_wait": 10.0})
     # the robot's static camera mount: base_link -> camera_link -> camera_optical_frame
     T_base_link = tqs_to_matrix([0.1, 0.02, 0.3], [0.0, np.sin(0.1), 0.0, np.cos(0.1)])
     static = h.node.create_publisher(TFMessage, "/tf_static", tf_static_qos())
@@ -433,37 +469,58 @@ def test_pipeline_over_dds_frames_stamps_and_ate(session) -> None:
 
 
 def test_mapper_killed_tracker_continues_and_restarted_mapper_recovers(session) -> None:
-    procs, h = session(1)
+    """Kill -9 the mapper after an autosave: the tracker keeps publishing and making keyframes; a restarted
+    mapper loads the autosave, the tracker re-sends the keyframes it made meanwhile (with their stamps), and
+    the map holds the frames before, during and after the outage in the tracker's session."""
+    import re
+
+    # a keyframe every ~8 frames, so that the tracker makes keyframes while the mapper is down
+    procs, h = session(slam={"tracking": {"match_frac_thresh": 0.85}})
     procs.start("mapper")
     procs.start("tracker")
     frames = list(_sequence(36))
-    h.wait_subscribers(procs=procs)
+    h.wait_subscribers(timeout=60, procs=procs)
     t0 = time.time_ns()
     before = _stream(h, frames[:12], t0, period=0.2)
     h.wait_for(
-        lambda: _status(h, "mapper_status").get("autosaved_keyframes", 0) >= 1, 20, "an autosaved map", procs
+        lambda: _status(h, "mapper_status").get("autosaved_keyframes", 0) >= 1, 60, "an autosaved map", procs
     )
     assert (procs.tmp / "map.pt").is_file()
     procs.stop("mapper", signal.SIGKILL)
     h.clear("odom")
     during = _stream(h, frames[12:24], t0, period=0.2)
-    h.wait_for(lambda: len(h.messages("odom")) >= 3, 15, "odometry while the mapper is down", procs)
+    h.wait_for(lambda: len(h.messages("odom")) >= 3, 60, "odometry while the mapper is down", procs)
     assert {_stamp_ns(m) for m in h.messages("odom")} <= set(during)
-    n_tracker = _status(h, "tracker_status")["keyframes"]
+    seen = len(procs.log("tracker"))  # (a first mapper state may also have made the tracker re-send)
     procs.start("mapper")
-    h.wait_for(lambda: "recovered map" in procs.log("mapper"), 20, "the mapper to load its autosave", procs)
+    h.wait_for(lambda: "recovered map" in procs.log("mapper"), 60, "the mapper to load its autosave", procs)
+    n_loaded = int(re.search(r"recovered map \S+: (\d+) keyframes", procs.log("mapper")).group(1))
+    h.wait_for(lambda: "re-sent" in procs.log("tracker")[seen:], 60, "the tracker to re-send", procs)
+    assert f"re-sent keyframes {n_loaded}.." in procs.log("tracker")[seen:], procs.log("tracker")[-3000:]
     h.clear("path")
     after = _stream(h, frames[24:], t0, period=0.2)
+
+    def same_map() -> bool:
+        tracker, mapper = _status(h, "tracker_status"), _status(h, "mapper_status")
+        return (
+            tracker.get("processed", 0) >= 30
+            and mapper.get("keyframes", -1) == tracker.get("keyframes")
+            and mapper.get("session") == tracker.get("session")
+        )
+
+    h.wait_for(same_map, 60, "the mapper to hold the tracker's keyframes", procs)
     h.wait_for(
-        lambda: _status(h, "mapper_status").get("keyframes", 0) >= n_tracker,
-        20,
-        "the re-sent keyframes",
+        lambda: h.messages("path") and {_stamp_ns(p) for p in h.messages("path")[-1].poses} & set(after),
+        60,
+        "a path with frames after the restart",
         procs,
     )
-    h.wait_for(lambda: h.messages("path"), 10, "a path after the restart", procs)
     path_stamps = {_stamp_ns(p) for p in h.messages("path")[-1].poses}
-    assert path_stamps & set(before), "the recovered map lost the frames before the kill"
-    assert path_stamps <= set(before) | set(during) | set(after)
+    logs = "\n".join(f"--- {n}:\n{procs.log(n)[-3000:]}" for n in ("tracker", "mapper"))
+    assert path_stamps & set(before), "the recovered map lost the frames before the kill\n" + logs
+    assert path_stamps & set(during), "the re-sent keyframes are missing (or lost their stamps)\n" + logs
+    assert path_stamps <= set(before) | set(during) | set(after), logs
+    assert "starting a new map" not in procs.log("mapper"), logs
     assert _status(h, "mapper_status")["session"] == _status(h, "tracker_status")["session"]
 
 
@@ -482,7 +539,7 @@ def _raw_image(height: int, width: int, encoding: str, stamp_ns: int, bytes_per_
 
 
 def test_bad_input_gives_diagnostics_errors_and_the_node_keeps_running(session) -> None:
-    procs, h = session(2)
+    procs, h = session()
     procs.start("tracker")
     frames = list(_sequence(8))
     h.wait_subscribers(procs=procs)
@@ -531,7 +588,7 @@ def test_bad_input_gives_diagnostics_errors_and_the_node_keeps_running(session) 
 
 
 def test_time_going_backwards_starts_a_new_session(session) -> None:
-    procs, h = session(3)
+    procs, h = session()
     procs.start("mapper")
     procs.start("tracker")
     frames = list(_sequence(10))
@@ -560,8 +617,8 @@ def test_time_going_backwards_starts_a_new_session(session) -> None:
     assert _status(h, "tracker_status")["session"] != status["session"]
 
 
-def test_invalid_parameter_is_rejected_at_start_naming_it(tmp_path) -> None:
-    env = dict(os.environ, ROS_DOMAIN_ID=str(_domain_id(4)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+def test_invalid_parameter_is_rejected_at_start_naming_it(tmp_path, dds_domain) -> None:
+    env = dict(os.environ, ROS_DOMAIN_ID=str(dds_domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     cmd = [
         sys.executable,
         "-m",
@@ -584,7 +641,7 @@ def test_compressed_images_are_tracked(session) -> None:
     from online3r_ros.ros.compressed import numpy_to_compressed_image
     from online3r_ros.ros.qos import reliable_qos
 
-    procs, h = session(5, tracker={"image_transport": "compressed", "image_topic": "image/compressed"})
+    procs, h = session(tracker={"image_transport": "compressed", "image_topic": "image/compressed"})
     pub = h.node.create_publisher(CompressedImage, "image/compressed", reliable_qos(10))
     procs.start("tracker")
     frames = list(_sequence(4))
@@ -606,13 +663,15 @@ def test_compressed_images_are_tracked(session) -> None:
 
 def test_external_odometry_map_to_odom_is_the_correction(session) -> None:
     """Another node publishes odom -> base_link (offset O from the true motion): the tracker publishes no
-    odom -> base_link, and map -> odom = O⁻¹ at every image stamp."""
+    odom -> base_link, and map -> odom = O⁻¹ at every image stamp, also when the odometry of a stamp
+    arrives after its image (every other frame here: the tracker waits for it, up to ``odom_wait``,
+    instead of holding the previous sample, which is one frame's motion away)."""
     from tf2_msgs.msg import TFMessage
 
     from online3r_ros.ros.pose import T_LINK_OPTICAL, invert, pose_to_matrix, tqs_to_matrix, transform_stamped
     from online3r_ros.ros.qos import tf_qos
 
-    procs, h = session(6, tracker={"external_odometry": True})
+    procs, h = session(tracker={"external_odometry": True, "odom_wait": 10.0})
     odom_pub = h.node.create_publisher(TFMessage, "/tf", tf_qos())
     procs.start("tracker")
     seq = _sequence(12)
@@ -627,23 +686,41 @@ def test_external_odometry_map_to_odom_is_the_correction(session) -> None:
     for i, f in enumerate(frames):
         stamp = t0 + int(round(f.timestamp * 1e9))
         T_odom_base = O @ T_bc @ invert(gt[0]) @ gt[i] @ T_cb
-        odom_pub.publish(
-            TFMessage(
-                transforms=[
-                    transform_stamped(T_odom_base, "odom", "base_link", stamp=stamp + d)
-                    for d in (-5_000_000, 5_000_000)
-                ]
-            )
+        odom = TFMessage(
+            transforms=[
+                transform_stamped(T_odom_base, "odom", "base_link", stamp=stamp + d)
+                for d in (-5_000_000, 5_000_000)
+            ]
         )
-        time.sleep(0.05)
+        late = i % 2 == 1
+        if not late:
+            odom_pub.publish(odom)
+            time.sleep(0.05)
         h.publish_frame(f, stamp)
+        if late:
+            time.sleep(0.1)
+            odom_pub.publish(odom)
         stamps.append(stamp)
         time.sleep(0.25)
-    h.wait_for(lambda: len(h.messages("pose")) >= 6, 20, "camera poses", procs)
-    time.sleep(0.5)
+
+    def map_odom() -> list:
+        return [
+            t
+            for m in h.messages("tf")
+            for t in m.transforms
+            if _stamp_ns(t) in set(stamps) and t.header.frame_id == "map"
+        ]
+
+    h.wait_for(
+        lambda: len(h.messages("pose")) >= 6 and len(map_odom()) >= len(h.messages("pose")),
+        60,
+        "camera poses and their map -> odom",
+        procs,
+    )
     tfs = [t for m in h.messages("tf") for t in m.transforms if _stamp_ns(t) in set(stamps)]
-    ours = [t for t in tfs if t.header.frame_id == "map"]
+    ours = map_odom()
     assert len(ours) >= 6
+    assert {_stamp_ns(t) for t in ours} == {_stamp_ns(m) for m in h.messages("pose")}
     assert not [t for t in tfs if t.header.frame_id == "odom" and _stamp_ns(t) in set(stamps)]
     for t in ours:
         np.testing.assert_allclose(pose_to_matrix(t), invert(O), atol=0.01)
@@ -656,7 +733,7 @@ def test_use_sim_time_latency_is_measured_on_the_ros_clock(session) -> None:
 
     from online3r_ros.ros.time import ns_to_stamp
 
-    procs, h = session(7, tracker={"use_sim_time": True, "diagnostics_period": 0.05})
+    procs, h = session(tracker={"use_sim_time": True, "diagnostics_period": 0.05})
     clock = h.node.create_publisher(Clock, "/clock", 10)
     procs.start("tracker")
     frames = list(_sequence(8))
@@ -680,7 +757,7 @@ def test_use_sim_time_latency_is_measured_on_the_ros_clock(session) -> None:
 def test_sigint_mid_stream_stops_both_nodes_cleanly(session) -> None:
     """Ctrl-C (or ``ros2 launch`` stopping) while frames are being processed: exit code 0, no
     'frame failed' / 'step failed' line (the workers stop before the rclpy context is torn down)."""
-    procs, h = session(8)
+    procs, h = session()
     procs.start("mapper")
     procs.start("tracker")
     frames = list(_sequence(30))
@@ -723,11 +800,11 @@ def test_sigint_mid_stream_stops_both_nodes_cleanly(session) -> None:
     ("node", "problem"),
     [("tracker", "corrupt"), ("tracker", "missing"), ("mapper", "corrupt"), ("mapper", "missing")],
 )
-def test_bad_checkpoint_is_one_fatal_line_and_exit_code_1(tmp_path, node, problem) -> None:
+def test_bad_checkpoint_is_one_fatal_line_and_exit_code_1(tmp_path, dds_domain, node, problem) -> None:
     checkpoint = tmp_path / "model.pth"
     if problem == "corrupt":
         checkpoint.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)  # a zip header, then garbage
-    env = dict(os.environ, ROS_DOMAIN_ID=str(_domain_id(9)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    env = dict(os.environ, ROS_DOMAIN_ID=str(dds_domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     cmd = [sys.executable, "-m", f"online3r_ros.ros.nodes.{node}", "--ros-args"]
     cmd += ["-p", "source:=mast3r", "-p", f"checkpoint:={checkpoint}"]
     try:

@@ -387,3 +387,22 @@ def test_proximity_candidates_pick_near_keyframes_with_similar_view() -> None:
     assert proximity_candidates(T, 5, 1, 1.0, 100.0, metric=True) == [1]
     assert proximity_candidates(T, 5, 3, 1.0, 30.0, metric=False) == []  # no scale: no distances
     assert proximity_candidates(sim3_identity(2, dtype=torch.float64), 1, 3, 1.0, 30.0, metric=True) == []
+
+
+def test_reserved_dds_domains_are_distinct_until_released(tmp_path) -> None:
+    from online3r_ros.ros.replay.domain import reserve_domain_id
+
+    a = reserve_domain_id(1, 3, start=2, lock_dir=tmp_path)
+    b = reserve_domain_id(1, 3, start=2, lock_dir=tmp_path)  # 2 is taken: the next free id
+    c = reserve_domain_id(1, 3, start=2, lock_dir=tmp_path)  # wraps around
+    assert (a.domain_id, b.domain_id, c.domain_id) == (2, 3, 1)
+    with pytest.raises(RuntimeError, match="every DDS domain id in 1..3 is reserved"):
+        reserve_domain_id(1, 3, lock_dir=tmp_path)
+    b.release()
+    with reserve_domain_id(1, 3, start=1, lock_dir=tmp_path) as d:
+        assert d.domain_id == 3
+    a.release()
+    c.release()
+    assert reserve_domain_id(1, 3, start=1, lock_dir=tmp_path).domain_id == 1
+    with pytest.raises(ValueError, match="0..232"):
+        reserve_domain_id(5, 300, lock_dir=tmp_path)

@@ -6,10 +6,12 @@
 - :mod:`.recorder`: :class:`OutputRecorder` (odometry, camera pose, paths, map, markers, statuses, ``/tf``).
 - :mod:`.session`: :func:`run_session` (stream, record, wait for the final results) ->
   :class:`SessionResult`.
+- :mod:`.domain`: :func:`reserve_domain_id` (a DDS domain id no cooperating process on this machine uses).
 
 Used by ``online3r demo`` and ``benchmarks/bench_ros_vs_offline.py``. Everything is re-exported here.
 """
 
+from online3r_ros.ros.replay.domain import DomainLease, reserve_domain_id
 from online3r_ros.ros.replay.recorder import OutputRecorder, RecordedPose, _Cloud
 from online3r_ros.ros.replay.session import SessionResult, run_session
 from online3r_ros.ros.replay.streaming import (
@@ -22,6 +24,7 @@ from online3r_ros.ros.replay.streaming import (
 )
 
 __all__ = [
+    "DomainLease",
     "FrameStreamer",
     "OutputRecorder",
     "RecordedPose",
@@ -29,6 +32,7 @@ __all__ = [
     "SessionResult",
     "SpinThread",
     "call_trigger",
+    "reserve_domain_id",
     "run_session",
     "stream_frames",
     "wait_until",
