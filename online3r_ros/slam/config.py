@@ -178,6 +178,21 @@ class LocalOptConfig:
         "(online3r_ros) keep at most this many matches per edge direction (seeded random subset; 0: all)",
         ge=0,
     )
+    icp_sigma: float = _opt(
+        0.0,
+        "(online3r_ros) metric calibrated sources: point-to-plane ICP term between keyframe canonical "
+        "pointmaps, re-associated by projection at each iteration, residual sigma in metres (0: off)",
+        ge=0.0,
+    )
+    icp_stride: int = _opt(2, "(online3r_ros) pixel stride of the ICP term's sampled keyframe points", ge=1)
+    icp_dist_thresh: float = _opt(
+        0.1, "(online3r_ros) ICP association rejected beyond this 3D distance (m)", gt=0.0
+    )
+    icp_normal_step: float = _opt(
+        0.05,
+        "(online3r_ros) ICP normals: none across neighbour steps above this (m, plus 5% of depth)",
+        gt=0.0,
+    )
 
 
 @dataclass

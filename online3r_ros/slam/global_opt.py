@@ -78,6 +78,11 @@ class GlobalOptConfig:
     block_points: int = 128  # points per block of the batched Hessian products (factors padded to it)
     max_points_per_edge: int = 0  # use at most this many stored matches per factor, evenly spread (0: all)
     device: str | None = None  # compute device (default: the keyframe store's device)
+    # point-to-plane ICP term (calibrated metric sources, :mod:`online3r_ros.slam.icp_edges`); 0: off
+    icp_sigma: float = 0.0  # point-to-plane residual standard deviation (m)
+    icp_stride: int = 2  # pixel stride of the sampled points of each factor's keyframe a
+    icp_dist_thresh: float = 0.1  # association rejected beyond this 3D distance (m)
+    icp_normal_step: float = 0.05  # normals: no normal across neighbour steps above this (m, + 5% depth)
 
     def __post_init__(self) -> None:
         if self.pose_model not in ("sim3", "se3"):
@@ -87,6 +92,11 @@ class GlobalOptConfig:
         for name in ("sigma_ray", "sigma_dist", "sigma_pixel", "sigma_depth", "depth_eps", "lm_factor"):
             if not getattr(self, name) > 0:
                 raise GlobalOptError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.icp_sigma < 0 or self.icp_stride < 1 or not self.icp_dist_thresh > 0:
+            raise GlobalOptError(
+                f"icp_sigma must be >= 0, icp_stride >= 1 and icp_dist_thresh > 0, got {self.icp_sigma}, "
+                f"{self.icp_stride}, {self.icp_dist_thresh}"
+            )
         if self.max_points_per_edge < 0:
             raise GlobalOptError(f"max_points_per_edge must be >= 0, got {self.max_points_per_edge}")
         if self.pin < 1 or self.max_iters < 1 or self.chunk_points < 1 or self.block_points < 1:
@@ -534,9 +544,22 @@ def solve_sparse(Hs: scipy.sparse.csc_matrix, rhs: np.ndarray) -> np.ndarray | N
     return x
 
 
-def gauss_newton(T_init: Tensor, fixed: Tensor, prob: _Problem, cfg: GlobalOptConfig) -> tuple[Tensor, dict]:
+def _linearize_all(T: Tensor, prob: _Problem, cfg: GlobalOptConfig, extra) -> tuple:
+    """:func:`_linearize` plus the ``extra`` term's blocks (same factor order), if any."""
+    cost, H, g, n_used = _linearize(T, prob, cfg)
+    if extra is not None:
+        c2, H2, g2, n2 = extra.linearize(T)
+        cost, H, g, n_used = cost + c2, H + H2, g + g2, n_used + n2
+    return cost, H, g, n_used
+
+
+def gauss_newton(
+    T_init: Tensor, fixed: Tensor, prob: _Problem, cfg: GlobalOptConfig, extra=None
+) -> tuple[Tensor, dict]:
     """Damped Gauss-Newton on poses ``T_init [n, 8]`` (compute dtype) with ``fixed [n]`` bool.
 
+    ``extra``: an optional additional term over the same factors with ``linearize(T) -> (cost, H [F, 7, 7],
+    g [F, 7], n_used)`` (the ICP term of :mod:`online3r_ros.slam.icp_edges`).
     Returns the final poses and a dict of diagnostics (cost_history, iterations, status, ...).
     """
     D = 7 if cfg.pose_model == "sim3" else 6
@@ -550,7 +573,7 @@ def gauss_newton(T_init: Tensor, fixed: Tensor, prob: _Problem, cfg: GlobalOptCo
     info = {"cost_history": [], "damping_history": [], "iterations": 0, "status": "max_iters"}
     info.update(n_rejected_steps=0, n_factorization_failures=0, t_linearize=0.0, t_assemble=0.0, t_solve=0.0)
     t0 = time.perf_counter()
-    cost, H_loc, g_loc, n_used = _linearize(T, prob, cfg)
+    cost, H_loc, g_loc, n_used = _linearize_all(T, prob, cfg, extra)
     info["t_linearize"] += time.perf_counter() - t0
     info["n_used"] = n_used
     info["cost_history"].append(cost)
@@ -584,7 +607,7 @@ def gauss_newton(T_init: Tensor, fixed: Tensor, prob: _Problem, cfg: GlobalOptCo
         T_new = T.clone()
         T_new[free_idx] = sim3_retract(T[free_idx], delta)
         t0 = time.perf_counter()
-        new_cost, H_new, g_new, n_used = _linearize(T_new, prob, cfg)
+        new_cost, H_new, g_new, n_used = _linearize_all(T_new, prob, cfg, extra)
         info["t_linearize"] += time.perf_counter() - t0
         step_norm = float(np.linalg.norm(x))
         if not math.isfinite(new_cost) or new_cost > cost:
@@ -648,11 +671,18 @@ class GlobalOptimizer:
                 fixed[var_of_kf[k]] = True
         t0 = time.perf_counter()
         prob = _build_problem(keyframes, batch, var_of_kf, cfg, device, dtype)
+        extra = None
+        if cfg.icp_sigma > 0 and cfg.calibrated:
+            from online3r_ros.slam.icp_edges import build_icp_term
+
+            extra = build_icp_term(
+                keyframes, batch.a.cpu(), batch.b.cpu(), prob.fa, prob.fb, cfg, device, dtype
+            )
         t_gather = time.perf_counter() - t0
         T0 = keyframes.get_poses(ids).to(device, dtype)
         if bool(fixed.all()):
             return OptResult(ids, T0.to(store_dtype), [], 0, True, "nothing_to_optimize")
-        T, info = gauss_newton(T0, fixed.to(device), prob, cfg)
+        T, info = gauss_newton(T0, fixed.to(device), prob, cfg, extra)
         poses = T.to(store_dtype)
         if write_back:
             keyframes.set_poses(ids, poses)
