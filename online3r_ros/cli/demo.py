@@ -15,6 +15,10 @@ DDS isolation: by default the demo runs on a random domain id (1..101) with
 ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, so it never talks to other ROS 2 systems; ``--ambient-domain``
 keeps the caller's ``ROS_DOMAIN_ID``/discovery settings (e.g. to watch the demo in rviz2 on the same domain).
 
+SLAM settings: ``config/demo.yaml`` (``--slam-config`` for another file), given to both nodes as their
+``slam_config`` parameter: the synthetic camera's colour and depth are registered, so the RGB-D ICP uses its
+photometric term there (off in the built-in defaults, tuned for real sensors; see the file).
+
 ``--checkpoint FILE`` runs the MASt3R source on the rendered colour images (no depth is published; camera
 info still is, so tracking is calibrated); expect it to be slow without a GPU (``--device cuda``).
 
@@ -33,7 +37,14 @@ from pathlib import Path
 
 from .main import EXIT_INPUT, EXIT_MISSING_COMPONENT, EXIT_NO_TRAJECTORY, EXIT_OK, CliError
 
-__all__ = ["register", "demo_command", "DemoSettings", "default_torch_threads", "run_demo"]
+__all__ = [
+    "register",
+    "demo_command",
+    "DemoSettings",
+    "default_torch_threads",
+    "demo_slam_config",
+    "run_demo",
+]
 
 FRAMES_PER_LAP = 240  # the synthetic orbit's default step (1.8 cm, 1.5 deg per frame) at this many frames/lap
 TOPIC_PREFIX = "demo/camera"
@@ -64,6 +75,7 @@ class DemoSettings(argparse.Namespace):
     step = 1.0
     seed = 0
     checkpoint = None
+    slam_config = None
     device = None
     torch_threads = None
     ambient_domain = False
@@ -100,6 +112,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=d.seed, help="scene seed (0)")
     p.add_argument("--checkpoint", type=Path, default=None, help="MASt3R checkpoint: use the MASt3R source")
+    p.add_argument(
+        "--slam-config",
+        type=Path,
+        default=None,
+        help="SLAM configuration YAML of the nodes (config/online3r.yaml format; default: config/demo.yaml, "
+        "settings suited to the synthetic registered RGB-D camera)",
+    )
     p.add_argument("--device", default=None, help="torch device of the nodes (cpu, cuda, cuda:N)")
     p.add_argument(
         "--torch-threads",
@@ -129,6 +148,19 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.set_defaults(func=demo_command)
     return p
+
+
+def demo_slam_config(path: Path | None = None) -> Path | None:
+    """The SLAM config file of the demo's nodes: ``path`` (must exist), else the shipped
+    ``config/demo.yaml`` (``None`` when this installation has no config folder: the nodes' defaults)."""
+    if path is not None:
+        if not Path(path).is_file():
+            raise CliError(f"SLAM config {path} not found", EXIT_INPUT)
+        return Path(path).resolve()
+    from ..ros.nodes.params import _config_dir
+
+    shipped = _config_dir() / "demo.yaml"
+    return shipped if shipped.is_file() else None
 
 
 def default_torch_threads() -> int:
@@ -176,6 +208,7 @@ def run_demo(settings: argparse.Namespace) -> dict:
         ) from exc
     if settings.checkpoint is not None and not Path(settings.checkpoint).is_file():
         raise CliError(f"checkpoint {settings.checkpoint} not found", EXIT_INPUT)
+    slam_config = demo_slam_config(getattr(settings, "slam_config", None))
 
     say = (lambda *_: None) if settings.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     out = Path(settings.out)
@@ -213,6 +246,10 @@ def run_demo(settings: argparse.Namespace) -> dict:
         arguments["source"] = "depth"
     if settings.device:
         arguments["device"] = settings.device
+    if slam_config is not None:
+        arguments["slam_config"] = str(slam_config)
+    else:
+        say("[demo] WARNING: config/demo.yaml not found: the nodes use the built-in SLAM defaults")
     state = out / "state"
     state.mkdir(exist_ok=True)
     n_threads = int(settings.torch_threads or 0) or default_torch_threads()
@@ -265,6 +302,7 @@ def run_demo(settings: argparse.Namespace) -> dict:
         "seed": settings.seed,
         "source": "mast3r" if use_mast3r else "depth",
         "checkpoint": str(settings.checkpoint) if use_mast3r else None,
+        "slam_config": None if slam_config is None else str(slam_config),
         "device": settings.device,
         "torch_threads": n_threads,
     }
