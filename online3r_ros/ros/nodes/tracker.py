@@ -368,12 +368,20 @@ class TrackerNode(Node):
         if state is None or state["generation"] == self._mapper_generation:
             return
         first = self._mapper_generation is None
-        self._mapper_generation = state["generation"]
         if state["reset"] and not first:
+            self._mapper_generation = state["generation"]
             self._reset("mapper reset")
             return
         n_local = self.frontend.num_keyframes
         start = state["num_keyframes"] if state["session"] == self.frontend.session else 0
+        if start < n_local and self.pub_kf.get_subscription_count() == 0:
+            # the (re)started mapper's latched state came before its keyframe subscription was matched:
+            # keyframes sent now would be lost; keep the state and re-send once a subscriber is there
+            with self._wake:
+                if self._mapper_state is None:
+                    self._mapper_state = state
+            return
+        self._mapper_generation = state["generation"]
         if start < n_local:
             T_bc = self._T_bc if self._T_bc is not None else T_LINK_OPTICAL
             for k in range(start, n_local):
