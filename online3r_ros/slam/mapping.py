@@ -46,7 +46,7 @@ from ..utils.atomic import save_atomic
 from .config import SlamConfig, config_from_dict, config_to_dict
 from .edges import build_edges
 from .frame_store import FrameStore
-from .global_opt import GlobalOptConfig, GlobalOptimizer
+from .global_opt import GlobalOptConfig, GlobalOptimizer, source_backend_overrides
 from .graph import FactorGraph
 from .keyframes import KeyframeStore
 from .tracking import FrameTracker, TrackerOptions
@@ -126,11 +126,8 @@ def proximity_candidates(
 
 
 def make_optimizer(cfg: SlamConfig, source: PointmapSource, pose_group: str) -> GlobalOptimizer:
-    over = getattr(source, "tracking_overrides", None) or {}
     calibrated = uses_calibration(cfg, source)
-    extra = {}
-    if calibrated and "sigma_depth" in over:
-        extra["sigma_depth"] = float(over["sigma_depth"])  # metric depth: the tracking's log-depth noise
+    extra = source_backend_overrides(cfg, source, calibrated)
     return GlobalOptimizer(
         GlobalOptConfig.from_config(cfg, calibrated=calibrated, pose_model=pose_group, **extra)
     )

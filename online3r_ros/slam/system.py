@@ -48,7 +48,7 @@ from ..sources.base import PointmapSource, SourceError, SourceFrame
 from .config import SlamConfig, config_from_dict, config_to_dict
 from .edges import build_edges
 from .frame_store import FrameStore
-from .global_opt import GlobalOptConfig, GlobalOptimizer
+from .global_opt import GlobalOptConfig, GlobalOptimizer, source_backend_overrides
 from .graph import FactorGraph
 from .keyframes import KeyframeStore
 from .tracking import FrameTracker, TrackerOptions, TrackingKeyframe, TrackResult
@@ -279,12 +279,7 @@ class SlamSystem:
         )
 
     def _make_optimizer(self) -> GlobalOptimizer:
-        over = getattr(self.source, "tracking_overrides", None) or {}
-        extra = {}
-        if self._calibrated() and "sigma_depth" in over:
-            extra["sigma_depth"] = float(
-                over["sigma_depth"]
-            )  # metric depth: same log-depth noise as tracking
+        extra = source_backend_overrides(self.config, self.source, self._calibrated())
         return GlobalOptimizer(
             GlobalOptConfig.from_config(
                 self.config, calibrated=self._calibrated(), pose_model=self.pose_group, **extra
