@@ -571,21 +571,7 @@ class MapperBackend:
         self.reset()
         ks = state["keyframes"]
         store = make_keyframe_store(self.config, self.device)
-        store.K = ks["K"]
-        for T, m, b in zip(ks["poses"], ks["meta"], ks["bulk"], strict=True):
-            store.append(
-                T,
-                b["X"],
-                b["C"],
-                frame_index=m["frame_index"],
-                timestamp=m["timestamp"],
-                K=m["K"],
-                N=m["N"],
-                N_updates=m["N_updates"],
-                score=m["score"],
-                extra=m["extra"],
-                **{k: b.get(k) for k in ("colors", "desc", "desc_conf", "feat", "pos")},
-            )
+        store.extend_from_state(ks)
         self.keyframes = store
         _restore_graph(self.graph, state["graph"])
         fr = state["frames"]
