@@ -529,17 +529,7 @@ class MapperBackend:
                 "relative_poses": frames["relative_poses"],
                 "reasons": frames["reasons"],
             },
-            "kf_frames": [
-                {
-                    "index": f.index,
-                    "timestamp": f.timestamp,
-                    "image": f.image.cpu(),
-                    "depth": None if f.depth is None else f.depth.cpu(),
-                    "K": None if f.K is None else f.K.cpu(),
-                    "cache": {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in f.cache.items()},
-                }
-                for f in self.kf_frames
-            ],
+            "kf_frames": [f.state_dict() for f in self.kf_frames],
             "obs_count": list(self.obs_count),
             "kf_stamps": list(self.kf_stamps),
             "stamps_ns": dict(self.stamps_ns),
@@ -584,18 +574,7 @@ class MapperBackend:
                 "reasons": fr["reasons"],
             }
         )
-        dev = self.device
-        self.kf_frames = [
-            SourceFrame(
-                index=f["index"],
-                timestamp=f["timestamp"],
-                image=f["image"].to(dev),
-                depth=None if f["depth"] is None else f["depth"].to(dev),
-                K=None if f["K"] is None else f["K"].to(dev),
-                cache={k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in f["cache"].items()},
-            )
-            for f in state["kf_frames"]
-        ]
+        self.kf_frames = [SourceFrame.from_state_dict(f, self.device) for f in state["kf_frames"]]
         self.obs_count = [int(v) for v in state["obs_count"]]
         self.kf_stamps = [float(v) for v in state["kf_stamps"]]
         self.stamps_ns = {float(k): int(v) for k, v in state.get("stamps_ns", {}).items()}

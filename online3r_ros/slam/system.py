@@ -662,17 +662,7 @@ class SlamSystem:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.keyframes.save(path)
-        frames = [
-            {
-                "index": f.index,
-                "timestamp": f.timestamp,
-                "image": f.image.cpu(),
-                "depth": None if f.depth is None else f.depth.cpu(),
-                "K": None if f.K is None else f.K.cpu(),
-                "cache": {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in f.cache.items()},
-            }
-            for f in self._kf_frames
-        ]
+        frames = [f.state_dict() for f in self._kf_frames]
         state = {
             "format": "online3r_ros.system",
             "version": 1,
@@ -712,18 +702,7 @@ class SlamSystem:
         )
         system.frames = FrameStore.from_state_dict(state["frames"])
         system._restore_graph(state.get("graph"))
-        dev = system.device
-        system._kf_frames = [
-            SourceFrame(
-                index=f["index"],
-                timestamp=f["timestamp"],
-                image=f["image"].to(dev),
-                depth=None if f["depth"] is None else f["depth"].to(dev),
-                K=None if f["K"] is None else f["K"].to(dev),
-                cache={k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in f["cache"].items()},
-            )
-            for f in state["keyframe_frames"]
-        ]
+        system._kf_frames = [SourceFrame.from_state_dict(f, system.device) for f in state["keyframe_frames"]]
         system.state = SlamState(state["state"])
         system._posed_history = list(state["posed_history"])
         system._last_timestamp = float(state["last_timestamp"])

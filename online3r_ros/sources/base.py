@@ -79,6 +79,29 @@ class SourceFrame:
     def device(self) -> torch.device:
         return self.image.device
 
+    def state_dict(self) -> dict[str, Any]:
+        """Plain dict with every tensor on the CPU (``torch.save(weights_only=True)``-safe), for map files."""
+        return {
+            "index": self.index,
+            "timestamp": self.timestamp,
+            "image": self.image.cpu(),
+            "depth": None if self.depth is None else self.depth.cpu(),
+            "K": None if self.K is None else self.K.cpu(),
+            "cache": {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in self.cache.items()},
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> SourceFrame:
+        """Inverse of :meth:`state_dict`, with the tensors moved to ``device``."""
+        return cls(
+            index=state["index"],
+            timestamp=state["timestamp"],
+            image=state["image"].to(device),
+            depth=None if state["depth"] is None else state["depth"].to(device),
+            K=None if state["K"] is None else state["K"].to(device),
+            cache={k: (v.to(device) if torch.is_tensor(v) else v) for k, v in state["cache"].items()},
+        )
+
 
 @dataclass
 class Pointmap:
