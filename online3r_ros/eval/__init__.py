@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .ate import ALIGNMENTS, AteResult, EvaluationError, compute_ate, evaluate_trajectory
+from .consistency import DepthConsistency, depth_pair_consistency
 from .ply import PlyError, read_ply, write_ply
 from .poses import interpolate_poses, matrix_to_tum, poses_to_matrix, strip_scale, tum_to_matrix
 from .progress import progress, progress_enabled
@@ -25,6 +26,7 @@ __all__ = [
     "METRICS_SCHEMA",
     "TIMING_SCHEMA",
     "AteResult",
+    "DepthConsistency",
     "EvaluationError",
     "PlyError",
     "StageTimer",
@@ -32,6 +34,7 @@ __all__ = [
     "build_metrics",
     "build_timing",
     "compute_ate",
+    "depth_pair_consistency",
     "evaluate_trajectory",
     "interpolate_poses",
     "matrix_to_tum",
