@@ -86,6 +86,9 @@ def run_once(model, img1, img2, device: str, amp_dtype) -> dict[str, dict[str, f
     with torch.inference_mode():
         mark()
         with autocast:
+            model.encode(img2)  # one image: a tracking step, the keyframe's features being cached
+        mark()
+        with autocast:
             feat, pos = model.encode(torch.cat([img1, img2]))
             (f1, f2), (p1, p2) = feat.chunk(2), pos.chunk(2)
             mark()
@@ -98,12 +101,54 @@ def run_once(model, img1, img2, device: str, amp_dtype) -> dict[str, dict[str, f
     for clock, name in ((0, "wall"), (1, "cpu")):
         t = [m[clock] for m in marks]
         out[name] = {
-            "encoder": t[1] - t[0],
-            "decoder": t[2] - t[1],
-            "heads": t[3] - t[2],
-            "total": t[3] - t[0],
+            "encoder": t[2] - t[1],
+            "decoder": t[3] - t[2],
+            "heads": t[4] - t[3],
+            "total": t[4] - t[1],
+            "encoder_1": t[1] - t[0],
+            "tracking_step": (t[1] - t[0]) + (t[4] - t[2]),
         }
     return out
+
+
+@torch.inference_mode()
+def count_flops(model, img1, img2) -> dict[str, float]:
+    """Floating-point operations per stage of one pair (torch's FlopCounterMode: matmuls, convolutions,
+    attention), counted on the reference-style path, so direct-convolution FLOPs for the heads."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counts = {}
+    with FlopCounterMode(display=False) as fc:
+        model.encode(img2)
+    counts["encoder_1"] = fc.get_total_flops()
+    with FlopCounterMode(display=False) as fc:
+        feat, pos = model.encode(torch.cat([img1, img2]))
+    counts["encoder"] = fc.get_total_flops()
+    (f1, f2), (p1, p2) = feat.chunk(2), pos.chunk(2)
+    with FlopCounterMode(display=False) as fc:
+        dec1, dec2 = model.decode(f1, p1, f2, p2)
+    counts["decoder"] = fc.get_total_flops()
+    with FlopCounterMode(display=False) as fc:
+        model.heads(dec1, dec2, tuple(img1.shape[-2:]), tuple(img2.shape[-2:]))
+    counts["heads"] = fc.get_total_flops()
+    counts["total"] = counts["encoder"] + counts["decoder"] + counts["heads"]
+    counts["tracking_step"] = counts["encoder_1"] + counts["decoder"] + counts["heads"]
+    return counts
+
+
+def gemm_peak_gflops() -> float:
+    """This CPU's float32 matrix-multiply rate at the encoder's shapes (best of a few, GFLOP/s)."""
+    g = torch.Generator().manual_seed(0)
+    best = 0.0
+    for m, k, n in ((1536, 1024, 4096), (1536, 4096, 1024), (1536, 1024, 1024)):
+        a, b = torch.randn(m, k, generator=g), torch.randn(k, n, generator=g)
+        for _ in range(2):
+            a @ b
+        t = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = max(best, 2 * m * k * n * 5 / (time.perf_counter() - t) / 1e9)
+    return best
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -120,6 +165,9 @@ def child(args: argparse.Namespace) -> dict:
     amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    flops = None
+    if args.impl == "naive":  # reference-style ops only (the fast path's fused oneDNN ops are not counted)
+        flops = count_flops(model, img1, img2)
     runs = [run_once(model, img1, img2, device, amp) for _ in range(args.warmup + args.repeats)]
     runs = runs[args.warmup :]
     out = {
@@ -130,6 +178,8 @@ def child(args: argparse.Namespace) -> dict:
         "all_totals_s": [r["wall"]["total"] for r in runs],
         "weights_rss_mib": weights_rss,
         "peak_rss_mib": _rss_mib(),
+        "flops": flops,
+        "gemm_gflops": gemm_peak_gflops() if device == "cpu" else None,
     }
     if device.startswith("cuda"):
         out["cuda_peak_alloc_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -168,16 +218,27 @@ def main() -> None:
             sys.exit(f"{impl} run failed:\n{proc.stderr}")
         results[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
 
-    header = f"{'stage':<10}" + "".join(f"{impl + ' wall':>12}" for impl in impls)
+    header = f"{'stage':<14}" + "".join(f"{impl + ' wall':>12}" for impl in impls)
     header += "".join(f"{impl + ' cpu':>12}" for impl in impls)
     header += f"{'reference':>12}" if args.device == "cpu" else ""
+    flops = next((r["flops"] for r in results.values() if r.get("flops")), None)
+    if flops:
+        header += f"{'GFLOP':>9}" + "".join(f"{impl + ' GFLOP/s':>15}" for impl in impls)
     print(header)
-    for stage in ("encoder", "decoder", "heads", "total"):
-        row = f"{stage:<10}" + "".join(f"{results[i]['stages_s'][stage]:>11.2f}s" for i in impls)
+    for stage in ("encoder", "decoder", "heads", "total", "encoder_1", "tracking_step"):
+        row = f"{stage:<14}" + "".join(f"{results[i]['stages_s'][stage]:>11.2f}s" for i in impls)
         row += "".join(f"{results[i]['stages_cpu_s'][stage]:>11.2f}s" for i in impls)
         if args.device == "cpu":
-            row += f"{REFERENCE_S[stage]:>11.1f}s"
+            ref = REFERENCE_S.get(stage)
+            row += f"{ref:>11.1f}s" if ref is not None else f"{'-':>12}"
+        if flops:
+            row += f"{flops[stage] / 1e9:>9.0f}"
+            row += "".join(f"{flops[stage] / 1e9 / results[i]['stages_s'][stage]:>15.0f}" for i in impls)
         print(row)
+    print(
+        "(encoder = both images batched; encoder_1 = one image; tracking_step = encoder_1 + decoder + heads, "
+        "the per-frame cost when the keyframe's features are cached)"
+    )
     print("(wall = elapsed s; cpu = process CPU s summed over threads, less sensitive to other load)")
     for impl in impls:
         r = results[impl]
@@ -196,6 +257,18 @@ def main() -> None:
             fast_cpu = results["fast"]["stages_cpu_s"]["total"]
             naive_cpu = results["naive"]["stages_cpu_s"]["total"]
             print(f"fast vs naive (cpu):  {100 * (1 - fast_cpu / naive_cpu):.1f}% less CPU time")
+        gemm = results["fast"].get("gemm_gflops")
+        if flops and gemm:
+            target = 0.75 * REFERENCE_S["total"]
+            print(
+                f"this CPU's float32 GEMM rate ({args.threads} threads): {gemm:.0f} GFLOP/s. A pair is "
+                f"{flops['total'] / 1e9:.0f} GFLOP (reference-style count; Winograd heads need fewer): "
+                f"{target:.2f} s (25% below {REFERENCE_S['total']} s) needs "
+                f"{flops['total'] / 1e9 / target:.0f} "
+                f"GFLOP/s, the encoder's {REFERENCE_S['encoder']} s alone "
+                f"{flops['encoder'] / 1e9 / REFERENCE_S['encoder']:.0f} GFLOP/s; a tracking step "
+                f"(one image encoded) is {flops['tracking_step'] / 1e9:.0f} GFLOP"
+            )
         if args.device == "cpu":
             ref = REFERENCE_S["total"]
             print(
