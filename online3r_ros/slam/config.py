@@ -119,7 +119,12 @@ class TrackingConfig:
     sigma_ray: float = _opt(0.003, "ray residual standard deviation (unit-ray units)", gt=0.0)
     sigma_dist: float = _opt(10.0, "distance residual standard deviation (pointmap units)", gt=0.0)
     sigma_pixel: float = _opt(1.0, "calibrated pixel residual standard deviation (px)", gt=0.0)
-    sigma_depth: float = _opt(10.0, "calibrated log-depth residual standard deviation", gt=0.0)
+    sigma_depth: float = _opt(
+        10.0,
+        "calibrated log-depth residual standard deviation (an RGB-D source recommends 0.02, "
+        "used while this stays at the default)",
+        gt=0.0,
+    )
     sigma_point: float = _opt(0.05, "3D point residual standard deviation (pointmap units)", gt=0.0)
     pixel_border: float = _opt(-10.0, "calibrated projections valid up to -border px outside the image")
     depth_eps: float = _opt(1e-6, "points with depth at or below this are invalid", gt=0.0)
@@ -169,7 +174,12 @@ class LocalOptConfig:
     sigma_ray: float = _opt(0.003, "ray residual standard deviation", gt=0.0)
     sigma_dist: float = _opt(10.0, "distance residual standard deviation", gt=0.0)
     sigma_pixel: float = _opt(1.0, "calibrated pixel residual standard deviation (px)", gt=0.0)
-    sigma_depth: float = _opt(10.0, "calibrated log-depth residual standard deviation", gt=0.0)
+    sigma_depth: float = _opt(
+        10.0,
+        "calibrated log-depth residual standard deviation (an RGB-D source recommends 0.02, "
+        "used while this stays at the default)",
+        gt=0.0,
+    )
     sigma_point: float = _opt(0.05, "3D point residual standard deviation", gt=0.0)
     delta_norm: float = _opt(1e-8, "stop when the update norm is below this", gt=0.0)
     use_cuda: bool = _opt(True, "use the GPU for the optimisation when the tensors are on it")

@@ -152,22 +152,27 @@ METRIC_SIGMA_PIXEL = 3.0
 def source_backend_overrides(cfg: object, source: object, calibrated: bool) -> dict:
     """Optimiser options recommended by the pointmap source (applied over ``cfg``'s ``local_opt``).
 
-    Calibrated mode: the source's tracking log-depth σ (``tracking_overrides['sigma_depth']``); metric,
-    pose-dependent (projection-matched) sources: ``sigma_pixel = METRIC_SIGMA_PIXEL`` while
-    ``local_opt.sigma_pixel`` is still at its default (an explicit config value wins).
+    Calibrated mode only. Each recommendation replaces a ``local_opt`` value only while that value is still
+    at its default, so an explicit config value always wins (the same rule as the tracker's options):
+    ``sigma_depth`` = the source's tracking log-depth σ (``tracking_overrides['sigma_depth']``, metric depth);
+    ``sigma_pixel = METRIC_SIGMA_PIXEL`` for metric, pose-dependent (projection-matched) sources.
     """
     over = getattr(source, "tracking_overrides", None) or {}
     extra: dict = {}
     if not calibrated:
         return extra
-    if "sigma_depth" in over:
-        extra["sigma_depth"] = float(over["sigma_depth"])  # metric depth: the tracking's log-depth noise
     section = getattr(cfg, "local_opt", None)
-    default_px = GlobalOptConfig.__dataclass_fields__["sigma_pixel"].default
+    fields = GlobalOptConfig.__dataclass_fields__
+
+    def at_default(name: str) -> bool:
+        return getattr(section, name, fields[name].default) == fields[name].default
+
+    if "sigma_depth" in over and at_default("sigma_depth"):
+        extra["sigma_depth"] = float(over["sigma_depth"])
     if (
         getattr(source, "metric", False)
         and getattr(source, "pose_dependent", False)
-        and getattr(section, "sigma_pixel", default_px) == default_px
+        and at_default("sigma_pixel")
     ):
         extra["sigma_pixel"] = METRIC_SIGMA_PIXEL
     return extra
