@@ -95,11 +95,11 @@ def test_demo_outputs_from_a_recorded_session(tmp_path):
 
 @pytest.mark.ros
 @pytest.mark.slow
-def test_demo_end_to_end_over_dds(tmp_path):
+def test_demo_end_to_end_over_dds(tmp_path, dds_domain):
     pytest.importorskip("rclpy", reason="rclpy is not installed (run scripts/setup.sh)")
     out = tmp_path / "demo"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    domain = str(1 + (os.getpid() + 71) % 100)
+    domain = str(dds_domain)
     cmd = [sys.executable, "-m", "online3r_ros.cli.main", "demo", "--out", str(out), "--frames", "6"]
     cmd += ["--rate", "0", "--domain-id", domain, "--startup-timeout", "60", "--settle-timeout", "20"]
     t0 = time.monotonic()

@@ -419,11 +419,11 @@ def test_missing_non_python_executable_is_skipped(tmp_path):
 # ------------------------------------------------------------------------------------ real nodes (DDS)
 @pytest.mark.ros
 @pytest.mark.slow
-def test_online3r_launch_starts_and_stops_the_real_nodes(tmp_path):
+def test_online3r_launch_starts_and_stops_the_real_nodes(tmp_path, dds_domain):
     pytest.importorskip("rclpy", reason="rclpy is not installed (run scripts/setup.sh)")
     env = dict(
         os.environ,
-        ROS_DOMAIN_ID=str(1 + (os.getpid() + 37) % 100),
+        ROS_DOMAIN_ID=str(dds_domain),
         ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
         PYTHONUNBUFFERED="1",
     )

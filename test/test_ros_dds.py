@@ -47,11 +47,6 @@ TOPICS = {
 }
 
 
-def domain_id() -> int:
-    """Per-run domain in 1..100 from the test process id (the child reads it from ROS_DOMAIN_ID)."""
-    return 1 + os.getpid() % 100
-
-
 def payload() -> dict[str, Any]:
     """Deterministic messages both processes build identically."""
     rng = np.random.default_rng(1234)
@@ -131,7 +126,7 @@ def run_publisher_child() -> None:
 
 
 @pytest.fixture(scope="module")
-def received() -> dict[str, Any]:
+def received(dds_domain_module: int) -> dict[str, Any]:
     """Start the child; once it published the latched messages, subscribe here and collect one of each."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -139,7 +134,7 @@ def received() -> dict[str, Any]:
 
     from online3r_ros.ros.qos import map_qos, sensor_data_qos, tf_qos, tf_static_qos
 
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id()), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    env = dict(os.environ, ROS_DOMAIN_ID=str(dds_domain_module), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     with_tf = tf2_msgs_available()
     log = tempfile.TemporaryFile()
     command = [sys.executable, str(Path(__file__).resolve()), CHILD_FLAG]
@@ -156,7 +151,7 @@ def received() -> dict[str, Any]:
             time.sleep(0.05)
         mp.setenv("ROS_DOMAIN_ID", env["ROS_DOMAIN_ID"])
         mp.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-        rclpy.init(context=context, domain_id=domain_id())
+        rclpy.init(context=context, domain_id=dds_domain_module)
         node = rclpy.create_node("online3r_dds_test_subscriber", context=context)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)

@@ -6,7 +6,6 @@ the real ``tf2_msgs`` (built into .venv by scripts/setup.sh) and skip with that 
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Any
@@ -162,14 +161,16 @@ def test_tf_message_type_is_the_upstream_definition() -> None:
 
 
 @needs_tf2_msgs
-def test_late_subscriber_receives_all_static_transforms_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_late_subscriber_receives_all_static_transforms_in_process(
+    monkeypatch: pytest.MonkeyPatch, dds_domain: int
+) -> None:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from tf2_msgs.msg import TFMessage
 
     from online3r_ros.ros.qos import tf_qos, tf_static_qos
 
-    domain = 1 + (os.getpid() + 50) % 100  # not the cross-process test's domain
+    domain = dds_domain
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     context = rclpy.Context()
