@@ -8,13 +8,8 @@ import torch
 
 import online3r_ros.slam.global_opt as go
 from online3r_ros.geometry.lie import sim3_act, sim3_compose, sim3_exp, sim3_inverse, sim3_log
-from online3r_ros.slam.global_opt import (
-    GlobalOptConfig,
-    GlobalOptError,
-    GlobalOptimizer,
-    calib_residual,
-    ray_dist_residual,
-)
+from online3r_ros.slam.edge_residuals import calib_residual, ray_dist_residual
+from online3r_ros.slam.global_opt import GlobalOptConfig, GlobalOptError, GlobalOptimizer
 from online3r_ros.slam.graph import FactorGraph, GraphError, combined_match_confidence
 from online3r_ros.slam.keyframes import KeyframeStore
 

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from online3r_ros.geometry.icp import pointmap_normals
 from online3r_ros.geometry.lie import sim3_compose, sim3_inverse, sim3_to_matrix
+from online3r_ros.slam.edge_residuals import huber_cost, huber_weight
 
 __all__ = ["IcpTerm", "build_icp_term", "point_to_plane_factor_terms"]
 
@@ -76,8 +77,6 @@ class IcpTerm:
 
     def linearize(self, T: Tensor, with_jac: bool = True) -> tuple[float, Tensor | None, Tensor | None, int]:
         """Robust cost, local Hessians ``[F, 7, 7]`` and gradients ``[F, 7]`` at poses ``T [n, 8]``."""
-        from online3r_ros.slam.global_opt import huber_cost, huber_weight
-
         F = self.fa.numel()
         T_ab = sim3_compose(sim3_inverse(T[self.fa]), T[self.fb])
         M_ab = sim3_to_matrix(T_ab)[:, :3, :][self.point_factor]
