@@ -62,6 +62,7 @@ __all__ = [
     "resolve_pose_group",
     "uses_calibration",
     "make_graph",
+    "edge_candidates",
     "proximity_candidates",
     "make_optimizer",
     "make_frame_tracker",
@@ -103,6 +104,24 @@ def make_graph(cfg: SlamConfig) -> FactorGraph:
         max_points_per_edge=int(getattr(lo, "max_points_per_edge", 0)),
         seed=cfg.system.seed,
     )
+
+
+def edge_candidates(
+    cfg: SlamConfig, source: PointmapSource, T_WC: Tensor, new_id: int, extra: Sequence[int] = ()
+) -> list[int]:
+    """Keyframes to try an edge with for keyframe ``new_id``: the previous one, the ``system.proximity_*``
+    neighbours (:func:`proximity_candidates`) and ``extra`` (loop candidates), de-duplicated, newest first."""
+    sc = cfg.system
+    candidates = [new_id - 1] + proximity_candidates(
+        T_WC,
+        new_id,
+        int(getattr(sc, "proximity_edges", 0)),
+        float(getattr(sc, "proximity_max_dist", 1.0)),
+        float(getattr(sc, "proximity_max_angle", 30.0)),
+        bool(getattr(source, "metric", False)),
+    )
+    candidates += [int(c) for c in extra]
+    return sorted({c for c in candidates if 0 <= c < new_id}, reverse=True)
 
 
 def proximity_candidates(
@@ -463,18 +482,8 @@ class MapperBackend:
         info: dict = {}
         optimised = False
         if kf_id > 0:
-            sc = self.config.system
-            candidates = [kf_id - 1] + proximity_candidates(
-                self.keyframes.get_poses(),
-                kf_id,
-                int(getattr(sc, "proximity_edges", 0)),
-                float(getattr(sc, "proximity_max_dist", 1.0)),
-                float(getattr(sc, "proximity_max_angle", 30.0)),
-                bool(getattr(self.source, "metric", False)),
-            )
-            if self.loop_candidates is not None:
-                candidates += [int(c) for c in self.loop_candidates(self, kf_id)]
-            candidates = sorted({c for c in candidates if 0 <= c < kf_id}, reverse=True)
+            loops = self.loop_candidates(self, kf_id) if self.loop_candidates is not None else ()
+            candidates = edge_candidates(self.config, self.source, self.keyframes.get_poses(), kf_id, loops)
             added = build_edges(
                 self.source,
                 self.graph,

@@ -51,6 +51,7 @@ from .frame_store import FrameStore
 from .global_opt import GlobalOptConfig, GlobalOptimizer, source_backend_overrides
 from .graph import FactorGraph
 from .keyframes import KeyframeStore
+from .mapping import edge_candidates
 from .tracking import FrameTracker, TrackerOptions, TrackingKeyframe, TrackResult
 
 Tensor = torch.Tensor
@@ -509,32 +510,10 @@ class SlamSystem:
         self._kf_frames.append(sf)
         return kf_id
 
-    def _proximity_candidates(self, new_id: int) -> list[int]:
-        """Up to ``system.proximity_edges`` earlier keyframes (not the previous one) whose current pose is
-        within ``proximity_max_dist`` / ``proximity_max_angle`` of the new keyframe, nearest first (metric
-        sources only: distances need a known scale). Matching still has to accept each edge."""
-        sc = self.config.system
-        if sc.proximity_edges <= 0 or new_id < 2 or not getattr(self.source, "metric", False):
-            return []
-        T = self.keyframes.get_poses().detach().to("cpu", torch.float64)
-        rel = sim3_compose(sim3_inverse(T[: new_id - 1]), T[new_id])  # new keyframe in each older one
-        dist = rel[:, :3].norm(dim=-1)
-        # angle between the optical axes: z of the relative rotation
-        qx, qy = rel[:, 3], rel[:, 4]
-        cos_axis = (1.0 - 2.0 * (qx * qx + qy * qy)).clamp(-1.0, 1.0)
-        angle = torch.rad2deg(torch.acos(cos_axis))
-        ok = (dist < sc.proximity_max_dist) & (angle < sc.proximity_max_angle)
-        score = dist / sc.proximity_max_dist + angle / sc.proximity_max_angle
-        ids = torch.nonzero(ok).flatten()
-        order = ids[torch.argsort(score[ids], stable=True)]
-        return [int(i) for i in order[: sc.proximity_edges]]
-
     def _backend(self, new_id: int, watch: _Stopwatch) -> KeyframeEvent:
         """Edges for the new keyframe (previous keyframe + loop candidates) and a global optimisation."""
-        candidates = [new_id - 1] + self._proximity_candidates(new_id)
-        if self.loop_candidates is not None:
-            candidates += [int(c) for c in self.loop_candidates(self, new_id)]
-        candidates = sorted({c for c in candidates if 0 <= c < new_id}, reverse=True)
+        loops = self.loop_candidates(self, new_id) if self.loop_candidates is not None else ()
+        candidates = edge_candidates(self.config, self.source, self.keyframes.get_poses(), new_id, loops)
         added = build_edges(
             self.source,
             self.graph,
