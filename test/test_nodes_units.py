@@ -371,24 +371,6 @@ def test_pose_history_interpolates_and_bounds_the_nearest_lookup() -> None:
     assert len(hist) == 3 and hist.lookup(1_000, tolerance_ns=0) is None  # the oldest sample was dropped
 
 
-def test_proximity_candidates_pick_near_keyframes_with_similar_view() -> None:
-    from online3r_ros.geometry.lie import sim3_identity
-    from online3r_ros.slam.mapping import proximity_candidates
-
-    def pose(x: float, yaw: float) -> torch.Tensor:
-        return sim3_exp(torch.tensor([x, 0.0, 0.0, 0.0, yaw, 0.0, 0.0], dtype=torch.float64))
-
-    # keyframes 0..4 along x; 5 comes back next to 1 (0.1 m) looking the same way, near 0 but turned 90 deg
-    T = torch.stack(
-        [pose(0.0, 1.57), pose(0.5, 0.0), pose(2.0, 0.0), pose(3.0, 0.0), pose(4.0, 0.0), pose(0.6, 0.0)]
-    )
-    assert proximity_candidates(T, 5, 3, 1.0, 30.0, metric=True) == [1]
-    assert proximity_candidates(T, 5, 3, 1.0, 100.0, metric=True) == [1, 0]  # nearest first
-    assert proximity_candidates(T, 5, 1, 1.0, 100.0, metric=True) == [1]
-    assert proximity_candidates(T, 5, 3, 1.0, 30.0, metric=False) == []  # no scale: no distances
-    assert proximity_candidates(sim3_identity(2, dtype=torch.float64), 1, 3, 1.0, 30.0, metric=True) == []
-
-
 def test_reserved_dds_domains_are_distinct_until_released(tmp_path) -> None:
     from online3r_ros.ros.replay.domain import reserve_domain_id
 

@@ -281,3 +281,35 @@ def test_real_7scenes_30_frames_drift_bound():
     rel_gt = np.linalg.inv(gt[0]) @ gt[-1]
     assert np.linalg.norm(rel_gt[:3, 3]) > 0.05  # the camera really moved
     assert np.linalg.norm(rel_est[:3, 3] - rel_gt[:3, 3]) < 0.03
+
+
+def test_rgbd_icp_model_neighbours_constrain_what_the_keyframe_cannot():
+    """The keyframe sees only the far wall (a plane: point-to-plane ICP cannot observe sliding along it);
+    a neighbour keyframe at another pose sees the whole room. Only with the neighbour's points, moved into
+    the keyframe's frame by the two world poses, is the frame's in-plane motion recovered."""
+    src = RGBDSource(scale=1.0, descriptors=False, depth_trunc=10.0)
+    depth_k = room_depth(T_KF)
+    wall = lie.sim3_act(T_KF, camera.backproject_depth(depth_k, K))[..., 2] > 3.99
+    fk = src.prepare(room_image(T_KF), depth=torch.where(wall, depth_k, torch.zeros_like(depth_k)), K=K)
+    T_n = lie.sim3_compose(T_KF, lie.sim3_exp(torch.tensor([-0.15, 0.05, -0.1, 0.0, -0.08, 0.02, 0.0])))
+    fn = src.prepare(room_image(T_n), depth=room_depth(T_n), K=K, index=1)
+    motion = lie.sim3_exp(torch.tensor([0.06, -0.04, 0.0, 0.0, 0.0, 0.0, 0.0]))  # in the wall's plane
+    T_f = lie.sim3_compose(T_KF, motion)
+    ff = src.prepare(room_image(T_f), depth=room_depth(T_f), K=K, index=2)
+    neighbour = TrackingKeyframe(fn, T_n, fn.cache["X"], fn.cache["C"], kf_id=1)
+    errors = {}
+    for with_neighbour in (False, True):
+        kf = TrackingKeyframe(fk, T_KF, fk.cache["X"], fk.cache["C"], kf_id=0)
+        if with_neighbour:
+            kf.neighbours = [neighbour]
+        tr = FrameTracker(src, TrackerOptions(pose_group="se3"))
+        res = tr.track(ff, kf, T_WC_guess=T_KF)
+        assert res.state is TrackingState.TRACKING, res.reason
+        errors[with_neighbour] = _pose_err(res.T_CkCf, motion)[0]
+        assert res.stats["model_keyframes"] == int(with_neighbour)
+        own = int(wall[1:-1, 1:-1].sum())
+        assert (res.stats["model_points"] > own + 100) == with_neighbour
+        # the keyframe decision and match fractions count the keyframe's own points only
+        assert res.match_frac <= 1.0 and res.n_matches <= own
+    assert errors[True] < 3e-3, errors
+    assert errors[False] > 10 * errors[True], errors

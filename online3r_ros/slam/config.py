@@ -153,6 +153,22 @@ class TrackingConfig:
     icp_delta_norm: float = _opt(
         1e-4, "(online3r_ros) RGB-D ICP: convergence on the pose update norm", gt=0.0
     )
+    model_keyframes: int = _opt(
+        6,
+        "(online3r_ros) RGB-D ICP: besides the current keyframe, up to N other keyframes' fused pointmaps "
+        "(the previous keyframe, then the nearest) join the tracking model at their optimised poses "
+        "(0: the current keyframe only)",
+        ge=0,
+    )
+    model_max_dist: float = _opt(
+        1.5, "(online3r_ros) RGB-D ICP model keyframes: maximum camera distance (m)", gt=0.0
+    )
+    model_max_angle: float = _opt(
+        45.0,
+        "(online3r_ros) RGB-D ICP model keyframes: maximum viewing-direction angle (deg)",
+        gt=0.0,
+        le=180.0,
+    )
 
 
 @dataclass

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..geometry.lie import sim3_act, sim3_compose, sim3_identity, sim3_inverse
+from ..geometry.lie import sim3_act, sim3_identity
 from ..sources.base import PointmapSource, SourceFrame
 from ..utils.atomic import save_atomic
 from .config import SlamConfig, config_from_dict, config_to_dict
@@ -49,6 +49,7 @@ from .frame_store import FrameStore
 from .global_opt import GlobalOptConfig, GlobalOptimizer, source_backend_overrides
 from .graph import FactorGraph
 from .keyframes import KeyframeStore
+from .neighbours import proximity_candidates
 from .tracking import FrameTracker, TrackerOptions
 
 Tensor = torch.Tensor
@@ -122,26 +123,6 @@ def edge_candidates(
     )
     candidates += [int(c) for c in extra]
     return sorted({c for c in candidates if 0 <= c < new_id}, reverse=True)
-
-
-def proximity_candidates(
-    T_WC: Tensor, new_id: int, n: int, max_dist: float, max_angle_deg: float, metric: bool
-) -> list[int]:
-    """Up to ``n`` keyframes before ``new_id - 1`` whose pose (``T_WC [K, 8]``) is within ``max_dist`` and
-    whose optical axis is within ``max_angle_deg`` of keyframe ``new_id``'s, nearest first (score = distance
-    / max_dist + angle / max_angle); metric sources only (distances need a known scale)."""
-    if n <= 0 or new_id < 2 or not metric:
-        return []
-    T = T_WC.detach().to("cpu", torch.float64)
-    rel = sim3_compose(sim3_inverse(T[: new_id - 1]), T[new_id])  # the new keyframe in each older one
-    dist = rel[:, :3].norm(dim=-1)
-    qx, qy = rel[:, 3], rel[:, 4]
-    angle = torch.rad2deg(torch.acos((1.0 - 2.0 * (qx * qx + qy * qy)).clamp(-1.0, 1.0)))
-    ok = (dist < max_dist) & (angle < max_angle_deg)
-    score = dist / max_dist + angle / max_angle_deg
-    ids = torch.nonzero(ok).flatten()
-    order = ids[torch.argsort(score[ids], stable=True)]
-    return [int(i) for i in order[:n]]
 
 
 def make_optimizer(cfg: SlamConfig, source: PointmapSource, pose_group: str) -> GlobalOptimizer:

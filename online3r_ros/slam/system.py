@@ -52,6 +52,7 @@ from .global_opt import GlobalOptConfig, GlobalOptimizer, source_backend_overrid
 from .graph import FactorGraph
 from .keyframes import KeyframeStore
 from .mapping import edge_candidates
+from .neighbours import tracking_keyframe
 from .tracking import FrameTracker, TrackerOptions, TrackingKeyframe, TrackResult
 
 Tensor = torch.Tensor
@@ -384,14 +385,8 @@ class SlamSystem:
         return self.keyframes.get_poses([kf_id]).reshape(8).detach().to("cpu", torch.float64)
 
     def _tracking_keyframe(self, kf_id: int) -> TrackingKeyframe:
-        kf = self.keyframes.get(kf_id, fields=())
-        return TrackingKeyframe(
-            frame=self._kf_frames[kf_id],
-            T_WC=kf.T_WC,
-            X=kf.X,
-            C=kf.average_confidence(),
-            kf_id=kf_id,
-        )
+        cfg = self.config if self._tracker.uses_icp_model else None
+        return tracking_keyframe(self.keyframes, self._kf_frames, kf_id, cfg)
 
     def _track_against(self, sf: SourceFrame, kf_id: int, T_WC_guess: Tensor) -> TrackResult:
         return self._tracker.track(sf, self._tracking_keyframe(kf_id), T_WC_guess.to(torch.float32))

@@ -32,6 +32,7 @@ from online3r_ros.geometry.icp import (
     projective_association,
 )
 from online3r_ros.geometry.lie import (
+    quat_to_matrix,
     sim3_act,
     sim3_compose,
     sim3_exp,
@@ -70,7 +71,8 @@ class TrackingKeyframe:
 
     ``frame``: its prepared :class:`SourceFrame`; ``T_WC [8]`` Sim(3) world pose; ``X [H, W, 3]``
     canonical (fused) pointmap in its own frame; ``C [H, W]`` average confidence; ``kf_id`` identifies it
-    (the match warm start is reset when it changes).
+    (the match warm start is reset when it changes). ``neighbours``: other keyframes (same fields, their
+    own ``T_WC``) whose points join this keyframe's in the RGB-D ICP model; the matching cost ignores them.
     """
 
     frame: SourceFrame
@@ -78,6 +80,7 @@ class TrackingKeyframe:
     X: Tensor
     C: Tensor
     kf_id: int = 0
+    neighbours: list[TrackingKeyframe] = field(default_factory=list)
 
 
 @dataclass
@@ -380,7 +383,13 @@ class FrameTracker:
         self._T_prev: Tensor | None = None
         self._T_last: Tensor | None = None
         self._warm: tuple[int, Tensor, Tensor] | None = None  # (kf_id, query, idx)
-        self._normals: tuple | None = None
+        self._normals: dict | None = None  # kf_id -> (pointmap key, normals, valid)
+
+    @property
+    def uses_icp_model(self) -> bool:
+        """True when frames are tracked by projective ICP (pose-dependent metric sources, ``rgbd_cost``
+        icp), the cost whose model takes :attr:`TrackingKeyframe.neighbours` into account."""
+        return self.opts.rgbd_cost == "icp" and bool(self.source.pose_dependent) and bool(self.source.metric)
 
     # -- motion model -------------------------------------------------------------------------------------
     def predict_pose(self) -> Tensor | None:
@@ -592,39 +601,71 @@ class FrameTracker:
             **stats,
         )
 
-    def _keyframe_normals(self, keyframe: TrackingKeyframe) -> tuple[Tensor, Tensor]:
-        key = (keyframe.kf_id, keyframe.X.data_ptr(), keyframe.X._version)
-        if self._normals is None or self._normals[0] != key:
+    def _keyframe_normals(self, keyframe: TrackingKeyframe, cache: dict) -> tuple[Tensor, Tensor]:
+        """Normals of a keyframe's canonical pointmap, recomputed only when the pointmap changed (fusion
+        updates it in place, which bumps its version)."""
+        key = (keyframe.X.data_ptr(), keyframe.X._version)
+        hit = (self._normals or {}).get(keyframe.kf_id)
+        if hit is None or hit[0] != key:
             n, ok = pointmap_normals(keyframe.X, keyframe.C > 0)
-            self._normals = (key, n, ok)
-        return self._normals[1], self._normals[2]
+            hit = (key, n, ok)
+        cache[keyframe.kf_id] = hit
+        return hit[1], hit[2]
+
+    def _model_points(
+        self, keyframe: TrackingKeyframe, with_grey: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, int]:
+        """The ICP model in the keyframe's frame: points ``[N, 3]``, normals ``[N, 3]``, confidences
+        ``[N]`` and (``with_grey``) grey levels ``[N]`` of up to ``points_per_frame`` valid pixels of the
+        keyframe and of each neighbour (moved by ``T_WCk^-1·T_WCj``); the keyframe's own ``n_own`` points
+        come first. Only the normals of these keyframes stay cached."""
+        o = self.opts
+        Xs, Ns, Cs, Is = [], [], [], []
+        T_kW = sim3_inverse(keyframe.T_WC.to(torch.float32))
+        n_own = 0
+        cache: dict = {}
+        for j, kf in enumerate([keyframe, *keyframe.neighbours]):
+            n_k, n_ok = self._keyframe_normals(kf, cache)
+            q = _select_query(n_ok & torch.isfinite(kf.X).all(-1), o.points_per_frame)
+            X = kf.X.reshape(-1, 3)[q]
+            nn = n_k.reshape(-1, 3)[q]
+            C = kf.C.reshape(-1)[q]
+            if with_grey:
+                g = kf.frame.cache.get("grey_grad")
+                if g is None:
+                    g = kf.frame.cache["grey_grad"] = grey_and_gradients(kf.frame.image)
+                Is.append(g[..., 0].reshape(-1)[q])
+            if j == 0:
+                n_own = int(q.numel())
+            else:
+                T = sim3_compose(T_kW, kf.T_WC.to(torch.float32))
+                X = sim3_act(T, X)
+                nn = (quat_to_matrix(T[3:7]) @ nn.T).T
+            Xs.append(X)
+            Ns.append(nn)
+            Cs.append(C)
+        self._normals = cache
+        grey = torch.cat(Is) if with_grey else None
+        return torch.cat(Xs), torch.cat(Ns), torch.cat(Cs), grey, n_own
 
     def _track_icp(self, frame: SourceFrame, keyframe: TrackingKeyframe, T_CkCf: Tensor) -> TrackResult:
-        """Projective point-to-plane ICP of the frame's pointmap against the keyframe's canonical pointmap
-        (re-associated at every Gauss-Newton evaluation)."""
+        """Projective point-to-plane ICP of the frame's pointmap against the model (the keyframe's canonical
+        pointmap plus its ``neighbours``', :meth:`_model_points`), re-associated at every Gauss-Newton
+        evaluation. Overlap, match fractions and the keyframe decision count the keyframe's own points."""
         o = self.opts
         K = frame.K
         X_ff = frame.cache["X"]
         valid_f = frame.cache["C"] > 0
-        n_k, n_ok = self._keyframe_normals(keyframe)
-        valid_k = n_ok & torch.isfinite(keyframe.X).all(-1)
-        query = _select_query(valid_k, o.points_per_frame)
-        n_query = int(query.numel())
+        use_photo = o.icp_photo_sigma > 0
+        X_kq, n_kq, C_kq, I_kq, n_query = self._model_points(keyframe, use_photo)
         if n_query < 3:
             return self._lost(T_CkCf, "no valid keyframe points with normals")
-        X_kq = keyframe.X.reshape(-1, 3)[query]
-        n_kq = n_k.reshape(-1, 3)[query]
-        sqrt_w = (keyframe.C.reshape(-1)[query].clamp_min(0).sqrt() / o.icp_sigma).unsqueeze(-1)
+        sqrt_w = (C_kq.clamp_min(0).sqrt() / o.icp_sigma).unsqueeze(-1)
         dof = 6 if o.pose_group == "se3" else 7
-        use_photo = o.icp_photo_sigma > 0
         if use_photo:
             grey_f = frame.cache.get("grey_grad")
             if grey_f is None:
                 grey_f = frame.cache["grey_grad"] = grey_and_gradients(frame.image)
-            grey_k = keyframe.frame.cache.get("grey_grad")
-            if grey_k is None:
-                grey_k = keyframe.frame.cache["grey_grad"] = grey_and_gradients(keyframe.frame.image)
-            I_kq = grey_k[..., 0].reshape(-1)[query]
             sqrt_w = torch.cat([sqrt_w, torch.full_like(sqrt_w, 1.0 / o.icp_photo_sigma)], dim=-1)
 
         def residual_fn(T: Tensor):
@@ -636,7 +677,7 @@ class FrameTracker:
             valid = torch.stack([ok, ok & ok2], dim=-1)
             return torch.cat([r, r2], dim=-1), torch.cat([J, J2], dim=-2), valid
 
-        lin0, ok0 = projective_association(T_CkCf, X_kq, X_ff, valid_f, K, o.icp_dist)
+        lin0, ok0 = projective_association(T_CkCf, X_kq[:n_query], X_ff, valid_f, K, o.icp_dist)
         frac0 = float(ok0.float().mean())
         if frac0 < o.min_match_frac:
             return self._lost(T_CkCf, f"match fraction {frac0:.3f} < min_match_frac {o.min_match_frac}")
@@ -650,7 +691,7 @@ class FrameTracker:
                 iterations=sol.iterations,
                 solver_failures=sol.solver_failures,
             )
-        lin, ok = projective_association(sol.T, X_kq, X_ff, valid_f, K, o.icp_dist)
+        lin, ok = projective_association(sol.T, X_kq[:n_query], X_ff, valid_f, K, o.icp_dist)
         match_frac = float(ok.float().mean())
         n_unique = int(torch.unique(lin[ok]).numel()) if bool(ok.any()) else 0
         unique_frac_f = n_unique / n_query
@@ -670,7 +711,11 @@ class FrameTracker:
             cost=sol.cost,
             solver_failures=sol.solver_failures,
             prediction=pred,
-            stats={"converged": sol.converged},
+            stats={
+                "converged": sol.converged,
+                "model_keyframes": len(keyframe.neighbours),
+                "model_points": int(X_kq.shape[0]),
+            },
         )
 
 

@@ -38,6 +38,7 @@ from .mapping import (
     make_keyframe_store,
     resolve_pose_group,
 )
+from .neighbours import tracking_keyframe
 from .system import SlamState, apply_determinism
 from .tracking import TrackingKeyframe, TrackResult
 
@@ -286,10 +287,8 @@ class TrackerFrontend:
         self._posed = (self._posed + [index])[-2:]
 
     def _tracking_keyframe(self, kf_id: int) -> TrackingKeyframe:
-        kf = self.keyframes.get(kf_id, fields=())
-        return TrackingKeyframe(
-            frame=self.kf_frames[kf_id], T_WC=kf.T_WC, X=kf.X, C=kf.average_confidence(), kf_id=kf_id
-        )
+        cfg = self.config if self._tracker.uses_icp_model else None
+        return tracking_keyframe(self.keyframes, self.kf_frames, kf_id, cfg)
 
     def _track_against(self, sf: SourceFrame, kf_id: int, guess: Tensor) -> TrackResult:
         return self._tracker.track(sf, self._tracking_keyframe(kf_id), guess.to(torch.float32))
