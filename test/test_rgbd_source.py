@@ -84,7 +84,13 @@ def test_confidence_follows_noise_model():
     assert torch.allclose(s, 0.0012 + 0.0019 * (z - 0.4) ** 2)
     C = depth_confidence(z, torch.ones(4, dtype=torch.bool))
     assert (C[:-1] > C[1:]).all() and (C > 1).all()
-    assert torch.allclose(C[2], 1 + (0.01 / s[2]) ** 2)
+    assert torch.allclose(C[2], 1 + (0.1 / s[2]) ** 2)
+    # the default reference keeps C ~ 1 / variance over the whole range: the floor of 1 is < 10% at 3.5 m
+    assert ((C - 1) / C > 0.9).all()
+    assert torch.allclose((C[0] - 1) / (C[3] - 1), (s[3] / s[0]) ** 2)
+    C1 = depth_confidence(z, torch.ones(4, dtype=torch.bool), sigma_ref=0.01)
+    assert torch.allclose(C1[2], 1 + (0.01 / s[2]) ** 2)
+    assert float(depth_confidence(z, torch.tensor([True, False, True, True]))[1]) == 0.0
 
 
 def test_patch_descriptors_are_unit_and_invariant_to_brightness_offset():

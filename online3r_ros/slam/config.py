@@ -141,7 +141,12 @@ class TrackingConfig:
         choices=("icp", "matching"),
     )
     icp_dist: float = _opt(0.1, "(online3r_ros) RGB-D ICP: association gate (m)", gt=0.0)
-    icp_sigma: float = _opt(0.01, "(online3r_ros) RGB-D ICP: point-to-plane residual scale (m)", gt=0.0)
+    icp_sigma: float = _opt(
+        0.1,
+        "(online3r_ros) RGB-D ICP: point-to-plane residual scale (m) at confidence 1; weights grow with "
+        "sqrt(C), so with source.depth_sigma_ref equal to it each residual is whitened by its depth noise",
+        gt=0.0,
+    )
     icp_photo_sigma: float = _opt(
         0.0,
         "(online3r_ros) RGB-D ICP: photometric residual scale, grey levels 0..1 (0: no photometric term)",
@@ -260,6 +265,12 @@ class SourceConfig:
     depth_min: float = _opt(0.1, "RGB-D: depths below this (m) are invalid", ge=0.0)
     depth_scale: float = _opt(
         1.0, "RGB-D: multiplier applied to the input depth (sensor depth-scale calibration; 1: none)", gt=0.0
+    )
+    depth_sigma_ref: float = _opt(
+        0.1,
+        "RGB-D: confidence C = 1 + (depth_sigma_ref / sigma_z(z))^2 from the depth noise model sigma_z (m); "
+        "0.1 keeps C proportional to the inverse depth variance over a Kinect-type sensor's range",
+        gt=0.0,
     )
 
 

@@ -94,15 +94,7 @@ def build_source(cfg: SlamConfig) -> PointmapSource:
     if kind == "depth":
         from ..sources.rgbd import RGBDSource
 
-        if hasattr(RGBDSource, "from_config"):
-            return RGBDSource.from_config(cfg, device=device)
-        return RGBDSource(
-            device=device,
-            width=cfg.source.width,
-            height=cfg.source.height,
-            depth_min=cfg.source.depth_min,
-            depth_trunc=cfg.source.depth_trunc,
-        )
+        return RGBDSource.from_config(cfg, device=device)
     if kind == "mast3r":
         try:
             from ..sources.mast3r import MASt3RSource

@@ -137,10 +137,11 @@ class TrackerOptions:
     keyframe pixels (0: all). ``rematch_iters``: extra predict/match/solve passes for pose-dependent sources.
 
     Pose-dependent metric sources with intrinsics (RGB-D) use ``rgbd_cost="icp"`` by default: projective
-    point-to-plane ICP against the keyframe's canonical pointmap, re-associated at every evaluation
-    (``icp_dist`` m association gate, ``icp_sigma`` m residual scale, Huber, LM safeguard, convergence
-    ``icp_rel_error`` / ``icp_delta_norm``), plus an optional photometric term (``icp_photo_sigma`` > 0, grey
-    levels 0..1). ``rgbd_cost="matching"`` runs the reference matching + calibrated cost instead.
+    point-to-plane ICP against the keyframe's canonical pointmap (and its model neighbours'), re-associated
+    at every evaluation (``icp_dist`` m association gate, ``icp_sigma`` m residual scale at confidence 1,
+    Huber, LM safeguard, convergence ``icp_rel_error`` / ``icp_delta_norm``), plus an optional photometric
+    term (``icp_photo_sigma`` > 0, grey levels 0..1). ``rgbd_cost="matching"`` runs the reference
+    matching + calibrated cost instead.
     """
 
     # tracking
@@ -174,7 +175,7 @@ class TrackerOptions:
     # pose-dependent metric sources (RGB-D): projective point-to-plane ICP instead of matching
     rgbd_cost: str = "icp"
     icp_dist: float = 0.1
-    icp_sigma: float = 0.01
+    icp_sigma: float = 0.1
     icp_rel_error: float = 1e-4
     icp_photo_sigma: float = 0.0
     icp_delta_norm: float = 1e-4

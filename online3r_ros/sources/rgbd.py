@@ -4,7 +4,10 @@
   resolution, scale ``K``, back-project, and compute per-pixel confidence from a depth noise model
   (Kinect-style axial noise ``sigma_z(z) = a + b (z - z0)^2``, default a = 0.0012, b = 0.0019, z0 = 0.4 m):
   ``C = 1 + (sigma_ref / sigma_z)^2`` (0 for invalid depth: 0, NaN, inf, outside
-  ``[depth_min, depth_trunc]``).
+  ``[depth_min, depth_trunc]``). With the default ``sigma_ref`` = 0.1 m the floor of 1 matters only past
+  ~6 m, so C (the weight of fusion and of the tracking residuals, ``sqrt(C)``) stays proportional to the
+  inverse depth variance over the sensor's range; a 1 cm reference (the former default) capped it at
+  2.6 m and over-weighted far, noisy points (7-Scenes ATE 0.0327 -> 0.0295 m, mean of three runs).
   Cheap descriptors (optional): mean-subtracted, L2-normalised grey-level patches (``patch_size^2``-d, sampled
   with ``patch_stride``) so that descriptor refinement adds a photometric cue.
 - ``predict_asymmetric(frame, keyframe, T_CkCf_guess)``: ``X_ff`` = the frame's own pointmap; ``X_kf`` =
@@ -47,7 +50,7 @@ def depth_noise_sigma(z: Tensor, a: float = 0.0012, b: float = 0.0019, z0: float
     return a + b * (z - z0) ** 2
 
 
-def depth_confidence(depth: Tensor, valid: Tensor, sigma_ref: float = 0.01, **noise: float) -> Tensor:
+def depth_confidence(depth: Tensor, valid: Tensor, sigma_ref: float = 0.1, **noise: float) -> Tensor:
     """``C = 1 + (sigma_ref / sigma_z(z))^2`` for valid pixels, 0 elsewhere (``[H, W]``)."""
     z = torch.where(valid, depth, torch.ones_like(depth))
     c = 1.0 + (sigma_ref / depth_noise_sigma(z, **noise)) ** 2
@@ -87,7 +90,7 @@ class RGBDSource(PointmapSource):
         depth_min, depth_trunc: valid depth range (m).
         descriptors: compute patch descriptors (``has_descriptors``).
         patch_size, patch_stride: descriptor patch geometry.
-        sigma_ref: reference noise (m) of the confidence ``C = 1 + (sigma_ref/sigma_z)^2``.
+        sigma_ref: reference noise (m) of the confidence ``C = 1 + (sigma_ref/sigma_z)^2`` (module doc).
         assoc_dist: max distance (m) between a moved keyframe point and the frame's point in ``X_kf``.
         depth_scale: multiplier applied to the input depth (sensor depth-scale calibration; 1 = none).
         ray_constrained: ``X_kf`` keeps the frame's depth but on the keyframe pixel's own ray (fusion
@@ -110,7 +113,7 @@ class RGBDSource(PointmapSource):
         descriptors: bool = False,
         patch_size: int = 5,
         patch_stride: int = 1,
-        sigma_ref: float = 0.01,
+        sigma_ref: float = 0.1,
         assoc_dist: float = 0.1,
         depth_scale: float = 1.0,
         ray_constrained: bool = True,
@@ -131,6 +134,8 @@ class RGBDSource(PointmapSource):
         self.patch_size, self.patch_stride = int(patch_size), int(patch_stride)
         self.sigma_ref = float(sigma_ref)
         self.assoc_dist = float(assoc_dist)
+        if not (math.isfinite(sigma_ref) and sigma_ref > 0):
+            raise SourceError(f"sigma_ref must be a positive number, got {sigma_ref}")
         if not (math.isfinite(depth_scale) and depth_scale > 0):
             raise SourceError(f"depth_scale must be a positive number, got {depth_scale}")
         self.depth_scale = float(depth_scale)
@@ -164,6 +169,7 @@ class RGBDSource(PointmapSource):
             depth_min=float(getattr(sc, "depth_min", 0.1)),
             depth_trunc=float(getattr(sc, "depth_trunc", 4.0)),
             depth_scale=float(getattr(sc, "depth_scale", 1.0)),
+            sigma_ref=float(getattr(sc, "depth_sigma_ref", 0.1)),
         )
 
     def prepare(
