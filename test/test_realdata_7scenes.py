@@ -1,5 +1,6 @@
-"""Short real-data regression: the pipeline with the RGB-D source on the first 60 frames of 7-Scenes
-redkitchen (../shared/data). Skipped when the data folder is absent."""
+"""Real-data regressions: the pipeline with the RGB-D source on the first 60 frames of 7-Scenes redkitchen
+(../shared/data), and on all 500 frames against the issue's ATE target. Skipped when the data folder is
+absent."""
 
 from __future__ import annotations
 
@@ -38,3 +39,23 @@ def test_redkitchen_60_frames_ate_bound(tmp_path):
     kt, _ = read_tum(out / "keyframes.tum")
     assert len(kt) >= 1
     assert json.loads((out / "timing.json").read_text())["n_frames"] == N_FRAMES
+
+
+# The issue's target on all 500 frames (RGB-D source, default config). Measured 2026-12 on the project's
+# 2-core machine: 0.0289 m SE(3), 0.0283 m Sim(3), 10 keyframes; ~35 s. The pipeline is deterministic, so a
+# change here means the tracking or the backend changed.
+ATE_TARGET_500_M = 0.030
+
+
+def test_redkitchen_500_frames_meets_the_ate_target(tmp_path):
+    out = tmp_path / "out500"
+    assert main(["run", str(DATA), "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_frames"] == 500 and metrics["frames_with_pose"] == 500
+    assert metrics["states"] == {"tracking": 500}
+    ate = metrics["ate"]["frames"]
+    assert ate["se3"]["n_matched"] == 500
+    assert ate["se3"]["rmse"] <= ATE_TARGET_500_M, ate["se3"]
+    assert ate["sim3"]["rmse"] <= ate["se3"]["rmse"] + 1e-9
+    # the trajectory's shape agrees with the ground truth's: the Sim(3) alignment barely rescales it
+    assert abs(ate["sim3"]["scale"] - 1.0) < 0.03, ate["sim3"]
