@@ -255,7 +255,7 @@ class FrameTracker:
         self._T_prev: Tensor | None = None
         self._T_last: Tensor | None = None
         self._warm: tuple[int, Tensor, Tensor] | None = None  # (kf_id, query, idx)
-        self._normals: dict | None = None  # kf_id -> (pointmap key, normals, valid)
+        self._normals: dict | None = None  # kf_id -> (pointmap key, normals, ICP query pixels)
 
     @property
     def uses_icp_model(self) -> bool:
@@ -474,13 +474,15 @@ class FrameTracker:
         )
 
     def _keyframe_normals(self, keyframe: TrackingKeyframe, cache: dict) -> tuple[Tensor, Tensor]:
-        """Normals of a keyframe's canonical pointmap, recomputed only when the pointmap changed (fusion
-        updates it in place, which bumps its version)."""
-        key = (keyframe.X.data_ptr(), keyframe.X._version)
+        """Normals of a keyframe's canonical pointmap and the ICP query pixels (up to ``points_per_frame``
+        with a valid normal), recomputed only when the pointmap changed (fusion updates it in place, which
+        bumps its version)."""
+        key = (keyframe.X.data_ptr(), keyframe.X._version, self.opts.points_per_frame)
         hit = (self._normals or {}).get(keyframe.kf_id)
         if hit is None or hit[0] != key:
             n, ok = pointmap_normals(keyframe.X, keyframe.C > 0)
-            hit = (key, n, ok)
+            q = _select_query(ok & torch.isfinite(keyframe.X).all(-1), self.opts.points_per_frame)
+            hit = (key, n, q)
         cache[keyframe.kf_id] = hit
         return hit[1], hit[2]
 
@@ -490,15 +492,13 @@ class FrameTracker:
         """The ICP model in the keyframe's frame: points ``[N, 3]``, normals ``[N, 3]``, confidences
         ``[N]`` and (``with_grey``) grey levels ``[N]`` of up to ``points_per_frame`` valid pixels of the
         keyframe and of each neighbour (moved by ``T_WCk^-1·T_WCj``); the keyframe's own ``n_own`` points
-        come first. Only the normals of these keyframes stay cached."""
-        o = self.opts
+        come first. Only these keyframes' normals and query pixels stay cached."""
         Xs, Ns, Cs, Is = [], [], [], []
         T_kW = sim3_inverse(keyframe.T_WC.to(torch.float32))
         n_own = 0
         cache: dict = {}
         for j, kf in enumerate([keyframe, *keyframe.neighbours]):
-            n_k, n_ok = self._keyframe_normals(kf, cache)
-            q = _select_query(n_ok & torch.isfinite(kf.X).all(-1), o.points_per_frame)
+            n_k, q = self._keyframe_normals(kf, cache)
             X = kf.X.reshape(-1, 3)[q]
             nn = n_k.reshape(-1, 3)[q]
             C = kf.C.reshape(-1)[q]
