@@ -14,12 +14,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import torch
 
 from ..geometry.lie import sim3_compose, sim3_inverse
 from ..sources.base import SourceFrame
+from .config import SlamConfig
 from .keyframes import KeyframeStore
 from .tracking import TrackingKeyframe
 
@@ -80,7 +80,7 @@ def model_keyframe_ids(T_WC: Tensor, kf_id: int, n: int, max_dist: float, max_an
 
 
 def tracking_keyframe(
-    store: KeyframeStore, frames: Sequence[SourceFrame], kf_id: int, cfg: Any = None
+    store: KeyframeStore, frames: Sequence[SourceFrame], kf_id: int, cfg: SlamConfig | None = None
 ) -> TrackingKeyframe:
     """Keyframe ``kf_id`` of ``store`` as a tracking target (``frames[kf_id]`` its prepared frame), with the
     model neighbours of :func:`model_keyframe_ids` from ``cfg.tracking`` (``model_keyframes``,
@@ -92,15 +92,10 @@ def tracking_keyframe(
             frame=frames[k], T_WC=kf.T_WC, X=kf.X, C=kf.average_confidence(), kf_id=k, neighbours=neighbours
         )
 
-    tc = getattr(cfg, "tracking", None)
-    n = int(getattr(tc, "model_keyframes", 0)) if tc is not None else 0
     ids: list[int] = []
-    if n > 0 and len(store) > 1:
+    if cfg is not None and cfg.tracking.model_keyframes > 0 and len(store) > 1:
+        tc = cfg.tracking
         ids = model_keyframe_ids(
-            store.get_poses(),
-            kf_id,
-            n,
-            float(getattr(tc, "model_max_dist", 1.5)),
-            float(getattr(tc, "model_max_angle", 45.0)),
+            store.get_poses(), kf_id, tc.model_keyframes, tc.model_max_dist, tc.model_max_angle
         )
     return one(kf_id, [one(k, []) for k in ids])
