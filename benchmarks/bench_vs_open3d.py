@@ -10,10 +10,15 @@ consecutive frames, hybrid (photometric + geometric) Jacobian, default ``Odometr
 ``depth_max = 4 m`` (depth truncated at 4 m), identity initial guess, poses chained; a failed step keeps
 the previous pose (counted and reported). Skipped with a clear message when open3d is not importable.
 
+``--baseline-rev REV`` compares this tree's pipeline with the one at git revision ``REV`` instead (a
+temporary worktree): both run as subprocesses on the same frames, alternating, ``--rounds`` times each, and
+the ATE, frame rates and their ratio are printed (the machine's speed drifts; alternating rounds expose it).
+
 Usage::
 
     .venv/bin/python benchmarks/bench_vs_open3d.py [--data ../shared/data/7scenes_redkitchen_0000_0499]
         [--max-frames 500] [--config FILE] [--skip-open3d] [--skip-ours] [--threads N]
+    .venv/bin/python benchmarks/bench_vs_open3d.py --baseline-rev HEAD~5 [--rounds 2] [--threads N]
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -107,7 +115,6 @@ def run_ours(frames: list, config_path: str | None) -> dict:
             stages[k] = stages.get(k, 0.0) + v
     seconds = time.perf_counter() - t0
     traj = system.trajectory()
-    opts = system._tracker.opts
     h, w = system.keyframes.image_size(0)
     return {
         "timestamps": traj.timestamps,
@@ -115,10 +122,10 @@ def run_ours(frames: list, config_path: str | None) -> dict:
         "seconds": seconds,
         "failures": len(frames) - len(traj),
         "keyframes": system.num_keyframes,
-        "edges": len(system.graph),
+        "edges": len(system.backend.graph),
         "stages_ms_per_frame": {k: v / len(frames) for k, v in stages.items()},
-        "setup": f"{w}x{h}, {opts.points_per_frame or 'all'} points/frame, {system.pose_group}, "
-        f"keyframe below {opts.match_frac_thresh:.2f} overlap, "
+        "setup": f"{w}x{h}, {cfg.source.points_per_frame or 'all'} points/frame, {system.pose_group}, "
+        f"keyframe below {cfg.tracking.match_frac_thresh:.2f} overlap, "
         f"proximity edges {cfg.system.proximity_edges}, "
         f"edge points {cfg.local_opt.max_points_per_edge or 'all'}",
     }
@@ -134,6 +141,48 @@ def ate(frames: list, result: dict) -> dict:
     return {al: compute_ate(est_t, est_T, gt_t, gt_T, alignment=al).rmse for al in ("se3", "sim3")}
 
 
+def _run_script(script: Path, tree: Path, args: argparse.Namespace, out: Path) -> dict:
+    """``ours`` figures of ``script`` (this benchmark at some revision) run in a subprocess on ``tree``."""
+    cmd = [sys.executable, str(script), "--skip-open3d", "--data", str(args.data.resolve())]
+    cmd += ["--max-frames", str(args.max_frames), "--threads", str(args.threads), "--json", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    subprocess.run(cmd, cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(out.read_text())["ours"]
+
+
+def compare_revision(args: argparse.Namespace) -> int:
+    """This tree vs ``args.baseline_rev`` (default configs), alternating rounds; prints both and the ratio."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench_rev_"))
+    tree = tmp / "tree"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.baseline_rev],
+                   check=True, capture_output=True)  # fmt: skip
+    runs: dict[str, list[dict]] = {"baseline": [], "current": []}
+    try:
+        for r in range(args.rounds):
+            for name, root in (("baseline", tree), ("current", ROOT)):
+                res = _run_script(
+                    root / "benchmarks" / Path(__file__).name, root, args, tmp / f"{name}{r}.json"
+                )
+                runs[name].append(res)
+                ate_se3, ate_sim3 = res["ate"]["se3"], res["ate"]["sim3"]
+                print(
+                    f"round {r + 1} {name:<8} ATE SE3 {ate_se3:.4f} m  Sim3 {ate_sim3:.4f} m  "
+                    f"{res['fps']:.2f} frames/s  {res['keyframes']} keyframes",
+                    flush=True,
+                )
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+    fps = {k: statistics.median(r["fps"] for r in v) for k, v in runs.items()}
+    ratio = fps["current"] / fps["baseline"]
+    print(
+        f"baseline {args.baseline_rev}: median {fps['baseline']:.2f} frames/s; current: median "
+        f"{fps['current']:.2f} frames/s; ratio current / baseline {ratio:.3f}"
+    )
+    if args.json:
+        args.json.write_text(json.dumps({"baseline_rev": args.baseline_rev, "runs": runs, "median_fps": fps}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -141,19 +190,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--max-frames", type=int, default=500)
     parser.add_argument(
-        "--config",
-        default=str(Path(__file__).with_suffix(".yaml")),
-        help="pipeline config YAML (default: bench_vs_open3d.yaml next to this script)",
+        "--config", default=None, help="pipeline config YAML (default: the built-in defaults)"
     )
     parser.add_argument("--skip-open3d", action="store_true")
     parser.add_argument("--skip-ours", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--baseline-rev", default=None, help="compare with the pipeline at this git revision")
+    parser.add_argument("--rounds", type=int, default=2, help="--baseline-rev: alternating rounds per side")
     args = parser.parse_args(argv)
 
     if not args.data.is_dir():
         print(f"SKIP: dataset folder {args.data} not found", file=sys.stderr)
         return 0
+    if args.baseline_rev:
+        return compare_revision(args)
     if args.threads:
         import torch
 

@@ -196,13 +196,12 @@ def test_parser_has_run_subcommand():
 
 def test_unposed_run_exits_1(seven_scenes, tmp_path, monkeypatch):
     """If no frame can be posed the trajectories stay empty and the exit code says so."""
-    from online3r_ros.slam import system as system_mod
+    from online3r_ros.slam import frontend
 
-    def never(self, sf, index, watch):
-        self.frames.append(sf.timestamp, -1, None, reason="test: initialisation refused")
-        return self._output(index, sf, system_mod.SlamState.INIT, None, -1, None, {}, watch, "refused")
+    def never(self, sf, watch):
+        return self._no_pose(sf, frontend.SlamState.INIT, "test: initialisation refused", {})
 
-    monkeypatch.setattr(system_mod.SlamSystem, "_initialise", never)
+    monkeypatch.setattr(frontend.TrackerFrontend, "_initialise", never)
     out = tmp_path / "out"
     assert _run(seven_scenes, "--out", out) == EXIT_NO_TRAJECTORY
     t, _ = read_tum(out / "frames.tum")

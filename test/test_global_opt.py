@@ -392,21 +392,11 @@ def test_empty_graph_all_fixed_and_no_usable_residual():
     assert res.n_factorization_failures == 0 and torch.equal(store.get_poses(), T0)
 
 
-def test_config_from_objects_and_validation():
-    class LocalOpt:
-        pin = 2
-        max_iters = 7
-        sigma_ray = 0.01
-        window_size = 1e6  # unknown to GlobalOptConfig: ignored
+def test_config_from_the_local_opt_section_and_validation():
+    from online3r_ros.slam.config import load_config
 
-    class System:
-        use_calib = True
-
-    class Slam:
-        local_opt = LocalOpt()
-        system = System()
-
-    cfg = GlobalOptConfig.from_config(Slam(), pose_model="se3")
+    slam = load_config(overrides={"local_opt": {"pin": 2, "max_iters": 7, "sigma_ray": 0.01}})
+    cfg = GlobalOptConfig.from_config(slam, pose_model="se3", calibrated=True)
     assert (cfg.pin, cfg.max_iters, cfg.sigma_ray, cfg.calibrated, cfg.pose_model) == (
         2,
         7,
@@ -414,7 +404,8 @@ def test_config_from_objects_and_validation():
         True,
         "se3",
     )
-    assert GlobalOptimizer({"max_iters": 3}).config.max_iters == 3
+    assert cfg.sigma_pixel == slam.local_opt.sigma_pixel == 3.0  # the RGB-D value, resolved by the config
+    assert GlobalOptimizer(max_iters=3).config.max_iters == 3
     with pytest.raises(GlobalOptError, match="pose_model"):
         GlobalOptConfig(pose_model="se2")
     with pytest.raises(GlobalOptError, match="sigma_ray"):

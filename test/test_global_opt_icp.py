@@ -138,24 +138,3 @@ def test_icp_term_absent_without_intrinsics_and_config_validation():
     for bad in ({"icp_sigma": -1.0}, {"icp_stride": 0}, {"icp_dist_thresh": 0.0}):
         with pytest.raises(GlobalOptError, match="icp"):
             GlobalOptConfig(**bad)
-
-
-def test_source_backend_overrides_apply_only_at_default():
-    from types import SimpleNamespace
-
-    from online3r_ros.slam.global_opt import METRIC_SIGMA_PIXEL, source_backend_overrides
-
-    rgbd = SimpleNamespace(metric=True, pose_dependent=True, tracking_overrides={"sigma_depth": 0.02})
-    net = SimpleNamespace(metric=False, pose_dependent=False, tracking_overrides=None)
-    cfg = SimpleNamespace(local_opt=SimpleNamespace(sigma_pixel=1.0, sigma_depth=10.0))
-    assert source_backend_overrides(cfg, rgbd, True) == {
-        "sigma_depth": 0.02,
-        "sigma_pixel": METRIC_SIGMA_PIXEL,
-    }
-    assert source_backend_overrides(cfg, rgbd, False) == {}
-    assert source_backend_overrides(cfg, net, True) == {}
-    explicit = SimpleNamespace(local_opt=SimpleNamespace(sigma_pixel=2.0, sigma_depth=10.0))
-    assert source_backend_overrides(explicit, rgbd, True) == {"sigma_depth": 0.02}
-    # an explicit log-depth sigma is not silently replaced by the source's recommendation
-    explicit_depth = SimpleNamespace(local_opt=SimpleNamespace(sigma_pixel=1.0, sigma_depth=0.1))
-    assert source_backend_overrides(explicit_depth, rgbd, True) == {"sigma_pixel": METRIC_SIGMA_PIXEL}

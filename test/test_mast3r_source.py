@@ -117,9 +117,7 @@ def test_from_config_loads_checkpoint(tmp_path: Path, model) -> None:
 
     path = tmp_path / "tiny.pth"
     save_checkpoint(path, model.state_dict(), P1_KWARGS, layout="pth")
-    cfg = SlamConfig().replace(
-        source={"kind": "mast3r", "checkpoint": str(path), "width": 224, "height": 224}
-    )
+    cfg = SlamConfig().replace(source={"kind": "mast3r", "checkpoint": str(path), "img_size": 224})
     src = build_source(cfg)
     assert isinstance(src, MASt3RSource) and src.img_size == 224
     sd = src.engine.model.state_dict()

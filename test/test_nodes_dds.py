@@ -53,7 +53,7 @@ N_FRAMES = 40
 #: SLAM config of the nodes (written to a YAML file, ``slam_config`` parameter); tests may override keys.
 SLAM_CONFIG = {
     "source": {"kind": "depth"},
-    "tracking": {"icp_photo_sigma": 0.05, "match_frac_thresh": 0.333},
+    "tracking": {"icp_photo_sigma": 0.05},
 }
 
 
@@ -459,8 +459,8 @@ def test_pipeline_over_dds_frames_stamps_and_ate(session) -> None:
     # a clean shutdown saves what the autosave period held back
     n_kf = _status(h, "mapper_status")["keyframes"]
     procs.stop("mapper")
+    from online3r_ros.slam.backend import MapperBackend
     from online3r_ros.slam.config import load_config
-    from online3r_ros.slam.mapping import MapperBackend
     from online3r_ros.slam.runner import build_source
 
     saved = MapperBackend(load_config(), build_source(load_config()))

@@ -15,10 +15,12 @@ import torch
 from online3r_ros.geometry.lie import sim3_compose, sim3_exp
 from online3r_ros.ros.nodes import params as P
 from online3r_ros.ros.nodes.diagnostics import ERROR, OK, WARN, NodeStats
+from online3r_ros.slam.backend import MapperBackend
 from online3r_ros.slam.config import load_config
-from online3r_ros.slam.mapping import MapperBackend
+from online3r_ros.slam.frontend import TrackerFrontend
+from online3r_ros.slam.motion import rigid_matrix
+from online3r_ros.slam.packets import MapperState
 from online3r_ros.slam.runner import build_source, build_system
-from online3r_ros.slam.tracking_frontend import TrackerFrontend, rigid_matrix
 from online3r_ros.synthetic import make_synthetic_sequence
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,13 +76,11 @@ def test_two_process_split_matches_slam_system(cfg, frames, pipeline) -> None:
     for f in frames:
         system.process(f)
     assert system.num_keyframes == be.num_keyframes
-    np.testing.assert_allclose(
-        be.keyframe_poses().numpy(), system.keyframes.get_poses().cpu().numpy(), atol=2e-3
-    )
+    assert torch.equal(be.keyframe_poses(), system.keyframes.get_poses().cpu())
     ts, poses = be.trajectory()
     ref = system.trajectory()
     np.testing.assert_array_equal(ts, ref.timestamps)
-    np.testing.assert_allclose(poses.numpy(), ref.poses.numpy(), atol=2e-3)
+    assert torch.equal(poses, ref.poses)
 
 
 def test_keyframe_waits_for_the_previous_keyframes_observations(cfg, frames, pipeline) -> None:
@@ -114,8 +114,12 @@ def test_backend_waits_then_gives_up_after_wait_s(cfg, pipeline) -> None:
     assert [u.kf_id for u in be.step(now=12.5)] == [1]
     assert not be.submit_keyframe(pkt)  # duplicate
     other = dataclasses.replace(fe.keyframe_packet(0), session=99)
-    assert be.mismatched_session(99)
+    generation = be.generation
     assert be.submit_keyframe(other) and be.num_keyframes == 0 and be.session == 99  # keyframe 0: new map
+    assert be.generation == generation  # the new session's frontend sends everything anyway
+    obs = next(s.observation for s in pipeline[2] if s.observation is not None)
+    be.submit_observation(dataclasses.replace(obs, session=5))  # another session, not its keyframe 0
+    assert be.session == 5 and be.generation != generation  # cleared: the frontend must re-send
 
 
 def test_newer_local_keyframes_follow_the_correction(cfg, pipeline) -> None:
@@ -133,6 +137,7 @@ def test_newer_local_keyframes_follow_the_correction(cfg, pipeline) -> None:
 def test_odometry_is_continuous_across_corrections(cfg, frames) -> None:
     fe = TrackerFrontend(cfg, build_source(cfg))
     steps = [fe.process(f.rgb, f.depth, f.K, f.timestamp) for f in frames[:4]]
+    assert not fe.apply_map_update(fe.keyframes.get_poses() * 0 + 1, fe.session + 1)  # another session
     before = fe.map_to_odom()
     np.testing.assert_allclose(before, np.eye(4), atol=1e-9)  # no correction yet: odom == map
     delta = sim3_exp(torch.tensor([0.2, 0.0, 0.0, 0.0, 0.1, 0.0, 0.0], dtype=torch.float64))
@@ -171,16 +176,44 @@ def test_process_rejects_time_going_backwards_without_changing_state(cfg, frames
     fe.process(frames[1].rgb, frames[1].depth, frames[1].K, frames[1].timestamp)
     with pytest.raises(ValueError, match="not after"):
         fe.process(frames[0].rgb, frames[0].depth, frames[0].K, frames[0].timestamp)
-    assert fe.num_keyframes == 1 and fe.last_timestamp == frames[1].timestamp
+    small = frames[2].rgb[:-8]
+    with pytest.raises(ValueError, match="image size changed"):
+        fe.process(small, frames[2].depth[:-8], frames[2].K, frames[2].timestamp)
+    assert fe.num_keyframes == 1 and fe.last_timestamp == frames[1].timestamp and fe.n_frames == 1
     session = fe.session
     fe.reset()
     assert fe.session != session and fe.num_keyframes == 0 and fe.last_timestamp == -math.inf
 
 
+def test_a_time_jump_or_a_long_loss_starts_a_new_session(cfg, frames) -> None:
+    fe = TrackerFrontend(cfg, build_source(cfg), time_jump_reset=0.5)
+    for f in frames[:3]:
+        fe.process(f.rgb, f.depth, f.K, f.timestamp + 10.0)
+    session = fe.session
+    with pytest.raises(ValueError, match="not after"):  # a small step back is rejected
+        fe.process(frames[3].rgb, frames[3].depth, frames[3].K, frames[2].timestamp + 9.8)
+    assert fe.session == session
+    step = fe.process(frames[3].rgb, frames[3].depth, frames[3].K, frames[3].timestamp)  # 10 s back: a jump
+    assert "time went backwards" in step.reset_reason and step.session == fe.session != session
+    assert step.keyframe is not None and step.keyframe.kf_id == 0 and fe.n_frames == 1
+
+    lossy = TrackerFrontend(load_config(overrides={"system": {"max_lost_frames": 2}}), build_source(cfg))
+    lossy.process(frames[0].rgb, frames[0].depth, frames[0].K, frames[0].timestamp)
+    session = lossy.session
+    blank = np.zeros_like(frames[1].depth)
+    steps = [lossy.process(f.rgb, blank, f.K, f.timestamp) for f in frames[1:3]]
+    assert [s.state.value for s in steps] == ["lost", "lost"] and steps[0].reset_reason == ""
+    assert "max_lost_frames" in steps[1].reset_reason and lossy.session != session
+    assert lossy.num_keyframes == 0 and lossy.state.value == "init"
+
+
 # ---------------------------------------------------------------------------------------------- parameters
 def test_parameter_validation_names_the_parameter() -> None:
-    ok = P.validate({}, P.TRACKER_PARAMS)
-    assert ok["map_frame"] == "map" and ok["publish_tf"] is True
+    ok = P.validate({}, P.TrackerParams)
+    assert isinstance(ok, P.TrackerParams) and ok.map_frame == "map" and ok.publish_tf is True
+    assert P.validate({"base_to_camera": [0, 0, 0, 0, 0, 0, 1]}, P.TrackerParams).base_to_camera == (
+        0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0,
+    )  # fmt: skip
     cases = [
         ({"sync_tolerance": -1.0}, "sync_tolerance"),
         ({"image_transport": "theora"}, "image_transport"),
@@ -193,9 +226,9 @@ def test_parameter_validation_names_the_parameter() -> None:
     ]
     for values, name in cases:
         with pytest.raises(P.ParameterError, match=f"parameter '{name}'"):
-            P.validate(values, P.TRACKER_PARAMS)
+            P.validate(values, P.TrackerParams)
     with pytest.raises(P.ParameterError, match="parameter 'map_period'"):
-        P.validate({"map_period": -2.0}, P.MAPPER_PARAMS)
+        P.validate({"map_period": -2.0}, P.MapperParams)
     with pytest.raises(P.ParameterError, match="parameter 'slam_config'"):
         P.resolve_path("no/such/file.yaml", "slam_config")
     assert P.resolve_path("online3r.yaml", "slam_config") == (REPO / "config" / "online3r.yaml").resolve()
@@ -208,11 +241,11 @@ def test_node_parameter_file_lists_every_parameter_with_its_default() -> None:
     assert text == P.documented_yaml(), "config/online3r_ros.yaml is stale: regenerate it (see its header)"
     doc = yaml.safe_load(text)
     assert set(doc) == {"/**/tracker", "/**/mapper"}  # the wildcard: any namespace
-    for node, specs in (("tracker", P.TRACKER_PARAMS), ("mapper", P.MAPPER_PARAMS)):
+    for node, cls in (("tracker", P.TrackerParams), ("mapper", P.MapperParams)):
         values = doc[P.NODE_KEY_PREFIX + node]["ros__parameters"]
-        expected = {k: v for k, v in P.defaults(specs).items() if v != []}
+        expected = {k: v for k, v in P.defaults(cls).items() if v != ()}
         assert values == expected
-        P.validate(values, specs)
+        P.validate(values, cls)
 
 
 @pytest.mark.ros
@@ -235,13 +268,13 @@ def test_node_parameter_file_applies_in_any_namespace(tmp_path, namespace) -> No
     rclpy.init(args=["--ros-args", "--params-file", str(path)], context=context, domain_id=0)
     try:
         for name, specs, key, expected in (
-            ("tracker", P.TRACKER_PARAMS, "map_frame", "world"),
-            ("mapper", P.MAPPER_PARAMS, "frustum_scale", 0.25),
+            ("tracker", P.TrackerParams, "map_frame", "world"),
+            ("mapper", P.MapperParams, "frustum_scale", 0.25),
         ):
             node = Node(name, namespace=namespace, context=context, start_parameter_services=False)
             try:
                 assert node.get_fully_qualified_name() == "/" + "/".join(filter(None, [namespace, name]))
-                assert P.declare_and_read(node, specs)[key] == expected
+                assert getattr(P.declare_and_read(node, specs), key) == expected
             finally:
                 node.destroy_node()
     finally:
@@ -254,7 +287,7 @@ def test_torch_threads_zero_is_half_the_cores() -> None:
     assert P.resolve_torch_threads(0, cores=1) == 1
     assert P.resolve_torch_threads(0, cores=16) == 8
     assert P.resolve_torch_threads(0) >= 1
-    assert P.validate({}, P.TRACKER_PARAMS)["torch_threads"] == 0  # the default is auto
+    assert P.validate({}, P.TrackerParams).torch_threads == 0  # the default is auto
 
 
 def test_node_stats_levels_and_summary() -> None:
@@ -329,12 +362,12 @@ def test_packets_round_trip_through_pointcloud2_exactly(pipeline) -> None:
     msg.header.frame_id = msg.header.frame_id.replace(";T_WC=", ";T_XX=")
     with pytest.raises(M.MessageFormatError, match="T_WC"):
         M.cloud_to_keyframe(msg)
-    state = M.parse_mapper_state(M.mapper_state_msg(3, None, 2, reset=True))
-    assert state == {"generation": 3, "session": None, "num_keyframes": 2, "reset": True}
+    state = MapperState(generation=3, session=None, num_keyframes=2, reset=True)
+    assert M.parse_mapper_state(M.mapper_state_msg(state)) == state
 
 
 def test_extrapolate_pose_scales_the_last_motion_by_elapsed_time() -> None:
-    from online3r_ros.slam.tracking_frontend import extrapolate_pose
+    from online3r_ros.slam.motion import extrapolate_pose
 
     step = sim3_exp(torch.tensor([0.1, 0.0, 0.0, 0.0, 0.0, 0.05, 0.0], dtype=torch.float64))
     T0 = sim3_exp(torch.tensor([0.3, -0.2, 0.1, 0.1, 0.0, 0.0, 0.0], dtype=torch.float64))
@@ -350,7 +383,7 @@ def test_extrapolate_pose_scales_the_last_motion_by_elapsed_time() -> None:
 
 
 def test_pose_history_interpolates_and_bounds_the_nearest_lookup() -> None:
-    from online3r_ros.ros.nodes.common import PoseHistory, interpolate_rigid
+    from online3r_ros.ros.frames import PoseHistory, interpolate_rigid
     from online3r_ros.ros.pose import tqs_to_matrix
 
     A = tqs_to_matrix([0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0])

@@ -71,14 +71,16 @@ def test_exact_depth_ate_below_5mm(frames, run):
 
 def test_outputs_report_keyframes_and_optimisation(run):
     system, outs = run
-    events = [o.keyframe for o in outs if o.keyframe is not None]
-    assert events[0].new_keyframe_id == 0 and not events[0].optimised
+    events = [o.map_update for o in outs if o.map_update is not None]
+    assert [o.keyframe.kf_id for o in outs if o.keyframe is not None] == [e.kf_id for e in events]
+    assert events[0].kf_id == 0 and not events[0].optimised
     later = events[1:]
-    assert [e.new_keyframe_id for e in later] == list(range(1, system.num_keyframes))
+    assert [e.kf_id for e in later] == list(range(1, system.num_keyframes))
     for e in later:
-        assert e.optimised and (e.new_keyframe_id - 1, e.new_keyframe_id) in e.edges
-        assert e.keyframe_T_WC.shape == (e.new_keyframe_id + 1, 8)
+        assert e.optimised and (e.kf_id - 1, e.kf_id) in e.edges
+        assert e.T_WC.shape == (e.kf_id + 1, 8)
         assert e.opt_info["status"] in ("converged", "max_iters")
+        assert {"keyframe", "edges", "optimise"} <= set(e.timings_ms)
     for o in outs[1:]:
         assert 0 < o.match["match_frac"] <= 1 and o.timings_ms["total"] > 0
         assert {"prepare", "track"} <= set(o.timings_ms)
@@ -108,7 +110,7 @@ def test_trajectory_reanchors_when_keyframes_move(frames):
     k = system.num_keyframes - 1
     system.keyframes.set_pose(k, sim3_compose(delta, kf_old[k]))
     after = system.trajectory()
-    anchors = system.frames.anchors
+    anchors = system.frontend.frames.anchors
     for row, idx in enumerate(before.indices.tolist()):
         if anchors[idx] == k:
             torch.testing.assert_close(after.poses[row], sim3_compose(delta, before.poses[row]))
@@ -199,3 +201,23 @@ def test_save_load_resumes_identically(frames, tmp_path):
     for f in frames[14:24]:
         resumed.process(f)
     torch.testing.assert_close(resumed.trajectory().poses, ref.trajectory().poses, atol=1e-5, rtol=0)
+
+
+def test_backend_hooks_add_loop_candidates_and_run_after_each_keyframe(frames):
+    from online3r_ros.slam.backend import BackendHooks
+    from online3r_ros.slam.runner import build_source
+
+    asked, integrated = [], []
+
+    def loop_candidates(backend, kf_id):
+        asked.append(kf_id)
+        return [0]  # every new keyframe also tries an edge to the first one
+
+    hooks = BackendHooks(loop_candidates, lambda backend, update: integrated.append(update.kf_id))
+    cfg = _config(system={"proximity_edges": 0})
+    system = SlamSystem(cfg, build_source(cfg), hooks)
+    for f in frames[:25]:
+        system.process(f)
+    n = system.num_keyframes
+    assert n >= 3 and asked == list(range(1, n)) and integrated == list(range(n))
+    assert (0, 2) in system.backend.edges()  # the hook's candidate passed the match test

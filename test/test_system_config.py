@@ -32,16 +32,46 @@ def test_defaults_match_mast3r_slam_base_yaml():
     assert cfg.tracking.sigma_dist == 10.0 and cfg.tracking.pixel_border == -10.0
     assert cfg.tracking.filtering_mode == "weighted_pointmap" and cfg.tracking.filtering_score == "median"
     assert cfg.local_opt.pin == 1 and cfg.local_opt.max_iters == 10 and cfg.local_opt.delta_norm == 1e-8
-    assert cfg.local_opt.min_match_frac == 0.1 and cfg.local_opt.window_size == 1e6
-    assert cfg.retrieval.k == 3 and cfg.retrieval.min_thresh == 5e-3
-    assert cfg.reloc.min_match_frac == 0.3 and cfg.reloc.strict is True
-    assert cfg.dataset.subsample == 1 and cfg.dataset.center_principle_point is True
+    assert cfg.local_opt.min_match_frac == 0.1
+    assert cfg.reloc.min_match_frac == 0.3 and cfg.dataset.subsample == 1
+    # the network source keeps every reference value; the RGB-D source resolves its own once, at load
+    assert load_config(overrides={"source": {"kind": "mast3r"}}) == SlamConfig().replace(
+        source={"kind": "mast3r"}
+    )
+
+
+def test_source_dependent_keys_are_resolved_once_and_explicit_values_obeyed(tmp_path):
+    rgbd = load_config()
+    assert rgbd.tracking.match_frac_thresh == 0.5 and rgbd.source.points_per_frame == 3000
+    assert rgbd.system.use_calib is True and rgbd.matching.radius == 2 and rgbd.matching.dilation_max == 1
+    assert rgbd.tracking.sigma_depth == rgbd.local_opt.sigma_depth == 0.02
+    assert rgbd.local_opt.sigma_pixel == 3.0 and rgbd.tracking.sigma_pixel == 1.0
+    # a value equal to the reference default is obeyed, not replaced by the source's (the old rule did)
+    p = tmp_path / "explicit.yaml"
+    p.write_text("tracking:\n  match_frac_thresh: 0.333\nsystem:\n  use_calib: false\nsource:\n  radius: 3\n")
+    with pytest.raises(ConfigError, match="source.radius"):
+        load_config(p)
+    p.write_text(
+        "tracking:\n  match_frac_thresh: 0.333\nsystem:\n  use_calib: false\nmatching:\n  radius: auto\n"
+    )
+    cfg = load_config(p)
+    assert (
+        cfg.tracking.match_frac_thresh == 0.333 and cfg.system.use_calib is False and cfg.matching.radius == 2
+    )
+    # the resolved values are what a dump shows, and a dump loads back to the same configuration
+    assert "  match_frac_thresh: 0.333\n" in documented_yaml(cfg) and "radius: auto" not in documented_yaml(
+        cfg
+    )
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+    with pytest.raises(ConfigError, match="tracking.huber"):
+        load_config(overrides={"tracking": {"huber": "auto"}})  # only source-dependent keys know auto
 
 
 def test_shipped_yaml_is_the_documented_defaults():
     path = ROOT / "config" / "online3r.yaml"
-    assert load_config(path) == SlamConfig()
+    assert load_config(path) == load_config()
     assert path.read_text() == documented_yaml()
+    assert load_config(path, overrides={"source": {"kind": "mast3r"}}).tracking.match_frac_thresh == 0.333
 
 
 def test_yaml_overrides_and_scientific_notation(tmp_path):
@@ -50,7 +80,7 @@ def test_yaml_overrides_and_scientific_notation(tmp_path):
     cfg = load_config(p)
     assert cfg.tracking.max_iters == 7 and cfg.tracking.rel_error == pytest.approx(1e-4)
     assert (cfg.source.width, cfg.source.height) == (160, 120)
-    assert cfg.matching == SlamConfig().matching  # untouched sections keep defaults
+    assert cfg.matching == load_config().matching  # untouched sections keep defaults
 
 
 @pytest.mark.parametrize(

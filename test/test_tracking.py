@@ -11,21 +11,24 @@ import torch
 
 from online3r_ros.geometry import camera, lie
 from online3r_ros.geometry.residuals import calib_residuals, ray_dist, ray_dist_residuals
-from online3r_ros.slam.tracking import (
-    FrameTracker,
-    TrackerOptions,
-    TrackingKeyframe,
-    TrackingState,
-    constant_velocity_guess,
-    optimize_pose,
-    solve_damped,
-)
+from online3r_ros.slam.config import load_config
+from online3r_ros.slam.motion import MotionModel
+from online3r_ros.slam.pose_solver import optimize_pose, solve_damped
+from online3r_ros.slam.tracking import FrameTracker, TrackingKeyframe, TrackingState
 from online3r_ros.sources.base import AsymmetricPrediction, Pointmap, PointmapSource, SourceFrame
 from online3r_ros.sources.rgbd import RGBDSource
 
 H, W = 48, 64
 K = torch.tensor([[32.0, 0.0, 31.5], [0.0, 32.0, 23.5], [0.0, 0.0, 1.0]])
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "7scenes_redkitchen_0000_0499"
+
+
+def _tracker(src: PointmapSource, pose_group: str = "sim3", **sections: dict) -> FrameTracker:
+    """A tracker with the configuration of ``src``'s kind (RGB-D: ``depth``, else the reference values of
+    ``mast3r``) and ``sections`` overriding keys (``tracking={...}``, ``system={...}``)."""
+    kind = "depth" if isinstance(src, RGBDSource) else "mast3r"
+    cfg = load_config(overrides={**sections, "source": {"kind": kind, **sections.get("source", {})}})
+    return FrameTracker(src, cfg, pose_group)
 
 
 def room_depth(T_WC: torch.Tensor) -> torch.Tensor:
@@ -144,10 +147,14 @@ def test_recovers_known_sim3_motion(use_calib):
     s_f = 1.3  # the frame's prediction has another scale: T_CkCf = (R, t, s_f)
     frame = src.make_frame(T_WCf_true, 1, scale=s_f)
     T_CkCf_true = lie.sim3_compose(BIG_MOTION, torch.tensor([0, 0, 0, 0, 0, 0, 1.0, s_f]))
-    opts = TrackerOptions(use_calib=use_calib, max_iters=50, rel_error=1e-9, delta_norm=1e-9)
-    if use_calib:
-        opts.sigma_depth = 0.05
-    res = FrameTracker(src, opts).track(frame, kf, T_WC_guess=lie.sim3_identity())
+    tracking = {
+        "max_iters": 50,
+        "rel_error": 1e-9,
+        "delta_norm": 1e-9,
+        "sigma_depth": 0.05 if use_calib else 10.0,
+    }
+    tr = _tracker(src, tracking=tracking, system={"use_calib": use_calib})
+    res = tr.track(frame, kf, T_WC_guess=lie.sim3_identity())
     assert res.state is TrackingState.TRACKING, res.reason
     # integer-pixel matches on a 64x48 image limit the accuracy (a pixel is ~9 cm at 3 m)
     et, er, es = _pose_err(res.T_CkCf, T_CkCf_true)
@@ -163,8 +170,8 @@ def test_recovers_known_se3_motion_with_scale_fixed():
     src = OracleSource()
     kf = _keyframe(src, T_KF)
     frame = src.make_frame(lie.sim3_compose(T_KF, BIG_MOTION), 1)
-    opts = TrackerOptions(pose_group="se3", rel_error=1e-9, delta_norm=1e-9)
-    res = FrameTracker(src, opts).track(frame, kf, T_WC_guess=lie.sim3_identity())
+    tr = _tracker(src, "se3", tracking={"rel_error": 1e-9, "delta_norm": 1e-9})
+    res = tr.track(frame, kf, T_WC_guess=lie.sim3_identity())
     assert res.state is TrackingState.TRACKING
     et, er, _ = _pose_err(res.T_CkCf, BIG_MOTION)
     assert et < 0.05 and er < 0.01, (et, er)
@@ -179,7 +186,7 @@ def test_rgbd_icp_recovers_known_se3_motion():
     ff = src.prepare(room_image(T_f), depth=room_depth(T_f), K=K, index=1)
     kf = TrackingKeyframe(fk, T_kf, fk.cache["X"], fk.cache["C"], 0)
     for photo in (0.0, 0.05):
-        tr = FrameTracker(src, TrackerOptions(pose_group="se3", icp_photo_sigma=photo))
+        tr = _tracker(src, "se3", tracking={"icp_photo_sigma": photo})
         res = tr.track(ff, kf, T_WC_guess=T_kf)
         assert res.state is TrackingState.TRACKING, res.reason
         et, er, _ = _pose_err(res.T_CkCf, MOTION)
@@ -194,7 +201,7 @@ def test_loss_detected_as_state(kind):
     kf = _keyframe(src, T_KF)
     frame = src.make_frame(lie.sim3_compose(T_KF, MOTION), 1)
     guess = lie.sim3_exp(torch.tensor([0.5, 0, 0, 0, 0, 0, 0.0]))
-    res = FrameTracker(src).track(frame, kf, T_WC_guess=guess)
+    res = _tracker(src).track(frame, kf, T_WC_guess=guess)
     assert res.state is TrackingState.LOST and res.lost
     assert res.reason
     assert torch.equal(res.T_WC, guess)
@@ -206,14 +213,14 @@ def test_rgbd_all_invalid_depth_is_lost():
     fk = src.prepare(room_image(T_KF), depth=room_depth(T_KF), K=K)
     bad = src.prepare(room_image(T_KF), depth=torch.zeros(H, W), K=K, index=1)
     kf = TrackingKeyframe(fk, T_KF, fk.cache["X"], fk.cache["C"], 0)
-    res = FrameTracker(src, TrackerOptions(pose_group="se3")).track(bad, kf)
+    res = _tracker(src, "se3").track(bad, kf)
     assert res.state is TrackingState.LOST
 
 
 def test_new_keyframe_on_small_overlap_only():
     src = OracleSource()
     kf = _keyframe(src, T_KF)
-    tr = FrameTracker(src)
+    tr = _tracker(src)
     near = src.make_frame(lie.sim3_compose(T_KF, lie.sim3_exp(torch.tensor([0.01, 0, 0, 0, 0, 0, 0.0]))), 1)
     assert not tr.track(near, kf, T_WC_guess=lie.sim3_identity()).new_keyframe
     far_pose = lie.sim3_compose(T_KF, lie.sim3_exp(torch.tensor([0.0, 0, 0, 0, 1.2, 0, 0.0])))
@@ -234,16 +241,25 @@ def test_solve_damped_handles_singular_systems():
     assert not ok
 
 
-def test_constant_velocity_motion_model():
-    T0 = lie.sim3_identity()
-    step = lie.sim3_exp(torch.tensor([0.1, 0.0, 0.0, 0.0, 0.1, 0.0, 0.0]))
-    T1 = lie.sim3_compose(T0, step)
-    T2 = constant_velocity_guess(T0, T1, "constant_velocity")
-    assert torch.allclose(T2, lie.sim3_compose(T1, step), atol=1e-6)
-    assert torch.equal(constant_velocity_guess(T0, T1, "constant_position"), T1)
-    assert constant_velocity_guess(None, None, "constant_velocity") is None
+def test_motion_model_guesses_from_the_current_poses_of_the_last_two_frames():
+    step = lie.sim3_exp(torch.tensor([0.1, 0.0, 0.0, 0.0, 0.1, 0.0, 0.0], dtype=torch.float64))
+    poses = {3: lie.sim3_identity(dtype=torch.float64), 5: step}
+    model = MotionModel("constant_velocity")
+    model.observe(3, 1.0)
+    assert torch.equal(model.guess(2.0, poses.__getitem__), poses[3])  # one posed frame: its pose
+    model.observe(5, 2.0)
+    torch.testing.assert_close(model.guess(3.0, poses.__getitem__), lie.sim3_compose(step, step))
+    guesses = model.reloc_guesses(3.0, poses.__getitem__)
+    assert len(guesses) == 2 and torch.equal(guesses[1], step)  # velocity first, then the last pose
+    still = MotionModel("constant_position")
+    still.observe(3, 1.0)
+    still.observe(5, 2.0)
+    assert torch.equal(still.guess(3.0, poses.__getitem__), step)
+    assert len(still.reloc_guesses(3.0, poses.__getitem__)) == 1
     with pytest.raises(ValueError, match="pose_group"):
-        TrackerOptions(pose_group="affine").validate()
+        _tracker(OracleSource(), "affine")
+    with pytest.raises(ValueError, match="motion model"):
+        MotionModel("constant_acceleration")
 
 
 def _read_7scenes(i: int):
@@ -258,10 +274,11 @@ def _read_7scenes(i: int):
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"7-Scenes data not found at {DATA}")
 def test_real_7scenes_30_frames_drift_bound():
     src = RGBDSource(scale=0.25)
-    tr = FrameTracker(src, TrackerOptions(pose_group="se3", points_per_frame=3000, match_frac_thresh=0.7))
+    tr = _tracker(src, "se3", source={"points_per_frame": 3000}, tracking={"match_frac_thresh": 0.7})
     Kin = np.array([[585.0, 0, 320], [0, 585, 240], [0, 0, 1]])
     kf = None
     est, gt = [], []
+    motion, poses = MotionModel("constant_velocity"), {}
     for i in range(0, 60, 2):
         rgb, d, G = _read_7scenes(i)
         f = src.prepare(rgb, depth=d, K=Kin, index=i)
@@ -269,11 +286,13 @@ def test_real_7scenes_30_frames_drift_bound():
             kf = TrackingKeyframe(f, lie.sim3_identity(), f.cache["X"], f.cache["C"], 0)
             T = kf.T_WC
         else:
-            r = tr.track(f, kf)
+            r = tr.track(f, kf, motion.guess(float(i), poses.__getitem__))
             assert r.state is TrackingState.TRACKING, r.reason
             T = r.T_WC
             if r.new_keyframe:
                 kf = TrackingKeyframe(f, T, f.cache["X"], f.cache["C"], i)
+        poses[i] = T.double()
+        motion.observe(i, float(i))
         est.append(lie.sim3_to_matrix(T.double()).numpy())
         gt.append(G)
     # relative pose of the last frame w.r.t. the first vs ground truth
@@ -302,8 +321,7 @@ def test_rgbd_icp_model_neighbours_constrain_what_the_keyframe_cannot():
         kf = TrackingKeyframe(fk, T_KF, fk.cache["X"], fk.cache["C"], kf_id=0)
         if with_neighbour:
             kf.neighbours = [neighbour]
-        tr = FrameTracker(src, TrackerOptions(pose_group="se3"))
-        res = tr.track(ff, kf, T_WC_guess=T_KF)
+        res = _tracker(src, "se3").track(ff, kf, T_WC_guess=T_KF)
         assert res.state is TrackingState.TRACKING, res.reason
         errors[with_neighbour] = _pose_err(res.T_CkCf, motion)[0]
         assert res.stats["model_keyframes"] == int(with_neighbour)

@@ -86,3 +86,27 @@ def peak_memory() -> dict[str, float | None]:
         out["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         out["cuda_max_reserved_mb"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
     return out
+
+
+class Stopwatch:
+    """Per-frame stage laps in milliseconds: ``lap(stage)`` charges the time since the previous lap to
+    ``stage`` (accumulating); ``total()`` adds ``"total"``. Synchronises CUDA on each lap when
+    ``cuda_sync``, so GPU work is charged to its stage."""
+
+    def __init__(self, cuda_sync: bool = False) -> None:
+        self.cuda_sync = bool(cuda_sync)
+        self.ms: dict[str, float] = {}
+        self._t0 = self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.cuda_sync:
+            torch = sys.modules.get("torch")
+            if torch is not None and torch.cuda.is_available():
+                torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.ms[stage] = self.ms.get(stage, 0.0) + 1000.0 * (now - self._last)
+        self._last = now
+
+    def total(self) -> dict[str, float]:
+        """The laps and ``"total"`` (ms since the stopwatch started, up to the last lap)."""
+        return {**self.ms, "total": 1000.0 * (self._last - self._t0)}

@@ -1,17 +1,23 @@
 """Typed, validated configuration of the SLAM pipeline.
 
 Every key of MASt3R-SLAM's ``config/base.yaml`` is here with the reference default (sections ``dataset``,
-``matching``, ``tracking``, ``local_opt``, ``retrieval``, ``reloc``), plus this project's own options
+``matching``, ``tracking``, ``local_opt``, ``reloc``) that this pipeline uses, plus this project's own options
 (``source``, ``system``, ``keyframes``, ``map``). Each field carries its documentation and its valid range in
 the dataclass metadata; :func:`load_config` reads YAML, rejects unknown keys and out-of-range values with a
 :class:`ConfigError` that names the key and the value, and :func:`documented_yaml` writes the commented
 default file (``config/online3r.yaml``).
 
+Source-dependent keys (``by_source`` in their metadata, ``auto`` in ``config/online3r.yaml``): where the
+RGB-D source needs another value than the reference's (e.g. ``tracking.match_frac_thresh`` 0.5 instead of
+0.333), the key's value is resolved ONCE, when the configuration is loaded: a key the file leaves out or sets
+to ``auto`` takes the value for ``source.kind``; any other value is obeyed as written. The resolved values
+are what the code reads and what a dumped ``config.yaml`` shows.
+
 Usage::
 
     cfg = load_config("my.yaml")                       # defaults overridden by the file
     cfg = load_config(overrides={"tracking": {"max_iters": 20}})
-    cfg.tracking.match_frac_thresh                      # typed attribute access
+    cfg.tracking.match_frac_thresh                      # typed attribute access (0.5: the RGB-D value)
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ __all__ = [
     "MatchingConfig",
     "TrackingConfig",
     "LocalOptConfig",
-    "RetrievalConfig",
+    "ResidualConfig",
+    "AUTO",
     "RelocConfig",
     "SourceConfig",
     "SystemConfig",
@@ -51,6 +58,10 @@ class ConfigError(ValueError):
     """A config key is unknown, has the wrong type or is out of range (the message names key and value)."""
 
 
+#: A YAML/dict value of a source-dependent key meaning "the value recommended for ``source.kind``".
+AUTO = "auto"
+
+
 def _opt(
     default: Any,
     doc: str,
@@ -60,9 +71,14 @@ def _opt(
     le: float | None = None,
     lt: float | None = None,
     choices: tuple | None = None,
+    by_source: dict[str, Any] | None = None,
 ) -> Any:
-    """A dataclass field with documentation and a valid range kept in its metadata."""
-    meta = {"doc": doc, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices}
+    """A dataclass field with documentation and a valid range kept in its metadata.
+
+    ``by_source``: the value this key takes for some ``source.kind`` when a file leaves it out or writes
+    ``auto`` (the default applies to the other kinds); resolved once, when the config is loaded.
+    """
+    meta = {"doc": doc, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "by_source": by_source}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -78,12 +94,6 @@ class DatasetConfig:
     """Input handling (reference ``dataset`` section)."""
 
     subsample: int = _opt(1, "use every N-th frame of the dataset (same as the CLI's --stride)", ge=1)
-    img_downsample: int = _opt(
-        1, "integer image downsampling before the source (reference key; broken there, fixed here)", ge=1
-    )
-    center_principle_point: bool = _opt(
-        True, "centre the principal point when undistorting (reference spelling of the key kept)"
-    )
 
 
 @dataclass
@@ -96,38 +106,55 @@ class MatchingConfig:
     dist_thresh: float = _opt(
         1e-1, "3D occlusion/outlier check: max distance between matched points (pointmap units)", gt=0.0
     )
-    radius: int = _opt(3, "descriptor refinement window radius (pixels)", ge=0)
-    dilation_max: int = _opt(5, "descriptor refinement: largest dilation of the window", ge=1)
+    radius: int = _opt(
+        3,
+        "descriptor refinement window radius (pixels; RGB-D: 2, its patch descriptors are local)",
+        ge=0,
+        by_source={"depth": 2},
+    )
+    dilation_max: int = _opt(
+        5, "descriptor refinement: largest dilation of the window (RGB-D: 1)", ge=1, by_source={"depth": 1}
+    )
 
 
 @dataclass
-class TrackingConfig:
+class ResidualConfig:
+    """Options shared by the tracking and the keyframe-graph residuals (match gates, noise model)."""
+
+    C_conf: float = _opt(0.0, "minimum pointmap confidence of both points of a residual", ge=0.0)
+    Q_conf: float = _opt(1.5, "minimum descriptor (match) confidence of a residual", ge=0.0)
+    sigma_ray: float = _opt(0.003, "ray residual standard deviation (unit-ray units)", gt=0.0)
+    sigma_dist: float = _opt(10.0, "distance residual standard deviation (pointmap units)", gt=0.0)
+    sigma_pixel: float = _opt(1.0, "calibrated pixel residual standard deviation (px)", gt=0.0)
+    sigma_depth: float = _opt(
+        10.0,
+        "calibrated log-depth residual standard deviation (RGB-D: 0.02, metric depth is informative)",
+        gt=0.0,
+        by_source={"depth": 0.02},
+    )
+    pixel_border: float = _opt(-10.0, "calibrated projections valid up to -border px outside the image")
+    depth_eps: float = _opt(1e-6, "points with depth at or below this are invalid", gt=0.0)
+
+
+@dataclass
+class TrackingConfig(ResidualConfig):
     """Frame-to-keyframe tracking, keyframe selection and local fusion (reference ``tracking`` section)."""
 
     min_match_frac: float = _opt(
         0.05, "tracking is lost below this fraction of valid matches", ge=0.0, le=1.0
     )
     max_iters: int = _opt(50, "Gauss-Newton iterations of the pose optimisation", ge=1)
-    C_conf: float = _opt(0.0, "minimum pointmap confidence of a match used for the pose", ge=0.0)
-    Q_conf: float = _opt(1.5, "minimum descriptor confidence of a match used for the pose", ge=0.0)
-    rel_error: float = _opt(1e-3, "convergence: relative cost decrease", gt=0.0)
-    delta_norm: float = _opt(1e-3, "convergence: norm of the pose update", gt=0.0)
+    rel_error: float = _opt(1e-3, "convergence: relative cost decrease (matching cost)", gt=0.0)
+    delta_norm: float = _opt(1e-3, "convergence: norm of the pose update (matching cost)", gt=0.0)
     huber: float = _opt(1.345, "Huber threshold on whitened residuals", gt=0.0)
     match_frac_thresh: float = _opt(
-        0.333, "new keyframe when min(match fraction, unique fraction) drops below this", ge=0.0, le=1.0
+        0.333,
+        "new keyframe when min(match fraction, unique fraction) drops below this (RGB-D: 0.5, i.e. below "
+        "50% overlap with the keyframe)",
+        ge=0.0,
+        le=1.0,
+        by_source={"depth": 0.5},
     )
-    sigma_ray: float = _opt(0.003, "ray residual standard deviation (unit-ray units)", gt=0.0)
-    sigma_dist: float = _opt(10.0, "distance residual standard deviation (pointmap units)", gt=0.0)
-    sigma_pixel: float = _opt(1.0, "calibrated pixel residual standard deviation (px)", gt=0.0)
-    sigma_depth: float = _opt(
-        10.0,
-        "calibrated log-depth residual standard deviation (an RGB-D source recommends 0.02, "
-        "used while this stays at the default)",
-        gt=0.0,
-    )
-    sigma_point: float = _opt(0.05, "3D point residual standard deviation (pointmap units)", gt=0.0)
-    pixel_border: float = _opt(-10.0, "calibrated projections valid up to -border px outside the image")
-    depth_eps: float = _opt(1e-6, "points with depth at or below this are invalid", gt=0.0)
     filtering_mode: str = _opt(
         "weighted_pointmap",
         "keyframe pointmap fusion mode",
@@ -177,33 +204,22 @@ class TrackingConfig:
 
 
 @dataclass
-class LocalOptConfig:
+class LocalOptConfig(ResidualConfig):
     """Global (keyframe graph) optimisation (reference ``local_opt`` section)."""
 
-    pin: int = _opt(1, "number of first keyframes held fixed (gauge)", ge=1)
-    window_size: float = _opt(
-        1e6, "keyframe window of the optimisation (reference: unused, always global)", ge=1
+    sigma_pixel: float = _opt(
+        1.0,
+        "calibrated pixel residual standard deviation (px; RGB-D: 3, its edge matches are rounded "
+        "projections at a low working resolution: 7-Scenes ATE 3.9 cm with 3 px vs 4.3 cm with 1 px)",
+        gt=0.0,
+        by_source={"depth": 3.0},
     )
-    C_conf: float = _opt(0.0, "minimum pointmap confidence of a residual", ge=0.0)
-    Q_conf: float = _opt(1.5, "minimum descriptor confidence of a residual", ge=0.0)
+    pin: int = _opt(1, "number of first keyframes held fixed (gauge)", ge=1)
     min_match_frac: float = _opt(
         0.1, "non-consecutive edges need this valid-match fraction both ways", ge=0.0, le=1.0
     )
-    pixel_border: float = _opt(-10.0, "calibrated projections valid up to -border px outside the image")
-    depth_eps: float = _opt(1e-6, "points with depth at or below this are invalid", gt=0.0)
     max_iters: int = _opt(10, "Gauss-Newton iterations per optimisation", ge=1)
-    sigma_ray: float = _opt(0.003, "ray residual standard deviation", gt=0.0)
-    sigma_dist: float = _opt(10.0, "distance residual standard deviation", gt=0.0)
-    sigma_pixel: float = _opt(1.0, "calibrated pixel residual standard deviation (px)", gt=0.0)
-    sigma_depth: float = _opt(
-        10.0,
-        "calibrated log-depth residual standard deviation (an RGB-D source recommends 0.02, "
-        "used while this stays at the default)",
-        gt=0.0,
-    )
-    sigma_point: float = _opt(0.05, "3D point residual standard deviation", gt=0.0)
     delta_norm: float = _opt(1e-8, "stop when the update norm is below this", gt=0.0)
-    use_cuda: bool = _opt(True, "use the GPU for the optimisation when the tensors are on it")
     max_points_per_edge: int = _opt(
         0,
         "(online3r_ros) keep at most this many matches per edge direction (seeded random subset; 0: all)",
@@ -227,19 +243,10 @@ class LocalOptConfig:
 
 
 @dataclass
-class RetrievalConfig:
-    """Loop-closure retrieval (reference ``retrieval`` section; used by the loop-closure work)."""
-
-    k: int = _opt(3, "number of retrieved keyframe candidates", ge=0)
-    min_thresh: float = _opt(5e-3, "minimum retrieval score of a candidate", ge=0.0)
-
-
-@dataclass
 class RelocConfig:
     """Relocalisation after tracking loss (reference ``reloc`` section)."""
 
     min_match_frac: float = _opt(0.3, "a relocalisation candidate needs this match fraction", ge=0.0, le=1.0)
-    strict: bool = _opt(True, "all candidates must pass (True) or at least one (False)")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -255,11 +262,30 @@ class SourceConfig:
         "depth", "pointmap source: depth (RGB-D) or mast3r (network)", choices=("depth", "mast3r")
     )
     checkpoint: str = _opt("", "MASt3R checkpoint file (source.kind: mast3r)")
-    width: int = _opt(0, "working width in pixels (0: the source's default)", ge=0)
-    height: int = _opt(0, "working height in pixels (0: the source's default)", ge=0)
-    points_per_frame: int = _opt(0, "matched points used per frame for tracking (0: every valid pixel)", ge=0)
+    img_size: int = _opt(
+        512,
+        "MASt3R: network input size (512: long side 512, reference default; 224: 224x224)",
+        choices=(224, 512),
+    )
+    precision: str = _opt(
+        "auto",
+        "MASt3R: autocast precision of the encoder/decoder (auto: float16 on CUDA, float32 on CPU; the heads "
+        "stay float32)",
+        choices=("auto", "float32", "bfloat16", "float16"),
+    )
+    cache_size: int = _opt(
+        64, "MASt3R: encoder features of this many recent frames kept by the engine (LRU)", ge=1
+    )
+    width: int = _opt(0, "RGB-D: working width in pixels (0: 160 px wide, input aspect ratio)", ge=0)
+    height: int = _opt(0, "RGB-D: working height in pixels (0: from width and the input aspect)", ge=0)
+    points_per_frame: int = _opt(
+        0,
+        "matched points used per frame for tracking (0: every valid pixel; RGB-D: 3000)",
+        ge=0,
+        by_source={"depth": 3000},
+    )
     rematch_iters: int = _opt(
-        0, "extra re-matching passes of RGB-D tracking (ICP-style; 0: the source's default)", ge=0
+        0, "extra re-matching passes of RGB-D tracking with the matching cost (ICP-style)", ge=0
     )
     depth_trunc: float = _opt(4.0, "RGB-D: depths beyond this (m) are invalid", gt=0.0)
     depth_min: float = _opt(0.1, "RGB-D: depths below this (m) are invalid", ge=0.0)
@@ -283,13 +309,18 @@ class SystemConfig:
         "tracking/optimisation group: sim3, se3, or auto (se3 for metric sources)",
         choices=("auto", "sim3", "se3"),
     )
-    use_calib: bool = _opt(False, "calibrated residuals (pixels + log-depth) when intrinsics are known")
+    use_calib: bool = _opt(
+        False,
+        "calibrated residuals (pixels + log-depth) when intrinsics are known (RGB-D: true)",
+        by_source={"depth": True},
+    )
     device: str = _opt("cpu", "torch device: cpu, cuda or cuda:N")
     seed: int = _opt(0, "seed of torch/numpy random generators", ge=0)
-    deterministic: bool = _opt(True, "torch deterministic algorithms (identical output for identical input)")
-    dtype: str = _opt("float32", "floating point type of the pipeline", choices=("float32", "float64"))
+    deterministic: bool = _opt(
+        True, "CUDA: torch deterministic algorithms (identical output for identical input; CPU always is)"
+    )
     reloc_keyframes: int = _opt(
-        3, "relocalisation (RGB-D): try this many most recent keyframes with the motion model", ge=0
+        3, "relocalisation: try this many most recent keyframes with the motion model (0: never)", ge=0
     )
     max_lost_frames: int = _opt(
         0, "after this many consecutive lost frames start a new map (0: never, keep trying reloc)", ge=0
@@ -318,7 +349,7 @@ class KeyframesConfig:
     offload_after: int = _opt(
         0, "move bulk data of keyframes older than the last N to the CPU (0: keep all on the device)", ge=0
     )
-    store_images: bool = _opt(True, "keep each keyframe's colour image (for the map colours)")
+    store_images: bool = _opt(True, "keep each keyframe's colour image in the map (else: white points)")
 
 
 @dataclass
@@ -334,7 +365,6 @@ _SECTIONS: dict[str, type] = {
     "matching": MatchingConfig,
     "tracking": TrackingConfig,
     "local_opt": LocalOptConfig,
-    "retrieval": RetrievalConfig,
     "reloc": RelocConfig,
     "source": SourceConfig,
     "system": SystemConfig,
@@ -351,7 +381,6 @@ class SlamConfig:
     matching: MatchingConfig = field(default_factory=MatchingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     local_opt: LocalOptConfig = field(default_factory=LocalOptConfig)
-    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     reloc: RelocConfig = field(default_factory=RelocConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
     system: SystemConfig = field(default_factory=SystemConfig)
@@ -370,7 +399,6 @@ _SECTION_DOCS = {
     "matching": "Iterative projective matching (MASt3R-SLAM reference section).",
     "tracking": "Frame-to-keyframe tracking, keyframe selection, fusion (MASt3R-SLAM reference section).",
     "local_opt": "Global keyframe-graph optimisation (MASt3R-SLAM reference section).",
-    "retrieval": "Loop-closure retrieval (MASt3R-SLAM reference section).",
     "reloc": "Relocalisation (MASt3R-SLAM reference section).",
     "source": "Pointmap source and working resolution (online3r_ros).",
     "system": "Pipeline behaviour (online3r_ros).",
@@ -449,6 +477,30 @@ def _section_from_dict(name: str, cls: type, data: Any) -> Any:
     return obj
 
 
+def _resolve_source_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` (nested sections) where every source-dependent key that is missing or ``auto``
+    holds its value for ``source.kind`` (keys without a value for that kind are left to their default)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    source = out.get("source")
+    kind = source.get("kind", SourceConfig.kind) if isinstance(source, dict) else SourceConfig.kind
+    for name, cls in _SECTIONS.items():
+        section = out.get(name)
+        if section is None:
+            section = {}
+        if not isinstance(section, dict):
+            continue  # reported by _section_from_dict
+        for f in fields(cls):
+            by_source = f.metadata.get("by_source")
+            if by_source is None or section.get(f.name, AUTO) != AUTO:
+                continue
+            if kind in by_source:
+                section[f.name] = by_source[kind]
+            else:
+                section.pop(f.name, None)
+        out[name] = section
+    return out
+
+
 def _cross_checks(cfg: SlamConfig) -> None:
     if (cfg.source.width == 0) != (cfg.source.height == 0):
         raise ConfigError(
@@ -468,7 +520,8 @@ def _cross_checks(cfg: SlamConfig) -> None:
 
 
 def config_from_dict(data: dict[str, Any] | None) -> SlamConfig:
-    """Build a validated :class:`SlamConfig` from nested dicts (missing keys take their defaults)."""
+    """Build a validated :class:`SlamConfig` from nested dicts: missing keys take their defaults, and
+    source-dependent keys that are missing or ``auto`` their value for ``source.kind``."""
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"configuration must be a mapping of sections, got {data!r}")
@@ -477,6 +530,7 @@ def config_from_dict(data: dict[str, Any] | None) -> SlamConfig:
         raise ConfigError(
             f"unknown config section {unknown[0]!r} (value {data[unknown[0]]!r}); known: {sorted(_SECTIONS)}"
         )
+    data = _resolve_source_keys(data)
     cfg = SlamConfig(
         **{name: _section_from_dict(name, cls, data.get(name)) for name, cls in _SECTIONS.items()}
     )
@@ -502,37 +556,39 @@ def _deep_update(base: dict, new: dict, prefix: str) -> None:
             base[key] = value
 
 
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The sections of the YAML file ``path`` (empty sections dropped); :class:`ConfigError` if malformed."""
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: invalid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of sections, got {loaded!r}")
+    for name, section in loaded.items():
+        if name not in _SECTIONS:
+            raise ConfigError(
+                f"unknown config section {name!r} in {path} (value {section!r}); known: {sorted(_SECTIONS)}"
+            )
+        if section is not None and not isinstance(section, dict):
+            raise ConfigError(f"config section {name!r} in {path}: expected a mapping, got {section!r}")
+    return {k: copy.deepcopy(v) for k, v in loaded.items() if v is not None}
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SlamConfig:
-    """Defaults, then the YAML file at ``path`` (if given), then ``overrides`` (nested dict); validated.
+    """Defaults, then the YAML file at ``path`` (if given), then ``overrides`` (nested dict); source-dependent
+    keys resolved for the resulting ``source.kind`` (module docstring); validated.
 
     Raises:
         ConfigError: unreadable/invalid YAML, unknown keys, wrong types or out-of-range values.
         FileNotFoundError: ``path`` does not exist.
     """
-    data = config_to_dict(SlamConfig())
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path}: invalid YAML: {exc}") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path}: expected a mapping of sections, got {loaded!r}")
-        for name, section in loaded.items():
-            if name not in _SECTIONS:
-                raise ConfigError(
-                    f"unknown config section {name!r} in {path} (value {section!r}); "
-                    f"known: {sorted(_SECTIONS)}"
-                )
-            if section is not None and not isinstance(section, dict):
-                raise ConfigError(f"config section {name!r} in {path}: expected a mapping, got {section!r}")
-        _deep_update(data, {k: v for k, v in loaded.items() if v is not None}, prefix="")
+    data: dict[str, Any] = {} if path is None else _read_yaml(Path(path))
     if overrides:
-        _deep_update(data, overrides, prefix="")
+        _deep_update(data, copy.deepcopy(overrides), prefix="")
     return config_from_dict(data)
 
 
@@ -553,10 +609,12 @@ def _yaml_scalar(value: Any) -> str:
 
 
 def documented_yaml(cfg: SlamConfig | None = None) -> str:
-    """YAML text of ``cfg`` (default: the defaults) with each key's documentation and range as comments."""
+    """YAML text of ``cfg`` with each key's documentation and range as comments; without ``cfg``: the
+    defaults, source-dependent keys written as ``auto`` (``config/online3r.yaml``)."""
+    auto = cfg is None
     cfg = SlamConfig() if cfg is None else cfg
     lines = [
-        "# online3r_ros pipeline configuration: every key with its default.",
+        "# online3r_ros pipeline configuration: every key with its " + ("default." if auto else "value."),
         "# Load with `online3r run ... --config FILE`; a file may list only the keys it changes.",
         "# Unknown keys and out-of-range values are rejected. Regenerate this file with",
         "#   python -m online3r_ros.slam.config > config/online3r.yaml",
@@ -573,10 +631,15 @@ def documented_yaml(cfg: SlamConfig | None = None) -> str:
                 if meta.get(key) is not None:
                     rng.append(f"{sym} {meta[key]}")
             if meta.get("choices"):
-                rng.append("one of " + ", ".join(meta["choices"]))
+                rng.append("one of " + ", ".join(str(c) for c in meta["choices"]))
+            by_source = meta.get("by_source")
+            if by_source:
+                kinds = ", ".join(f"{k}: {_yaml_scalar(v)}" for k, v in by_source.items())
+                rng.append(f"auto = {kinds}; else {_yaml_scalar(f.default)}")
             note = meta["doc"] + (f" [{'; '.join(rng)}]" if rng else "")
+            value = AUTO if (by_source and auto) else _yaml_scalar(getattr(section, f.name))
             lines.append(f"  # {note}")
-            lines.append(f"  {f.name}: {_yaml_scalar(getattr(section, f.name))}")
+            lines.append(f"  {f.name}: {value}")
         lines.append("")
     return "\n".join(lines)
 

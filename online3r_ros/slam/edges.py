@@ -36,18 +36,12 @@ def match_pointmaps(
     K: Tensor | None,
     cfg: SlamConfig,
     use_projection: bool,
-    overrides: dict | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Match every pixel of the source image (points ``src_in_ref.X`` in the reference frame) to the
-    reference image. Returns ``(idx [P] long into ref, valid [P] bool, q [P] combined confidence)``.
-
-    ``overrides``: the source's ``tracking_overrides`` (``radius``/``dilation_max`` of the descriptor
-    refinement win over ``cfg.matching``, as in tracking).
-    """
+    reference image (``cfg.matching``). Returns ``(idx [P] long into ref, valid [P] bool, q [P] combined
+    confidence)``."""
     m = cfg.matching
-    over = overrides or {}
-    radius = int(over.get("radius", m.radius))
-    dilation_max = int(over.get("dilation_max", m.dilation_max))
+    radius, dilation_max = m.radius, m.dilation_max
     D1 = ref.D if (ref.D is not None and src_in_ref.D is not None) else None
     D2 = src_in_ref.D if D1 is not None else None
     X1 = torch.nan_to_num(ref.X)
@@ -104,11 +98,10 @@ def build_edges(
     guesses = [sim3_compose(sim3_inverse(T[i]), T[new_id]).to(frames[i].image.device) for i in cands]
     preds = source.predict_symmetric(pairs, guesses if source.pose_dependent else None)
     use_proj = bool(source.pose_dependent or calibrated)
-    over = getattr(source, "tracking_overrides", None) or {}
     idx_j, val_j, q_j, idx_i, val_i, q_i = [], [], [], [], [], []
     for i, pred in zip(cands, preds, strict=True):
-        a, b, c = match_pointmaps(pred.ii, pred.ji, frames[i].K, cfg, use_proj, over)  # pixels of j -> i
-        d, e, f = match_pointmaps(pred.jj, pred.ij, frames[new_id].K, cfg, use_proj, over)  # pixels of i -> j
+        a, b, c = match_pointmaps(pred.ii, pred.ji, frames[i].K, cfg, use_proj)  # pixels of j -> i
+        d, e, f = match_pointmaps(pred.jj, pred.ij, frames[new_id].K, cfg, use_proj)  # pixels of i -> j
         idx_j.append(a)
         val_j.append(b)
         q_j.append(c)

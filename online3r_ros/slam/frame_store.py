@@ -132,6 +132,11 @@ class FrameStore:
         return self._anchor[: self._n].copy()
 
     @property
+    def is_keyframe(self) -> np.ndarray:
+        """``[N]`` bool: the frame became a keyframe."""
+        return self._is_kf[: self._n].copy()
+
+    @property
     def relative_poses(self) -> Tensor:
         """``[N, 8]`` float64 ``T_CkCf`` (NaN rows for frames without pose)."""
         return self._rel[: self._n].clone()

@@ -43,6 +43,7 @@ from online3r_ros.geometry.lie import (
     sim3_retract,
     sim3_to_matrix,
 )
+from online3r_ros.slam.config import LocalOptConfig, SlamConfig
 from online3r_ros.slam.edge_residuals import calib_terms, huber_cost, huber_weight, ray_dist_terms
 from online3r_ros.slam.graph import FactorBatch, FactorGraph
 
@@ -52,24 +53,14 @@ class GlobalOptError(ValueError):
 
 
 @dataclass
-class GlobalOptConfig:
-    """Options of :class:`GlobalOptimizer` (reference ``local_opt`` section + solver options)."""
+class GlobalOptConfig(LocalOptConfig):
+    """Options of :class:`GlobalOptimizer`: the ``local_opt`` section of the configuration (inherited,
+    declared once in :class:`~online3r_ros.slam.config.LocalOptConfig`) plus the solver's own settings."""
 
-    pin: int = 1  # number of first graph keyframes held fixed (gauge)
-    C_conf: float = 0.0  # minimum average confidence of both points
-    Q_conf: float = 1.5  # minimum match confidence q
-    pixel_border: float = -10.0  # calibrated: projection valid up to -border px outside the image
-    depth_eps: float = 1e-6  # calibrated: minimum depth
-    max_iters: int = 10  # linear solves per optimisation (rejected steps included)
-    sigma_ray: float = 0.003
-    sigma_dist: float = 10.0
-    sigma_pixel: float = 1.0
-    sigma_depth: float = 10.0
-    delta_norm: float = 1e-8  # stop when |δ| is below this
-    rel_error: float = 1e-6  # stop when the relative robust-cost decrease is below this (0: off)
-    huber: float = 1.345  # Huber threshold on whitened residuals (<= 0: no robust weighting)
     calibrated: bool = False  # pixel + log-depth residuals (needs K per keyframe or on the store)
     pose_model: str = "sim3"  # "sim3" (7 DoF) or "se3" (6 DoF, scale held, for metric sources)
+    rel_error: float = 1e-6  # stop when the relative robust-cost decrease is below this (0: off)
+    huber: float = 1.345  # Huber threshold on whitened residuals (<= 0: no robust weighting)
     lm_init: float = 0.0  # initial damping λ (0: pure Gauss-Newton first)
     lm_min: float = 1e-6  # first non-zero λ after a failed/rejected step; λ below it falls back to 0
     lm_factor: float = 10.0  # λ multiplier on failure, divisor on success
@@ -77,13 +68,7 @@ class GlobalOptConfig:
     dtype: str = "float64"  # compute dtype of residuals/Jacobians ("float32" is faster, less accurate)
     chunk_points: int = 1 << 17  # points per vectorised chunk (bounds temporary memory)
     block_points: int = 128  # points per block of the batched Hessian products (factors padded to it)
-    max_points_per_edge: int = 0  # use at most this many stored matches per factor, evenly spread (0: all)
     device: str | None = None  # compute device (default: the keyframe store's device)
-    # point-to-plane ICP term (calibrated metric sources, :mod:`online3r_ros.slam.icp_edges`); 0: off
-    icp_sigma: float = 0.0  # point-to-plane residual standard deviation (m)
-    icp_stride: int = 2  # pixel stride of the sampled points of each factor's keyframe a
-    icp_dist_thresh: float = 0.1  # association rejected beyond this 3D distance (m)
-    icp_normal_step: float = 0.05  # normals: no normal across neighbour steps above this (m, + 5% depth)
 
     def __post_init__(self) -> None:
         if self.pose_model not in ("sim3", "se3"):
@@ -104,21 +89,10 @@ class GlobalOptConfig:
             raise GlobalOptError("pin, max_iters, chunk_points and block_points must be >= 1")
 
     @classmethod
-    def from_config(cls, cfg: object = None, **overrides) -> GlobalOptConfig:
-        """Build from a ``SlamConfig`` (its ``local_opt`` section and ``system.use_calib``), a
-        ``LocalOptConfig``-like object or a dict; unknown attributes are ignored, ``overrides`` win."""
-        values: dict = {}
-        section = getattr(cfg, "local_opt", cfg)
-        names = {f.name for f in dataclasses.fields(cls)}
-        if isinstance(section, dict):
-            values.update({k: v for k, v in section.items() if k in names})
-        elif section is not None:
-            values.update({n: getattr(section, n) for n in names if hasattr(section, n)})
-        system = getattr(cfg, "system", None)
-        if system is not None and hasattr(system, "use_calib"):
-            values["calibrated"] = bool(system.use_calib)
-        values.update(overrides)
-        return cls(**values)
+    def from_config(cls, cfg: SlamConfig, **overrides) -> GlobalOptConfig:
+        """The ``local_opt`` section of ``cfg`` plus solver ``overrides`` (e.g. ``calibrated``,
+        ``pose_model``)."""
+        return cls(**dataclasses.asdict(cfg.local_opt), **overrides)
 
 
 @dataclass
@@ -142,41 +116,6 @@ class OptResult:
     damping_history: list[float] = field(default_factory=list)
     n_residual_points: int = 0
     timings: dict = field(default_factory=dict)
-
-
-# pixel σ of the calibrated backend residual for metric, projection-matched sources (RGB-D) when the config
-# keeps the reference's 1 px: their edge matches are rounded projections at a low working resolution, so 1 px
-# over-weights quantisation (7-Scenes redkitchen, 500 frames: ATE 3.9 cm with 3 px vs 4.3 cm with 1 px)
-METRIC_SIGMA_PIXEL = 3.0
-
-
-def source_backend_overrides(cfg: object, source: object, calibrated: bool) -> dict:
-    """Optimiser options recommended by the pointmap source (applied over ``cfg``'s ``local_opt``).
-
-    Calibrated mode only. Each recommendation replaces a ``local_opt`` value only while that value is still
-    at its default, so an explicit config value always wins (the same rule as the tracker's options):
-    ``sigma_depth`` = the source's tracking log-depth σ (``tracking_overrides['sigma_depth']``, metric depth);
-    ``sigma_pixel = METRIC_SIGMA_PIXEL`` for metric, pose-dependent (projection-matched) sources.
-    """
-    over = getattr(source, "tracking_overrides", None) or {}
-    extra: dict = {}
-    if not calibrated:
-        return extra
-    section = getattr(cfg, "local_opt", None)
-    fields = GlobalOptConfig.__dataclass_fields__
-
-    def at_default(name: str) -> bool:
-        return getattr(section, name, fields[name].default) == fields[name].default
-
-    if "sigma_depth" in over and at_default("sigma_depth"):
-        extra["sigma_depth"] = float(over["sigma_depth"])
-    if (
-        getattr(source, "metric", False)
-        and getattr(source, "pose_dependent", False)
-        and at_default("sigma_pixel")
-    ):
-        extra["sigma_pixel"] = METRIC_SIGMA_PIXEL
-    return extra
 
 
 # ------------------------------------------------------------------------------------------------ problem
@@ -547,11 +486,9 @@ def gauss_newton(
 class GlobalOptimizer:
     """``GlobalOptimizer(config).optimize(keyframes, graph) -> OptResult`` (writes the poses back)."""
 
-    def __init__(self, config: GlobalOptConfig | object | None = None, **overrides) -> None:
-        if isinstance(config, GlobalOptConfig):
-            self.config = dataclasses.replace(config, **overrides) if overrides else config
-        else:
-            self.config = GlobalOptConfig.from_config(config, **overrides)
+    def __init__(self, config: GlobalOptConfig | None = None, **overrides) -> None:
+        config = GlobalOptConfig() if config is None else config
+        self.config = dataclasses.replace(config, **overrides) if overrides else config
 
     def optimize(
         self, keyframes, graph: FactorGraph, fixed_ids: list[int] | None = None, write_back: bool = True

@@ -7,7 +7,7 @@
 - :func:`model_keyframe_ids`: the keyframes whose fused pointmaps join the current keyframe's in the RGB-D
   tracking model (the previous keyframe first, then the nearest others).
 - :func:`tracking_keyframe`: the :class:`~online3r_ros.slam.tracking.TrackingKeyframe` (with those model
-  neighbours) that :class:`~online3r_ros.slam.system.SlamSystem` and the tracker node's frontend hand to
+  neighbours) that :class:`~online3r_ros.slam.frontend.TrackerFrontend` hands to
   the :class:`~online3r_ros.slam.tracking.FrameTracker`.
 """
 

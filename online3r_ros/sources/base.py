@@ -40,6 +40,7 @@ __all__ = [
     "SymmetricPrediction",
     "PointmapSource",
     "image_to_tensor",
+    "intrinsics_tensor",
 ]
 
 
@@ -235,3 +236,18 @@ def image_to_tensor(image: np.ndarray | Tensor, device: torch.device | str = "cp
     else:
         raise SourceError(f"image dtype must be uint8 or float, got {t.dtype}")
     return t.to(device)
+
+
+def intrinsics_tensor(K: np.ndarray | Tensor, device: torch.device | str, dtype: torch.dtype) -> Tensor:
+    """``[3, 3]`` intrinsics (numpy or torch) as a tensor on ``device``; :class:`SourceError` unless finite
+    with positive focal lengths."""
+    Kt = torch.as_tensor(np.asarray(K, dtype=np.float64) if not isinstance(K, Tensor) else K)
+    Kt = Kt.detach().to(device, dtype)
+    if (
+        Kt.shape != (3, 3)
+        or not bool(torch.isfinite(Kt).all())
+        or float(Kt[0, 0]) <= 0
+        or float(Kt[1, 1]) <= 0
+    ):
+        raise SourceError(f"K must be a finite [3, 3] matrix with positive focal lengths, got {Kt.tolist()}")
+    return Kt

@@ -33,6 +33,7 @@ from online3r_ros.sources.base import (
     SourceError,
     SourceFrame,
     SymmetricPrediction,
+    intrinsics_tensor,
 )
 
 Tensor = torch.Tensor
@@ -132,20 +133,17 @@ class MASt3RSource(PointmapSource):
 
     @classmethod
     def from_config(cls, cfg: Any, device: str | torch.device | None = None) -> MASt3RSource:
-        """From a ``SlamConfig``: ``source.checkpoint``; optional ``source.img_size`` / ``precision`` /
-        ``cache_size`` when the config has them (else: 224 if ``source.width`` and ``height`` are 224, else
-        512; default precision; 64); ``system.use_calib``."""
-        src, sys_cfg = cfg.source, cfg.system
-        dev = device if device is not None else sys_cfg.device
-        small = getattr(src, "width", 0) == 224 and getattr(src, "height", 0) == 224
-        img_size = getattr(src, "img_size", 0) or (224 if small else 512)
+        """From a ``SlamConfig``: ``source.checkpoint``, ``img_size``, ``precision`` (``auto``: float16 on
+        CUDA, float32 on CPU), ``cache_size``; ``system.use_calib``; ``device`` (else ``system.device``)."""
+        src = cfg.source
+        dev = torch.device(device if device is not None else cfg.system.device)
         return cls.from_checkpoint(
             src.checkpoint,
             dev,
-            img_size=int(img_size),
-            precision=getattr(src, "precision", None) or None,
-            cache_size=int(getattr(src, "cache_size", 64) or 64),
-            use_calib=bool(getattr(sys_cfg, "use_calib", False)),
+            img_size=src.img_size,
+            precision=None if src.precision == "auto" else src.precision,
+            cache_size=src.cache_size,
+            use_calib=cfg.system.use_calib,
         )
 
     # ------------------------------------------------------------------------------------------------ prepare
@@ -165,12 +163,7 @@ class MASt3RSource(PointmapSource):
             raise SourceError(f"image: {exc}") from None
         K_work = None
         if K is not None:
-            Kt = torch.as_tensor(np.asarray(K, dtype=np.float64) if not isinstance(K, torch.Tensor) else K)
-            Kt = Kt.detach().to("cpu", torch.float64)
-            if Kt.shape != (3, 3) or not bool(torch.isfinite(Kt).all()) or Kt[0, 0] <= 0 or Kt[1, 1] <= 0:
-                raise SourceError(
-                    f"K must be a finite [3, 3] matrix with positive focal lengths, got {Kt.tolist()}"
-                )
+            Kt = intrinsics_tensor(K, "cpu", torch.float64)
             K_work = scale_intrinsics(Kt, prep.transform, self.intrinsics_convention).to(
                 self.device, torch.float32
             )

@@ -39,6 +39,7 @@ from online3r_ros.sources.base import (
     SourceFrame,
     SymmetricPrediction,
     image_to_tensor,
+    intrinsics_tensor,
 )
 
 Tensor = torch.Tensor
@@ -141,17 +142,6 @@ class RGBDSource(PointmapSource):
             raise SourceError(f"depth_scale must be a positive number, got {depth_scale}")
         self.depth_scale = float(depth_scale)
         self.ray_constrained = bool(ray_constrained)
-        # Tracking settings measured on 7-Scenes (FrameTracker applies them to options left at defaults):
-        # ICP against the keyframe, new keyframe below 50% overlap; for the matching cost (rgbd_cost=
-        # "matching") metric depth makes the depth residual informative and the descriptor search local.
-        self.tracking_overrides = {
-            "match_frac_thresh": 0.5,
-            "points_per_frame": 3000,
-            "use_calib": True,
-            "sigma_depth": 0.02,
-            "dilation_max": 1,
-            "radius": 2,
-        }
 
     def working_size(self, h0: int, w0: int) -> tuple[int, int]:
         if self.width > 0 and self.height > 0:
@@ -165,12 +155,12 @@ class RGBDSource(PointmapSource):
         sc = cfg.source
         return cls(
             device=device,
-            width=int(getattr(sc, "width", 0)),
-            height=int(getattr(sc, "height", 0)),
-            depth_min=float(getattr(sc, "depth_min", 0.1)),
-            depth_trunc=float(getattr(sc, "depth_trunc", 4.0)),
-            depth_scale=float(getattr(sc, "depth_scale", 1.0)),
-            sigma_ref=float(getattr(sc, "depth_sigma_ref", 0.1)),
+            width=sc.width,
+            height=sc.height,
+            depth_min=sc.depth_min,
+            depth_trunc=sc.depth_trunc,
+            depth_scale=sc.depth_scale,
+            sigma_ref=sc.depth_sigma_ref,
         )
 
     def prepare(
@@ -191,17 +181,7 @@ class RGBDSource(PointmapSource):
         d = d.to(self.device, torch.float32) * self.depth_scale
         if d.dim() != 2:
             raise SourceError(f"depth must be [H, W], got {tuple(d.shape)}")
-        Kt = torch.as_tensor(np.asarray(K, dtype=np.float32) if isinstance(K, np.ndarray) else K)
-        Kt = Kt.to(self.device, torch.float32)
-        if (
-            Kt.shape != (3, 3)
-            or not bool(torch.isfinite(Kt).all())
-            or float(Kt[0, 0]) <= 0
-            or float(Kt[1, 1]) <= 0
-        ):
-            raise SourceError(
-                f"K must be a finite [3, 3] matrix with positive focal lengths, got {Kt.tolist()}"
-            )
+        Kt = intrinsics_tensor(K, self.device, torch.float32)
         h0, w0 = d.shape
         if tuple(img.shape[:2]) != (h0, w0):
             raise SourceError(f"image size {tuple(img.shape[:2])} differs from depth size {(h0, w0)}")

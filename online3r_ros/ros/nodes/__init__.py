@@ -9,8 +9,10 @@ package's ``ros/time.py`` would shadow the standard library's ``time``)::
 - :mod:`.tracker`: images (+ depth, CameraInfo) -> odometry, camera pose, TF, keyframes and observations.
 - :mod:`.mapper`: keyframes + observations -> optimised poses, paths, dense map (full + incremental),
   markers; autosave and recovery.
-- :mod:`.params`: declared parameters (descriptions, ranges, validation), ``config/online3r_ros.yaml``.
+- :mod:`.params`: typed, declared parameters (descriptions, ranges, validation), ``config/online3r_ros.yaml``.
+- :mod:`.inputs`: pairing and decoding of the tracker's inputs; :mod:`.markers`: rviz markers.
 - :mod:`.msgs`: node-to-node packing with standard messages; :mod:`.diagnostics`: counters -> /diagnostics.
-- The topic contract: :mod:`online3r_ros.ros.topics`. The ROS-free logic:
-  :mod:`online3r_ros.slam.tracking_frontend` and :mod:`online3r_ros.slam.mapping`.
+- The topic contract: :mod:`online3r_ros.ros.topics`. The ROS-free logic: the pipeline's two halves
+  :mod:`online3r_ros.slam.frontend` and :mod:`online3r_ros.slam.backend`, the re-send protocol
+  :mod:`online3r_ros.slam.session`, and the REP-105 algebra :mod:`online3r_ros.ros.frames`.
 """

@@ -1,22 +1,32 @@
-"""Pieces shared by the tracker and mapper nodes: SLAM config from parameters, static TF chains, main()."""
+"""Pieces shared by the tracker and mapper nodes: SLAM config from parameters, the worker thread, main()."""
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import rclpy
+import torch
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
 
+from online3r_ros.model.checkpoint import CheckpointError, CheckpointNotFoundError
+from online3r_ros.ros.nodes.diagnostics import diagnostic_array, status_string
 from online3r_ros.ros.nodes.params import (
+    NodeParams,
+    P,
     ParameterError,
     declare_and_read,
     resolve_path,
     resolve_torch_threads,
 )
 from online3r_ros.ros.nodes.params import _config_dir as config_dir
+from online3r_ros.slam.config import ConfigError, SlamConfig, load_config
 
 __all__ = [
     "setup_node_params",
@@ -25,9 +35,6 @@ __all__ = [
     "stop_worker",
     "slam_config_from_params",
     "resolve_checkpoint",
-    "StaticTfChain",
-    "PoseHistory",
-    "interpolate_rigid",
     "run_node",
     "LogOnce",
 ]
@@ -37,8 +44,6 @@ def resolve_checkpoint(name: str) -> Path:
     """The checkpoint ``name`` (a ``.pth``/``.safetensors`` file or a Hugging Face folder): absolute, relative
     to the cwd, or in the package's ``config/``. Raises ``CheckpointNotFoundError`` (exit code 1, as every
     checkpoint problem) when none exists."""
-    from online3r_ros.model.checkpoint import CheckpointNotFoundError
-
     p = Path(name).expanduser()
     candidates = [p] if p.is_absolute() else [Path.cwd() / p, config_dir() / p]
     for c in candidates:
@@ -49,41 +54,35 @@ def resolve_checkpoint(name: str) -> Path:
     )
 
 
-def slam_config_from_params(p: dict[str, Any]):
+def slam_config_from_params(p: NodeParams) -> SlamConfig:
     """``SlamConfig`` from ``slam_config`` (file) + ``source``/``checkpoint``/``device`` overrides;
     :class:`ParameterError` naming the parameter on any problem."""
-    from online3r_ros.slam.config import ConfigError, load_config
-
-    path = resolve_path(p["slam_config"], "slam_config")
+    path = resolve_path(p.slam_config, "slam_config")
     overrides: dict[str, dict] = {}
-    if p["source"]:
-        overrides.setdefault("source", {})["kind"] = p["source"]
-    if p["checkpoint"]:
-        overrides.setdefault("source", {})["checkpoint"] = str(resolve_checkpoint(p["checkpoint"]))
-    if p["device"]:
-        overrides.setdefault("system", {})["device"] = p["device"]
+    if p.source:
+        overrides.setdefault("source", {})["kind"] = p.source
+    if p.checkpoint:
+        overrides.setdefault("source", {})["checkpoint"] = str(resolve_checkpoint(p.checkpoint))
+    if p.device:
+        overrides.setdefault("system", {})["device"] = p.device
     try:
         return load_config(path, overrides)
     except (ConfigError, FileNotFoundError) as exc:
         raise ParameterError("slam_config", str(exc)) from exc
 
 
-def setup_node_params(node: Any, specs: Any) -> tuple[dict[str, Any], Any]:
-    """The start of every node: declare and read its parameters ``specs`` on ``node``, apply
+def setup_node_params(node: Any, cls: type[P]) -> tuple[P, SlamConfig]:
+    """The start of every node: declare and read its parameters (dataclass ``cls``) on ``node``, apply
     ``torch_threads`` and build the ``SlamConfig``. Returns ``(params, config)``; raises
     :class:`ParameterError` naming the parameter."""
-    import torch
-
-    p = declare_and_read(node, specs)
-    torch.set_num_threads(resolve_torch_threads(p["torch_threads"]))
+    p = declare_and_read(node, cls)
+    torch.set_num_threads(resolve_torch_threads(p.torch_threads))
     return p, slam_config_from_params(p)
 
 
 def publish_node_diagnostics(node: Any, stats: Any, hardware_id: str) -> None:
     """Publish ``stats`` (a ``NodeStats``) on the node's ``pub_diag`` (``/diagnostics``, stamped now, as
     ``hardware_id``) and its one-line summary on ``pub_status``."""
-    from online3r_ros.ros.nodes.diagnostics import diagnostic_array, status_string
-
     node.pub_diag.publish(diagnostic_array(stats, node.get_clock().now().to_msg(), hardware_id))
     node.pub_status.publish(status_string(stats))
 
@@ -91,8 +90,6 @@ def publish_node_diagnostics(node: Any, stats: Any, hardware_id: str) -> None:
 def start_worker(node: Any, role: str, cfg: Any, details: str) -> None:
     """Start ``node._work`` as the daemon thread ``node._worker`` (named ``<role>-worker``) and log
     ``"<role> ready: source=... device=... torch_threads=... <details>"``."""
-    import torch
-
     node._worker = threading.Thread(target=node._work, name=f"{role}-worker", daemon=True)
     node._worker.start()
     node.get_logger().info(
@@ -110,43 +107,10 @@ def stop_worker(node: Any, timeout: float = 5.0) -> None:
     node._worker.join(timeout=timeout)
 
 
-class StaticTfChain:
-    """Static transforms collected from ``/tf_static`` (child -> (parent, T_parent_child)); resolves
-    ``T_base_camera`` along the parent chain of the camera frame."""
-
-    def __init__(self) -> None:
-        self._edges: dict[str, tuple[str, np.ndarray]] = {}
-
-    def add(self, tf_msg: Any) -> None:
-        from online3r_ros.ros.pose import pose_to_matrix
-
-        for tr in tf_msg.transforms:
-            try:
-                self._edges[str(tr.child_frame_id)] = (str(tr.header.frame_id), pose_to_matrix(tr))
-            except ValueError:
-                continue
-
-    def lookup(self, base: str, camera: str) -> np.ndarray | None:
-        """``T_base_camera`` if ``base`` is an ancestor of ``camera`` in the static tree, else ``None``."""
-        T = np.eye(4)
-        frame = camera
-        for _ in range(64):
-            if frame == base:
-                return T
-            if frame not in self._edges:
-                return None
-            parent, T_pc = self._edges[frame]
-            T = T_pc @ T
-            frame = parent
-        return None
-
-
 class LogOnce:
     """Log a repeated message at most once per ``period`` seconds (keyed by text)."""
 
     def __init__(self, period: float = 2.0) -> None:
-        import time
-
         self._time = time.monotonic
         self.period = period
         self._last: dict[str, float] = {}
@@ -160,8 +124,6 @@ class LogOnce:
 
 def _checkpoint_error(exc: BaseException) -> BaseException | None:
     """The ``CheckpointError`` in ``exc``'s cause/context chain (a source may wrap it), else ``None``."""
-    from online3r_ros.model.checkpoint import CheckpointError
-
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
@@ -183,13 +145,6 @@ def run_node(factory: Callable[[Any], Any], name: str, args: list[str] | None = 
     the node's worker thread is still publishing a frame); SIGINT/SIGTERM set a flag, the spin loop ends,
     ``node.stop()`` joins the worker, and only then are the node and the context destroyed.
     """
-    import signal
-    import threading
-
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
-
     argv = sys.argv if args is None else args
     try:
         rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
@@ -248,73 +203,3 @@ def run_node(factory: Callable[[Any], Any], name: str, args: list[str] | None = 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return code
-
-
-def interpolate_rigid(T0: np.ndarray, T1: np.ndarray, a: float) -> np.ndarray:
-    """Rigid pose between ``T0`` (``a = 0``) and ``T1`` (``a = 1``): linear translation, slerp rotation."""
-    from online3r_ros.ros.pose import matrix_to_quat, quat_to_matrix
-
-    q0, q1 = matrix_to_quat(T0[:3, :3]), matrix_to_quat(T1[:3, :3])
-    if float(q0 @ q1) < 0:
-        q1 = -q1
-    dot = min(float(q0 @ q1), 1.0)
-    theta = np.arccos(dot)
-    if theta < 1e-9:
-        q = q0
-    else:
-        q = (np.sin((1 - a) * theta) * q0 + np.sin(a * theta) * q1) / np.sin(theta)
-    out = np.eye(4)
-    out[:3, :3] = quat_to_matrix(q / np.linalg.norm(q))
-    out[:3, 3] = (1 - a) * T0[:3, 3] + a * T1[:3, 3]
-    return out
-
-
-class PoseHistory:
-    """Time-stamped rigid poses (e.g. an external ``odom -> base`` from ``/tf``), looked up at a stamp.
-
-    :meth:`lookup` interpolates between the samples around ``stamp_ns``; outside them it returns the nearest
-    sample when it is within ``tolerance_ns``, else ``None`` (never extrapolates further).
-    """
-
-    def __init__(self, maxlen: int = 2000) -> None:
-        self._ns: list[int] = []
-        self._T: list[np.ndarray] = []
-        self.maxlen = int(maxlen)
-
-    def __len__(self) -> int:
-        return len(self._ns)
-
-    def add(self, stamp_ns: int, T: np.ndarray) -> None:
-        import bisect
-
-        i = bisect.bisect_left(self._ns, int(stamp_ns))
-        if i < len(self._ns) and self._ns[i] == int(stamp_ns):
-            self._T[i] = np.asarray(T, dtype=np.float64)
-            return
-        self._ns.insert(i, int(stamp_ns))
-        self._T.insert(i, np.asarray(T, dtype=np.float64))
-        if len(self._ns) > self.maxlen:
-            del self._ns[0], self._T[0]
-
-    def clear(self) -> None:
-        self._ns.clear()
-        self._T.clear()
-
-    def covers(self, stamp_ns: int) -> bool:
-        """True when a sample at or after ``stamp_ns`` exists (:meth:`lookup` interpolates, never holds)."""
-        return bool(self._ns) and self._ns[-1] >= int(stamp_ns)
-
-    def lookup(self, stamp_ns: int, tolerance_ns: int) -> np.ndarray | None:
-        import bisect
-
-        if not self._ns:
-            return None
-        t = int(stamp_ns)
-        i = bisect.bisect_left(self._ns, t)
-        if i < len(self._ns) and self._ns[i] == t:
-            return self._T[i].copy()
-        if 0 < i < len(self._ns):
-            t0, t1 = self._ns[i - 1], self._ns[i]
-            return interpolate_rigid(self._T[i - 1], self._T[i], (t - t0) / (t1 - t0))
-        j = 0 if i == 0 else len(self._ns) - 1
-        return self._T[j].copy() if abs(self._ns[j] - t) <= tolerance_ns else None

@@ -1,18 +1,16 @@
 """The mapper node: keyframes + observations in -> optimised poses, paths, dense map, markers.
 
-Thin ROS shell around :class:`online3r_ros.slam.mapping.MapperBackend` (topics:
-:mod:`online3r_ros.ros.topics`; parameters: :data:`online3r_ros.ros.nodes.params.MAPPER_PARAMS`). A worker
-thread decodes the packets, fuses observations, integrates keyframes (edges + global optimisation) and
-publishes; callbacks only queue.
+A ROS host of :class:`online3r_ros.slam.backend.MapperBackend` (topics: :mod:`online3r_ros.ros.topics`;
+parameters: :class:`online3r_ros.ros.nodes.params.MapperParams`). A worker thread decodes the packets, hands
+them to the backend (which orders them, fuses observations, integrates keyframes: edges + global
+optimisation, and follows the frontend's sessions) and publishes; callbacks only queue.
 
 Recovery (documented behaviour): after integrated keyframes the map is saved atomically to ``map_path``
 (``autosave``; at most every ``autosave_period`` s, and at shutdown). A (re)started mapper loads
-``map_path`` when it exists (``load_on_start``) and announces ``(generation, session, num_keyframes)`` on
-the latched ``online3r/mapper_state``; the tracker then re-sends the keyframes the mapper lacks (all of them
-when the saved map belongs to another session: the running tracker's keyframe 0 replaces an old session's
-map, and the next autosave overwrites the file). Without a saved map the mapper starts a new one from the
-re-sent keyframes (frames observed while it was down are in the re-sent keyframes' fused pointmaps but not
-in its all-frames path). ``~/reset`` clears the map and asks the tracker for a new session.
+``map_path`` when it exists (``load_on_start``) and announces what it holds on the latched
+``online3r/mapper_state``; the tracker then re-sends the keyframes the mapper lacks
+(:class:`~online3r_ros.slam.session.MapperLink`). ``~/reset`` clears the map and asks the tracker for a new
+session.
 
 Output frame: ``map`` = the robot base at the tracker's first image; the base -> camera transform comes with
 each keyframe (metadata ``T_bc``), so SLAM-world points/poses become ``T_bc · X`` / ``T_bc · T_WC``.
@@ -27,10 +25,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseArray, PoseStamped
+from nav_msgs.msg import Path as PathMsg
 from rclpy.node import Node
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import Float64MultiArray, Header, String
+from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
 
+from online3r_ros.eval import write_tum
 from online3r_ros.ros import topics as T
+from online3r_ros.ros.frames import RobotFrames
 from online3r_ros.ros.nodes.common import (
     LogOnce,
     publish_node_diagnostics,
@@ -40,6 +46,7 @@ from online3r_ros.ros.nodes.common import (
     stop_worker,
 )
 from online3r_ros.ros.nodes.diagnostics import NodeStats
+from online3r_ros.ros.nodes.markers import frustum_lines, map_markers
 from online3r_ros.ros.nodes.msgs import (
     MessageFormatError,
     cloud_to_keyframe,
@@ -47,28 +54,16 @@ from online3r_ros.ros.nodes.msgs import (
     mapper_state_msg,
     poses_to_array,
 )
-from online3r_ros.ros.nodes.params import MAPPER_PARAMS
-from online3r_ros.ros.pose import T_LINK_OPTICAL, matrix_to_pose, transform_points
+from online3r_ros.ros.nodes.params import MapperParams
+from online3r_ros.ros.pointcloud import numpy_to_pointcloud2
+from online3r_ros.ros.pose import T_LINK_OPTICAL, matrix_to_pose
 from online3r_ros.ros.time import ns_to_stamp, sec_to_ns, stamp_to_ns
+from online3r_ros.slam.backend import MapperBackend
+from online3r_ros.slam.map_export import MapPoints
+from online3r_ros.slam.packets import MapUpdate
+from online3r_ros.slam.runner import build_source
 
 __all__ = ["MapperNode", "main", "frustum_lines"]
-
-
-def frustum_lines(
-    T_map_cam: np.ndarray, K: np.ndarray | None, size: tuple[int, int], scale: float
-) -> np.ndarray:
-    """Line-list points ``[N * 16, 3]`` of camera frusta (centre -> 4 corners, and the image rectangle at
-    depth ``scale``) for poses ``T_map_cam [N, 4, 4]``, intrinsics ``K`` (None: 60 degree FOV), ``(W, H)``."""
-    W, H = size
-    if K is None:
-        f = 0.5 * W / np.tan(np.radians(30.0))
-        K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]])
-    uv = np.array([[0, 0], [W, 0], [W, H], [0, H]], dtype=np.float64)
-    rays = np.stack([(uv[:, 0] - K[0, 2]) / K[0, 0], (uv[:, 1] - K[1, 2]) / K[1, 1], np.ones(4)], -1) * scale
-    local = np.concatenate([np.zeros((1, 3)), rays])  # [5, 3]: centre, 4 corners
-    pts = np.einsum("nij,kj->nki", T_map_cam[:, :3, :3], local) + T_map_cam[:, None, :3, 3]  # [N, 5, 3]
-    seg = np.array([[0, 1], [0, 2], [0, 3], [0, 4], [1, 2], [2, 3], [3, 4], [4, 1]])
-    return pts[:, seg.reshape(-1)].reshape(-1, 3)
 
 
 class MapperNode(Node):
@@ -76,12 +71,8 @@ class MapperNode(Node):
 
     def __init__(self, context: Any = None, node_name: str = "mapper") -> None:
         super().__init__(node_name, context=context)
-        self.p, cfg = setup_node_params(self, MAPPER_PARAMS)
-        from online3r_ros.slam.mapping import MapperBackend
-        from online3r_ros.slam.runner import build_source
-
-        self.cfg = cfg
-        self.backend = MapperBackend(cfg, build_source(cfg), wait_s=self.p["keyframe_wait"])
+        self.p, cfg = setup_node_params(self, MapperParams)
+        self.backend = MapperBackend(cfg, build_source(cfg), wait_s=self.p.keyframe_wait)
         self.stats = NodeStats("mapper", error_hold=5.0, input_timeout=3600.0)
         self.stats.state = "waiting"
         self._log_once = LogOnce(2.0)
@@ -90,31 +81,20 @@ class MapperNode(Node):
         self._queue: deque = deque()
         self._running = True
         self._publish_map_request = False
-        self._T_bc = T_LINK_OPTICAL.copy()
-        self._map_dirty = False
-        self._path_dirty = False
+        self.frames = RobotFrames(T_LINK_OPTICAL)  # replaced by the keyframes' base -> camera transform
+        self._map_dirty = self._path_dirty = False
         self._last_map = self._last_path = time.monotonic()
-        self._generation = time.time_ns()
-        self._reset_flag = False
         self._last_save = -float("inf")
         self._unsaved = False  # keyframes integrated since the last autosave
         self._build_io()
         self._maybe_load_on_start()
         self._publish_state()
         start_worker(
-            self, "mapper", cfg, f"map_path={self.p['map_path']} keyframes={self.backend.num_keyframes}"
+            self, "mapper", cfg, f"map_path={self.p.map_path} keyframes={self.backend.num_keyframes}"
         )
 
     def _build_io(self) -> None:
-        from diagnostic_msgs.msg import DiagnosticArray
-        from geometry_msgs.msg import PoseArray
-        from nav_msgs.msg import Path as PathMsg
-        from sensor_msgs.msg import PointCloud2
-        from std_msgs.msg import Float64MultiArray, String
-        from std_srvs.srv import Trigger
-        from visualization_msgs.msg import MarkerArray
-
-        def pub(msg_type, spec):
+        def pub(msg_type: type, spec: Any) -> Any:
             return self.create_publisher(msg_type, spec.name, T.qos_for(spec))
 
         self.pub_sim3 = pub(Float64MultiArray, T.KEYFRAME_SIM3)
@@ -136,22 +116,24 @@ class MapperNode(Node):
         self.create_service(Trigger, "~/load_map", self._srv_load_map)
         self.create_service(Trigger, "~/save_trajectory", self._srv_save_trajectory)
         self.create_service(Trigger, "~/publish_map", self._srv_publish_map)
-        self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
+        self.create_timer(self.p.diagnostics_period, self._publish_diagnostics)
+
+    @property
+    def map_path(self) -> Path:
+        return Path(self.p.map_path).expanduser()
 
     def _maybe_load_on_start(self) -> None:
-        path = Path(self.p["map_path"]).expanduser()
-        if not (self.p["load_on_start"] and path.is_file()):
+        if not (self.p.load_on_start and self.map_path.is_file()):
             return
         try:
-            self.backend.load(path)
+            self.backend.load(self.map_path)
         except (OSError, ValueError) as exc:
-            self.stats.error(f"cannot load {path}: {exc}")
-            self.get_logger().error(f"cannot load {path}: {exc}; starting a new map")
+            self.stats.error(f"cannot load {self.map_path}: {exc}")
+            self.get_logger().error(f"cannot load {self.map_path}: {exc}; starting a new map")
             return
         self.stats.count("maps_loaded")
-        self.get_logger().info(
-            f"recovered map {path}: {self.backend.num_keyframes} keyframes (session {self.backend.session})"
-        )
+        n, session = self.backend.num_keyframes, self.backend.session
+        self.get_logger().info(f"recovered map {self.map_path}: {n} keyframes (session {session})")
         self._after_map_change()
 
     # ------------------------------------------------------------------------------------------ callbacks
@@ -168,44 +150,36 @@ class MapperNode(Node):
     def _srv_reset(self, request: Any, response: Any) -> Any:
         with self._lock:
             self.backend.reset()
-            self._generation = time.time_ns()
-            self._reset_flag = True
             self.stats.count("resets")
-            self._publish_state()
-            self._reset_flag = False
+            self._publish_state(reset=True)
         response.success, response.message = True, "map cleared; the tracker starts a new session"
         return response
 
     def _srv_save_map(self, request: Any, response: Any) -> Any:
-        path = Path(self.p["map_path"]).expanduser()
         try:
             with self._lock:
                 n = self.backend.num_keyframes
-                self.backend.save(path)
+                self.backend.save(self.map_path)
         except (OSError, RuntimeError) as exc:
-            response.success, response.message = False, f"cannot save {path}: {exc}"
+            response.success, response.message = False, f"cannot save {self.map_path}: {exc}"
             return response
-        response.success, response.message = True, f"{n} keyframes saved to {path}"
+        response.success, response.message = True, f"{n} keyframes saved to {self.map_path}"
         return response
 
     def _srv_load_map(self, request: Any, response: Any) -> Any:
-        path = Path(self.p["map_path"]).expanduser()
         try:
             with self._lock:
-                self.backend.load(path)
-                self._generation = time.time_ns()
+                self.backend.load(self.map_path)
                 self._after_map_change()
         except (OSError, ValueError) as exc:
             response.success, response.message = False, str(exc)
             return response
         response.success = True
-        response.message = f"{self.backend.num_keyframes} keyframes loaded from {path}"
+        response.message = f"{self.backend.num_keyframes} keyframes loaded from {self.map_path}"
         return response
 
     def _srv_save_trajectory(self, request: Any, response: Any) -> Any:
-        from online3r_ros.eval import write_tum
-
-        path = Path(self.p["trajectory_path"]).expanduser()
+        path = Path(self.p.trajectory_path).expanduser()
         kf_path = path.with_name(path.stem + "_keyframes" + (path.suffix or ".txt"))
         try:
             with self._lock:
@@ -218,10 +192,8 @@ class MapperNode(Node):
         except (OSError, ValueError) as exc:
             response.success, response.message = False, f"cannot write {path}: {exc}"
             return response
-        response.success, response.message = (
-            True,
-            f"{len(ts)} frames -> {path}, {len(kts)} keyframes -> {kf_path}",
-        )
+        response.success = True
+        response.message = f"{len(ts)} frames -> {path}, {len(kts)} keyframes -> {kf_path}"
         return response
 
     def _srv_publish_map(self, request: Any, response: Any) -> Any:
@@ -244,10 +216,8 @@ class MapperNode(Node):
                 publish_map, self._publish_map_request = self._publish_map_request, False
             try:
                 with self._lock:
-                    for kind, msg in items:
-                        self._submit(kind, msg)
-                    updates = self.backend.step()
-                    for update in updates:
+                    self._submit_all(items)
+                    for update in self.backend.step():
                         self._after_update(update)
                 self._periodic(publish_map)
             except Exception as exc:  # noqa: BLE001 - the node must survive anything one message does
@@ -255,6 +225,17 @@ class MapperNode(Node):
                     return
                 self.stats.error(f"{type(exc).__name__}: {exc}")
                 self.get_logger().error(f"mapper step failed: {type(exc).__name__}: {exc}")
+
+    def _submit_all(self, items: list[tuple[str, Any]]) -> None:
+        generation = self.backend.generation
+        for kind, msg in items:
+            self._submit(kind, msg)
+        if self.backend.generation != generation:  # packets of another session cleared the map
+            self.get_logger().warning(
+                f"packets of session {self.backend.session}: started a new map; the tracker re-sends its "
+                "keyframes"
+            )
+            self._publish_state()
 
     def _submit(self, kind: str, msg: Any) -> None:
         try:
@@ -267,26 +248,18 @@ class MapperNode(Node):
             self.stats.error(f"{kind}: {exc}")
             self._log_once(self.get_logger().error, f"malformed {kind} message: {exc}")
             return
-        if self.backend.mismatched_session(pkt.session) and not (kind == "kf" and pkt.kf_id == 0):
-            self.get_logger().warning(
-                f"packets of session {pkt.session} but the map is session {self.backend.session}: "
-                "starting a new map; the tracker re-sends its keyframes"
-            )
-            self.backend.reset()
-            self._generation = time.time_ns()
-            self._publish_state()
         if kind == "kf":
-            self._T_bc = T_bc
+            self.frames = RobotFrames(T_bc)
             accepted = self.backend.submit_keyframe(pkt)
             self.stats.count("keyframes_received" if accepted else "keyframes_ignored")
         else:
             accepted = self.backend.submit_observation(pkt)
-            self.stats.count("observations" if accepted else "observations_ignored")
+            self.stats.count("observations")
             self._map_dirty = self._path_dirty = True
         if accepted:
             self.backend.stamps_ns.setdefault(pkt.timestamp, stamp_to_ns(msg.header.stamp))
 
-    def _after_update(self, update: Any) -> None:
+    def _after_update(self, update: MapUpdate) -> None:
         self._unsaved = True
         self.stats.count("keyframes_integrated")
         if update.optimised:
@@ -306,7 +279,7 @@ class MapperNode(Node):
         self._publish_poses_and_paths()
         self._publish_markers()
         self._map_dirty = True
-        if self.p["autosave"] and time.monotonic() - self._last_save >= self.p["autosave_period"]:
+        if self.p.autosave and time.monotonic() - self._last_save >= self.p.autosave_period:
             self._autosave()
         self._publish_state()
 
@@ -314,14 +287,14 @@ class MapperNode(Node):
         """Save the map to ``map_path`` (atomic); called with the backend lock held."""
         try:
             t0 = time.perf_counter()
-            self.backend.save(Path(self.p["map_path"]).expanduser())
+            self.backend.save(self.map_path)
             self._last_save = time.monotonic()
             self._unsaved = False
             self.stats.add_times({"autosave": 1000 * (time.perf_counter() - t0)})
             self.stats.values["autosaved_keyframes"] = self.backend.num_keyframes
         except (OSError, RuntimeError) as exc:
             self.stats.error(f"autosave failed: {exc}")
-            self._log_once(self.get_logger().error, f"autosave to {self.p['map_path']} failed: {exc}")
+            self._log_once(self.get_logger().error, f"autosave to {self.p.map_path} failed: {exc}")
 
     def _after_map_change(self) -> None:
         self._publish_state()
@@ -333,15 +306,15 @@ class MapperNode(Node):
 
     def _periodic(self, publish_map: bool) -> None:
         now = time.monotonic()
-        if self.p["autosave"] and self._unsaved and now - self._last_save >= self.p["autosave_period"]:
+        if self.p.autosave and self._unsaved and now - self._last_save >= self.p.autosave_period:
             with self._lock:
                 self._autosave()
-        period = self.p["map_period"]
+        period = self.p.map_period
         if publish_map or (period > 0 and self._map_dirty and now - self._last_map >= period):
             with self._lock:
                 self._publish_full_map()
             self._last_map = now
-        period = self.p["path_period"]
+        period = self.p.path_period
         if period > 0 and self._path_dirty and now - self._last_path >= period:
             with self._lock:
                 self._publish_poses_and_paths()
@@ -351,22 +324,14 @@ class MapperNode(Node):
     def _stamp(self, t: float) -> Any:
         return ns_to_stamp(self.backend.stamps_ns.get(t, sec_to_ns(max(t, 0.0))))
 
-    def _map_poses(self, T_WC: torch.Tensor) -> np.ndarray:
-        from online3r_ros.slam.tracking_frontend import rigid_matrix
+    def _last_stamp(self) -> Any:
+        kf_stamps = self.backend.kf_stamps
+        return self._stamp(kf_stamps[-1]) if kf_stamps else self.get_clock().now().to_msg()
 
-        if len(T_WC) == 0:
-            return np.zeros((0, 4, 4))
-        return np.stack([self._T_bc @ rigid_matrix(P) for P in T_WC])
-
-    def _path_msg(self, ts: np.ndarray, poses: np.ndarray) -> Any:
-        from geometry_msgs.msg import PoseStamped
-        from nav_msgs.msg import Path as PathMsg
-        from std_msgs.msg import Header
-
-        frame = self.p["map_frame"]
-        msg = PathMsg()
+    def _path_msg(self, ts: np.ndarray, poses: np.ndarray) -> PathMsg:
+        frame = self.p.map_frame
         stamp = self._stamp(float(ts[-1])) if len(ts) else self.get_clock().now().to_msg()
-        msg.header = Header(frame_id=frame, stamp=stamp)
+        msg = PathMsg(header=Header(frame_id=frame, stamp=stamp))
         msg.poses = [
             PoseStamped(header=Header(frame_id=frame, stamp=self._stamp(float(t))), pose=matrix_to_pose(M))
             for t, M in zip(ts, poses, strict=True)
@@ -374,26 +339,21 @@ class MapperNode(Node):
         return msg
 
     def _publish_poses_and_paths(self) -> None:
-        from geometry_msgs.msg import PoseArray
-        from std_msgs.msg import Header
-
         kts, kposes = self.backend.keyframe_trajectory()
-        kmap = self._map_poses(kposes)
+        kmap = self.frames.cameras_in_map(kposes)
         if len(kts):
-            header = Header(frame_id=self.p["map_frame"], stamp=self._stamp(float(kts[-1])))
+            header = Header(frame_id=self.p.map_frame, stamp=self._stamp(float(kts[-1])))
             self.pub_kf_poses.publish(PoseArray(header=header, poses=[matrix_to_pose(M) for M in kmap]))
             self.pub_kf_path.publish(self._path_msg(kts, kmap))
         ts, poses = self.backend.trajectory()
         if len(ts):
-            self.pub_path.publish(self._path_msg(ts, self._map_poses(poses)))
+            self.pub_path.publish(self._path_msg(ts, self.frames.cameras_in_map(poses)))
         self._path_dirty = False
 
-    def _cloud(self, chunk: Any, stamp: Any) -> Any:
-        from online3r_ros.ros.pointcloud import numpy_to_pointcloud2
-
-        pts = transform_points(self._T_bc, chunk.points).astype(np.float32)
+    def _cloud(self, chunk: MapPoints, stamp: Any) -> PointCloud2:
+        pts = self.frames.points_in_map(chunk.points)
         return numpy_to_pointcloud2(
-            pts, chunk.colors, chunk.confidence, frame_id=self.p["map_frame"], stamp=stamp
+            pts, chunk.colors, chunk.confidence, frame_id=self.p.map_frame, stamp=stamp
         )
 
     def _publish_chunk(self, kf_id: int) -> None:
@@ -402,81 +362,45 @@ class MapperNode(Node):
         self.stats.values["map_update_points"] = len(chunk)
 
     def _publish_full_map(self) -> None:
-        chunk = self.backend.map_points()
-        cap = self.p["map_max_points"]
-        if cap > 0 and len(chunk) > cap:
-            from online3r_ros.slam.mapping import MapChunk
-
-            sel = np.arange(0, len(chunk), int(np.ceil(len(chunk) / cap)))
-            chunk = MapChunk(
-                chunk.points[sel], chunk.colors[sel], chunk.confidence[sel], chunk.keyframe_ids[sel]
-            )
-        stamp = (
-            self._stamp(self.backend.kf_stamps[-1])
-            if self.backend.kf_stamps
-            else self.get_clock().now().to_msg()
-        )
-        self.pub_map.publish(self._cloud(chunk, stamp))
+        chunk = self.backend.map_points().subsample(self.p.map_max_points)
+        self.pub_map.publish(self._cloud(chunk, self._last_stamp()))
         self.stats.values["map_points"] = len(chunk)
         self.stats.count("maps_published")
         self._map_dirty = False
 
     def _publish_markers(self) -> None:
-        from geometry_msgs.msg import Point
-        from std_msgs.msg import ColorRGBA, Header
-        from visualization_msgs.msg import Marker, MarkerArray
-
         n = self.backend.num_keyframes
         if n == 0:
             return
-        kmap = self._map_poses(self.backend.keyframe_poses())
         K = self.backend.keyframes.intrinsics(n - 1, device="cpu")
         H, W = self.backend.keyframes.image_size(n - 1)
-        frusta = frustum_lines(
-            kmap, None if K is None else K.double().numpy(), (W, H), self.p["frustum_scale"]
-        )
-        header = Header(frame_id=self.p["map_frame"], stamp=self._stamp(self.backend.kf_stamps[-1]))
-
-        def lines(ns: str, pts: np.ndarray, rgba: tuple[float, ...]) -> Any:
-            m = Marker(header=header, ns=ns, id=0, type=Marker.LINE_LIST, action=Marker.ADD)
-            m.pose.orientation.w = 1.0
-            m.scale.x = 0.005
-            m.color = ColorRGBA(r=rgba[0], g=rgba[1], b=rgba[2], a=rgba[3])
-            m.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in pts]
-            return m
-
-        centres = kmap[:, :3, 3]
-        edges = self.backend.edges()
-        edge_pts = centres[np.asarray(edges, dtype=np.int64).reshape(-1)] if edges else np.zeros((0, 3))
         self.pub_markers.publish(
-            MarkerArray(
-                markers=[
-                    lines("keyframes", frusta, (0.1, 0.6, 1.0, 1.0)),
-                    lines("edges", edge_pts, (1.0, 0.5, 0.0, 1.0)),
-                ]
+            map_markers(
+                Header(frame_id=self.p.map_frame, stamp=self._last_stamp()),
+                self.frames.cameras_in_map(self.backend.keyframe_poses()),
+                None if K is None else K.double().numpy(),
+                (W, H),
+                self.backend.edges(),
+                self.p.frustum_scale,
             )
         )
 
-    def _publish_state(self) -> None:
-        self.pub_state.publish(
-            mapper_state_msg(
-                self._generation, self.backend.session, self.backend.num_keyframes, self._reset_flag
-            )
-        )
+    def _publish_state(self, reset: bool = False) -> None:
+        self.pub_state.publish(mapper_state_msg(self.backend.state(reset)))
 
     def _publish_diagnostics(self) -> None:
         self.stats.values.update(
             pending_queue=len(self._queue),
             keyframes=self.backend.num_keyframes,
             session=self.backend.session,
-            generation=self._generation,
+            generation=self.backend.generation,
         )
         publish_node_diagnostics(self, self.stats, "online3r_mapper")
 
     def stop(self) -> None:
         stop_worker(self)
         with self._lock:
-            if self.p["autosave"] and self._unsaved and self.backend.num_keyframes:
+            if self.p.autosave and self._unsaved and self.backend.num_keyframes:
                 self._autosave()  # what the period held back
 
 

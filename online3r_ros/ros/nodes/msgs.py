@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from online3r_ros.ros.pointcloud import numpy_to_pointcloud2, pointcloud2_to_numpy
-from online3r_ros.slam.mapping import KeyframePacket, ObservationPacket
+from online3r_ros.slam.packets import KeyframePacket, MapperState, ObservationPacket
 
 __all__ = [
     "KF_PREFIX",
@@ -211,29 +211,32 @@ def array_to_poses(msg: Any) -> tuple[int, torch.Tensor]:
     return session, torch.from_numpy(P.copy())
 
 
-def mapper_state_msg(generation: int, session: int | None, num_keyframes: int, reset: bool = False) -> Any:
+def mapper_state_msg(state: MapperState) -> Any:
+    """``std_msgs/String`` with the backend's announcement as JSON (``generation``, ``session``,
+    ``num_keyframes``, ``reset``)."""
     from std_msgs.msg import String
 
     return String(
         data=json.dumps(
             {
-                "generation": int(generation),
-                "session": None if session is None else int(session),
-                "num_keyframes": int(num_keyframes),
-                "reset": bool(reset),
+                "generation": int(state.generation),
+                "session": None if state.session is None else int(state.session),
+                "num_keyframes": int(state.num_keyframes),
+                "reset": bool(state.reset),
             }
         )
     )
 
 
-def parse_mapper_state(msg: Any) -> dict:
+def parse_mapper_state(msg: Any) -> MapperState:
+    """The :class:`MapperState` of :func:`mapper_state_msg`'s message; :class:`MessageFormatError` if not."""
     try:
         state = json.loads(msg.data)
-        return {
-            "generation": int(state["generation"]),
-            "session": None if state["session"] is None else int(state["session"]),
-            "num_keyframes": int(state["num_keyframes"]),
-            "reset": bool(state.get("reset", False)),
-        }
+        return MapperState(
+            generation=int(state["generation"]),
+            session=None if state["session"] is None else int(state["session"]),
+            num_keyframes=int(state["num_keyframes"]),
+            reset=bool(state.get("reset", False)),
+        )
     except (ValueError, KeyError, TypeError) as exc:
         raise MessageFormatError(f"mapper state is not the documented JSON: {msg.data[:80]!r}") from exc

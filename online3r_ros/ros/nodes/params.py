@@ -16,11 +16,15 @@ its most common keys. Relative paths are resolved against the current directory,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
+    "NodeParams",
+    "TrackerParams",
+    "MapperParams",
+    "param_specs",
     "ParamSpec",
     "ParameterError",
     "TRACKER_PARAMS",
@@ -45,7 +49,7 @@ class ParameterError(ValueError):
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """``name``, ``default`` (its Python type is the parameter type; ``list`` = double array),
+    """``name``, ``default`` (its Python type is the parameter type; ``tuple`` = double array),
     ``description``, numeric ``low``/``high`` bounds (inclusive) or string ``choices``."""
 
     name: str
@@ -56,133 +60,145 @@ class ParamSpec:
     choices: tuple[str, ...] | None = None
 
 
+def param(
+    default: Any,
+    description: str,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A node parameter: a dataclass field with its description and range in the metadata."""
+    meta = {"description": description, "low": low, "high": high, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
 #: Prefix of the node keys in the parameter file: ``/**/`` matches the node in any namespace.
 NODE_KEY_PREFIX = "/**/"
 
 _QOS = ("sensor_data", "best_effort", "reliable", "system_default")
 
-_COMMON = (
-    ParamSpec("slam_config", "", "SLAM configuration YAML (config/online3r.yaml format); empty: defaults"),
-    ParamSpec("source", "", "override source.kind of the SLAM config", choices=("", "depth", "mast3r")),
-    ParamSpec("checkpoint", "", "override source.checkpoint (MASt3R checkpoint file)"),
-    ParamSpec("device", "", "override system.device (cpu, cuda, cuda:N); empty: from the SLAM config"),
-    ParamSpec(
-        "torch_threads",
+
+@dataclass(frozen=True)
+class NodeParams:
+    """Parameters of both nodes."""
+
+    slam_config: str = param("", "SLAM configuration YAML (config/online3r.yaml format); empty: defaults")
+    source: str = param("", "override source.kind of the SLAM config", choices=("", "depth", "mast3r"))
+    checkpoint: str = param("", "override source.checkpoint (MASt3R checkpoint file)")
+    device: str = param("", "override system.device (cpu, cuda, cuda:N); empty: from the SLAM config")
+    torch_threads: int = param(
         0,
         "torch CPU threads of this node (0: auto = max(1, usable cores // 2): tracker and mapper share the "
         "CPU, and two nodes with all cores each were ~15x slower on 2 cores)",
         0,
         256,
-    ),
-    ParamSpec("map_frame", "map", "REP-105 map frame"),
-    ParamSpec("camera_frame", "camera_optical_frame", "camera optical frame (z forward, x right, y down)"),
-    ParamSpec("diagnostics_period", 1.0, "period of /diagnostics and the status topic (s)", 0.05, 60.0),
-)
+    )
+    map_frame: str = param("map", "REP-105 map frame")
+    camera_frame: str = param("camera_optical_frame", "camera optical frame (z forward, x right, y down)")
+    diagnostics_period: float = param(1.0, "period of /diagnostics and the status topic (s)", 0.05, 60.0)
 
-TRACKER_PARAMS: tuple[ParamSpec, ...] = _COMMON + (
-    ParamSpec("image_topic", "image", "input image topic (sensor_msgs/Image or CompressedImage)"),
-    ParamSpec(
-        "image_transport",
-        "raw",
-        "raw: sensor_msgs/Image; compressed: CompressedImage",
-        choices=("raw", "compressed"),
-    ),
-    ParamSpec("camera_info_topic", "camera_info", "CameraInfo topic (calibrated mode); empty: none"),
-    ParamSpec("depth_topic", "depth", "aligned depth image topic (16UC1 mm / 32FC1 m); empty: none"),
-    ParamSpec("image_qos", "sensor_data", "QoS of the input subscriptions", choices=_QOS),
-    ParamSpec("odom_frame", "odom", "REP-105 odometry frame"),
-    ParamSpec("base_frame", "base_link", "robot base frame"),
-    ParamSpec("publish_tf", True, "publish TF at all (master switch)"),
-    ParamSpec(
-        "publish_odom_tf", True, "publish odom -> base_frame (false when another node provides odometry)"
-    ),
-    ParamSpec("publish_map_tf", True, "publish map -> odom (the SLAM correction)"),
-    ParamSpec(
-        "external_odometry",
+
+@dataclass(frozen=True)
+class TrackerParams(NodeParams):
+    """Parameters of the tracker node."""
+
+    image_topic: str = param("image", "input image topic (sensor_msgs/Image or CompressedImage)")
+    image_transport: str = param(
+        "raw", "raw: sensor_msgs/Image; compressed: CompressedImage", choices=("raw", "compressed")
+    )
+    camera_info_topic: str = param("camera_info", "CameraInfo topic (calibrated mode); empty: none")
+    depth_topic: str = param("depth", "aligned depth image topic (16UC1 mm / 32FC1 m); empty: none")
+    image_qos: str = param("sensor_data", "QoS of the input subscriptions", choices=_QOS)
+    odom_frame: str = param("odom", "REP-105 odometry frame")
+    base_frame: str = param("base_link", "robot base frame")
+    publish_tf: bool = param(True, "publish TF at all (master switch)")
+    publish_odom_tf: bool = param(
+        True, "publish odom -> base_frame (false when another node provides odometry)"
+    )
+    publish_map_tf: bool = param(True, "publish map -> odom (the SLAM correction)")
+    external_odometry: bool = param(
         False,
         "another node publishes odom_frame -> base_frame on /tf: the tracker does not, and computes "
-        "map -> odom "
-        "against it at each image stamp",
-    ),
-    ParamSpec(
-        "odom_tolerance", 0.1, "external odometry: nearest-sample tolerance outside its range (s)", 0.0, 10.0
-    ),
-    ParamSpec(
-        "odom_wait",
+        "map -> odom against it at each image stamp",
+    )
+    odom_tolerance: float = param(
+        0.1, "external odometry: nearest-sample tolerance outside its range (s)", 0.0, 10.0
+    )
+    odom_wait: float = param(
         0.2,
         "external odometry: how long an image's map -> odom waits for an odom -> base sample at or after its "
         "stamp before falling back to the nearest sample (s); the pose and odometry are published first",
         0.0,
         10.0,
-    ),
-    ParamSpec(
-        "base_to_camera",
-        [],
+    )
+    base_to_camera: tuple[float, ...] = param(
+        (),
         "static base_frame -> camera_frame transform [x, y, z, qx, qy, qz, qw]; empty: read /tf_static, "
         "else the REP-103 optical rotation at the base origin",
-    ),
-    ParamSpec("tf_static_wait", 1.0, "how long to wait for /tf_static before the first frame (s)", 0.0, 60.0),
-    ParamSpec("sync_tolerance", 0.002, "max |image stamp - depth stamp| of a pair (s)", 0.0, 1.0),
-    ParamSpec("sync_wait", 0.5, "how long the newest image waits for its depth / camera_info (s)", 0.0, 10.0),
-    ParamSpec(
-        "input_timeout", 2.0, "WARN in diagnostics when no image arrived for this long (s)", 0.1, 3600.0
-    ),
-    ParamSpec("error_hold", 5.0, "an input error keeps diagnostics at ERROR this long (s)", 0.0, 3600.0),
-    ParamSpec("reset_on_time_jump", True, "a jump back in time (bag loop) resets the session"),
-    ParamSpec(
-        "time_jump_threshold",
+    )
+    tf_static_wait: float = param(
+        1.0, "how long to wait for /tf_static before the first frame (s)", 0.0, 60.0
+    )
+    sync_tolerance: float = param(0.002, "max |image stamp - depth stamp| of a pair (s)", 0.0, 1.0)
+    sync_wait: float = param(
+        0.5, "how long the newest image waits for its depth / camera_info (s)", 0.0, 10.0
+    )
+    input_timeout: float = param(
+        2.0, "WARN in diagnostics when no image arrived for this long (s)", 0.1, 3600.0
+    )
+    error_hold: float = param(5.0, "an input error keeps diagnostics at ERROR this long (s)", 0.0, 3600.0)
+    reset_on_time_jump: bool = param(True, "a jump back in time (bag loop) resets the session")
+    time_jump_threshold: float = param(
         0.1,
         "a step back in time larger than this (s) is a jump (reset); smaller ones are rejected",
         0.0,
         3600.0,
-    ),
-    ParamSpec("trajectory_path", "online3r_tracker_trajectory.txt", "~/save_trajectory output (TUM)"),
-    ParamSpec(
-        "warmup_frames",
+    )
+    trajectory_path: str = param("online3r_tracker_trajectory.txt", "~/save_trajectory output (TUM)")
+    warmup_frames: int = param(
         3,
         "synthetic frames run through a throw-away tracker at start (first-call costs would otherwise "
         "drop the frames after the first one; RGB-D source only)",
         0,
         100,
-    ),
-)
-
-MAPPER_PARAMS: tuple[ParamSpec, ...] = _COMMON + (
-    ParamSpec("map_path", "online3r_map.pt", "~/save_map, ~/load_map and autosave file"),
-    ParamSpec("autosave", True, "save the map to map_path (atomically) after optimisations and at shutdown"),
-    ParamSpec(
-        "autosave_period", 5.0, "autosave at most this often (s; 0: after every keyframe)", 0.0, 3600.0
-    ),
-    ParamSpec("load_on_start", True, "start from map_path when it exists (recovery after a restart)"),
-    ParamSpec("trajectory_path", "online3r_trajectory.txt", "~/save_trajectory output (TUM; + _keyframes)"),
-    ParamSpec(
-        "map_period",
-        5.0,
-        "full map re-publication period when it changed (s; 0: on request only)",
-        0.0,
-        3600.0,
-    ),
-    ParamSpec(
-        "path_period",
-        1.0,
-        "all-frames path re-publication period (s; 0: after optimisations only)",
-        0.0,
-        3600.0,
-    ),
-    ParamSpec("map_max_points", 500000, "full map: at most this many points (strided; 0: all)", 0, 100000000),
-    ParamSpec(
-        "keyframe_wait",
-        1.0,
-        "a keyframe waits this long for the previous keyframe's observations (s)",
-        0.0,
-        60.0,
-    ),
-    ParamSpec("frustum_scale", 0.1, "size of the keyframe frustum markers (m)", 0.001, 100.0),
-)
+    )
 
 
-def defaults(specs: tuple[ParamSpec, ...]) -> dict[str, Any]:
-    return {s.name: (list(s.default) if isinstance(s.default, list) else s.default) for s in specs}
+@dataclass(frozen=True)
+class MapperParams(NodeParams):
+    """Parameters of the mapper node."""
+
+    map_path: str = param("online3r_map.pt", "~/save_map, ~/load_map and autosave file")
+    autosave: bool = param(True, "save the map to map_path (atomically) after optimisations and at shutdown")
+    autosave_period: float = param(
+        5.0, "autosave at most this often (s; 0: after every keyframe)", 0.0, 3600.0
+    )
+    load_on_start: bool = param(True, "start from map_path when it exists (recovery after a restart)")
+    trajectory_path: str = param("online3r_trajectory.txt", "~/save_trajectory output (TUM; + _keyframes)")
+    map_period: float = param(
+        5.0, "full map re-publication period when it changed (s; 0: on request only)", 0.0, 3600.0
+    )
+    path_period: float = param(
+        1.0, "all-frames path re-publication period (s; 0: after optimisations only)", 0.0, 3600.0
+    )
+    map_max_points: int = param(500000, "full map: at most this many points (strided; 0: all)", 0, 100000000)
+    keyframe_wait: float = param(
+        1.0, "a keyframe waits this long for the previous keyframe's observations (s)", 0.0, 60.0
+    )
+    frustum_scale: float = param(0.1, "size of the keyframe frustum markers (m)", 0.001, 100.0)
+
+
+def param_specs(cls: type) -> tuple[ParamSpec, ...]:
+    """The :class:`ParamSpec` of every field of a parameter dataclass, in declaration order."""
+    return tuple(ParamSpec(f.name, f.default, **f.metadata) for f in fields(cls))
+
+
+TRACKER_PARAMS: tuple[ParamSpec, ...] = param_specs(TrackerParams)
+MAPPER_PARAMS: tuple[ParamSpec, ...] = param_specs(MapperParams)
+
+
+def defaults(cls: type) -> dict[str, Any]:
+    return {f.name: f.default for f in fields(cls)}
 
 
 def _check_type(spec: ParamSpec, value: Any) -> Any:
@@ -199,9 +215,9 @@ def _check_type(spec: ParamSpec, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
             raise ParameterError(spec.name, f"must be a finite number, got {value!r}")
         return float(value)
-    if isinstance(d, list):
+    if isinstance(d, tuple):
         try:
-            return [float(v) for v in value]
+            return tuple(float(v) for v in value)
         except (TypeError, ValueError) as exc:
             raise ParameterError(spec.name, f"must be a list of numbers, got {value!r}") from exc
     if not isinstance(value, str):
@@ -209,22 +225,7 @@ def _check_type(spec: ParamSpec, value: Any) -> Any:
     return value
 
 
-def validate(values: dict[str, Any], specs: tuple[ParamSpec, ...]) -> dict[str, Any]:
-    """Typed, checked copy of ``values`` (missing keys: defaults); :class:`ParameterError` otherwise."""
-    known = {s.name for s in specs}
-    for name in values:
-        if name not in known and name != "use_sim_time":
-            raise ParameterError(name, f"unknown parameter (known: {sorted(known)})")
-    out: dict[str, Any] = {}
-    for spec in specs:
-        value = _check_type(spec, values.get(spec.name, spec.default))
-        if spec.low is not None and value < spec.low:
-            raise ParameterError(spec.name, f"{value!r} is below the minimum {spec.low}")
-        if spec.high is not None and value > spec.high:
-            raise ParameterError(spec.name, f"{value!r} is above the maximum {spec.high}")
-        if spec.choices is not None and value not in spec.choices:
-            raise ParameterError(spec.name, f"{value!r} is not one of {list(spec.choices)}")
-        out[spec.name] = value
+def _cross_checks(out: dict[str, Any]) -> None:
     frames = [out[k] for k in ("map_frame", "odom_frame", "base_frame", "camera_frame") if k in out]
     for key in ("map_frame", "odom_frame", "base_frame", "camera_frame", "image_topic"):
         if key in out and not str(out[key]).strip():
@@ -242,10 +243,36 @@ def validate(values: dict[str, Any], specs: tuple[ParamSpec, ...]) -> dict[str, 
             )
         norm = math.sqrt(sum(v * v for v in b2c[3:]))
         if not all(math.isfinite(v) for v in b2c) or abs(norm - 1.0) > 1e-3:
-            raise ParameterError("base_to_camera", f"needs finite values and a unit quaternion, got {b2c}")
+            raise ParameterError(
+                "base_to_camera", f"needs finite values and a unit quaternion, got {list(b2c)}"
+            )
     if out.get("source") == "mast3r" and not out.get("checkpoint") and not out.get("slam_config"):
         raise ParameterError("checkpoint", "source 'mast3r' needs a checkpoint file")
-    return out
+
+
+P = TypeVar("P", bound=NodeParams)
+
+
+def validate(values: dict[str, Any], cls: type[P]) -> P:
+    """Typed, checked parameters from ``values`` (missing keys: defaults); :class:`ParameterError`
+    (naming the parameter) otherwise."""
+    specs = param_specs(cls)
+    known = {s.name for s in specs}
+    for name in values:
+        if name not in known and name != "use_sim_time":
+            raise ParameterError(name, f"unknown parameter (known: {sorted(known)})")
+    out: dict[str, Any] = {}
+    for spec in specs:
+        value = _check_type(spec, values.get(spec.name, spec.default))
+        if spec.low is not None and value < spec.low:
+            raise ParameterError(spec.name, f"{value!r} is below the minimum {spec.low}")
+        if spec.high is not None and value > spec.high:
+            raise ParameterError(spec.name, f"{value!r} is above the maximum {spec.high}")
+        if spec.choices is not None and value not in spec.choices:
+            raise ParameterError(spec.name, f"{value!r} is not one of {list(spec.choices)}")
+        out[spec.name] = value
+    _cross_checks(out)
+    return cls(**out)
 
 
 def resolve_path(name: str, what: str) -> Path | None:
@@ -288,15 +315,15 @@ def _config_dir() -> Path:
         return repo
 
 
-def declare_and_read(node: Any, specs: tuple[ParamSpec, ...]) -> dict[str, Any]:
-    """Declare every parameter on an rclpy ``node`` (read-only, described, ranged) and return the validated
-    values. Raises :class:`ParameterError` (also for values rclpy itself rejects)."""
+def declare_and_read(node: Any, cls: type[P]) -> P:
+    """Declare every parameter of ``cls`` on an rclpy ``node`` (read-only, described, ranged) and return the
+    validated values. Raises :class:`ParameterError` (also for values rclpy itself rejects)."""
     from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
     from rclpy.exceptions import ParameterException
     from rclpy.parameter import Parameter
 
     values: dict[str, Any] = {}
-    for spec in specs:
+    for spec in param_specs(cls):
         desc = ParameterDescriptor(description=spec.description, read_only=True)
         if spec.choices is not None:
             desc.additional_constraints = f"one of {list(spec.choices)}"
@@ -308,18 +335,18 @@ def declare_and_read(node: Any, specs: tuple[ParamSpec, ...]) -> dict[str, Any]:
             desc.floating_point_range = [
                 FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high), step=0.0)
             ]
-        default = Parameter.Type.DOUBLE_ARRAY if isinstance(spec.default, list) else spec.default
+        default = Parameter.Type.DOUBLE_ARRAY if isinstance(spec.default, tuple) else spec.default
         try:
-            param = node.declare_parameter(spec.name, default, desc)
+            declared = node.declare_parameter(spec.name, default, desc)
         except ParameterException as exc:
             raise ParameterError(spec.name, str(exc)) from exc
         except Exception as exc:  # noqa: BLE001 - rclpy raises several types (range, type); name the parameter
             raise ParameterError(spec.name, f"{type(exc).__name__}: {exc}") from exc
-        value = param.value
-        if isinstance(spec.default, list) and value is None:
-            value = []
-        values[spec.name] = list(value) if isinstance(spec.default, list) else value
-    return validate(values, specs)
+        value = declared.value
+        if isinstance(spec.default, tuple):
+            value = () if value is None else tuple(value)
+        values[spec.name] = value
+    return validate(values, cls)
 
 
 def _yaml_value(v: Any) -> str:
@@ -327,7 +354,7 @@ def _yaml_value(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, str):
         return f'"{v}"'
-    if isinstance(v, list):
+    if isinstance(v, tuple):
         return "[" + ", ".join(repr(float(x)) for x in v) + "]"
     return repr(v)
 
@@ -343,16 +370,16 @@ def documented_yaml() -> str:
         "# '/**/tracker' matches a node named tracker in any namespace (launch argument namespace:=robot1);",
         "# a bare 'tracker:' key would only match /tracker.",
     ]
-    for node, specs in (("tracker", TRACKER_PARAMS), ("mapper", MAPPER_PARAMS)):
+    for node, cls in (("tracker", TrackerParams), ("mapper", MapperParams)):
         lines += [f"{NODE_KEY_PREFIX}{node}:", "  ros__parameters:"]
-        for s in specs:
+        for s in param_specs(cls):
             rng = ""
             if s.low is not None:
                 rng = f" [{s.low} .. {s.high}]"
             elif s.choices is not None:
                 rng = f" [one of {', '.join(repr(c) for c in s.choices)}]"
             lines.append(f"    # {s.description}{rng}")
-            if isinstance(s.default, list) and not s.default:  # YAML cannot type an empty list: leave it out
+            if isinstance(s.default, tuple) and not s.default:  # YAML cannot type an empty list: leave it out
                 lines.append(f"    # {s.name}: [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]")
             else:
                 lines.append(f"    {s.name}: {_yaml_value(s.default)}")

@@ -1,0 +1,372 @@
+"""The mapping half of the pipeline (ROS-free): keyframes and observations in, optimised poses out.
+
+:class:`MapperBackend` keeps the map: its keyframe store (local fusion of every observation with
+:meth:`KeyframeStore.update_pointmap`, the same function as the frontend's working copy), the factor graph
+(:func:`~online3r_ros.slam.edges.build_edges`: the previous keyframe, the proximity neighbours and the loop
+candidates) and the global optimisation (:class:`~online3r_ros.slam.global_opt.GlobalOptimizer`), and every
+frame it heard of (keyframes and observed frames, relative to their keyframes).
+
+Ordering: observations and keyframes may arrive in any order (in the nodes they travel on different topics),
+so the backend buffers observations of keyframes it does not have yet, and integrates keyframe ``j`` only
+once it has fused the ``prev_observations`` observations of keyframe ``j-1`` the frontend had fused (or
+after ``wait_s``): its keyframes then hold exactly the frontend's fused pointmaps when the edges and the
+optimisation run. In process (:class:`~online3r_ros.slam.system.SlamSystem`) everything arrives in order.
+
+Sessions: the map belongs to one frontend session. Keyframe 0 of another session starts a new map; any other
+packet of another session clears the map and bumps :attr:`MapperBackend.generation`, which tells the
+frontend (through :meth:`MapperBackend.state`) to re-send its keyframes (:mod:`~online3r_ros.slam.session`).
+
+Hooks for the next stages (:class:`BackendHooks`): loop candidates of a new keyframe (loop closure) and
+work after each integrated keyframe (prompt tuning).
+
+Persistence: :meth:`MapperBackend.save` writes one file atomically (temp file, fsync, ``os.replace``);
+:meth:`MapperBackend.load` restores it (a new generation).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..eval.timing import Stopwatch
+from ..geometry.lie import sim3_identity
+from ..sources.base import PointmapSource, SourceFrame
+from ..utils.atomic import save_atomic
+from .components import make_graph, make_keyframe_store, make_optimizer, uses_calibration
+from .config import SlamConfig, config_from_dict, config_to_dict
+from .edges import build_edges
+from .frame_store import FrameStore
+from .global_opt import OptResult
+from .map_export import MapPoints, keyframe_points
+from .neighbours import proximity_candidates
+from .packets import KeyframePacket, MapperState, MapUpdate, ObservationPacket
+
+Tensor = torch.Tensor
+
+__all__ = ["MapperBackend", "BackendHooks", "edge_candidates", "source_frame_from_keyframe", "MAP_FORMAT"]
+
+MAP_FORMAT = "online3r_ros.mapper"
+MAP_VERSION = 1
+
+LoopCandidateFn = Callable[["MapperBackend", int], Sequence[int]]
+KeyframeHook = Callable[["MapperBackend", MapUpdate], None]
+
+
+@dataclass(frozen=True)
+class BackendHooks:
+    """Where later stages plug into the backend: ``loop_candidates(backend, new_kf_id) -> [kf ids]`` adds
+    edge candidates of a new keyframe (loop closure); ``on_keyframe(backend, update)`` runs after each
+    integrated keyframe (prompt tuning)."""
+
+    loop_candidates: LoopCandidateFn | None = None
+    on_keyframe: KeyframeHook | None = None
+
+
+def edge_candidates(
+    cfg: SlamConfig, metric: bool, T_WC: Tensor, new_id: int, extra: Sequence[int] = ()
+) -> list[int]:
+    """Keyframes to try an edge with for keyframe ``new_id``: the previous one, the ``system.proximity_*``
+    neighbours (metric sources, :func:`proximity_candidates`) and ``extra`` (loop candidates),
+    de-duplicated, newest first (``T_WC [K, 8]``: current keyframe poses)."""
+    sc = cfg.system
+    near = proximity_candidates(
+        T_WC, new_id, sc.proximity_edges, sc.proximity_max_dist, sc.proximity_max_angle, metric
+    )
+    candidates = [new_id - 1, *near, *(int(c) for c in extra)]
+    return sorted({c for c in candidates if 0 <= c < new_id}, reverse=True)
+
+
+def source_frame_from_keyframe(source: PointmapSource, pkt: KeyframePacket) -> SourceFrame:
+    """The keyframe's prepared :class:`SourceFrame`: the packet's own in-process frame, else prepared again
+    from what the packet carries. Depth sources (``metric`` and ``pose_dependent``, e.g. RGB-D) get the depth
+    ``z`` of the pointmap and ``K`` at the packet's (working) resolution, prepared without resizing; other
+    sources prepare the colours."""
+    if pkt.frame is not None:
+        return pkt.frame
+    H, W = int(pkt.X.shape[0]), int(pkt.X.shape[1])
+    K = None if pkt.K is None else pkt.K.detach().cpu().numpy().astype(np.float32)
+    rgb = pkt.colors.detach().cpu().numpy()
+    if source.metric and source.pose_dependent:
+        twin = copy.copy(source)
+        if hasattr(twin, "width") and hasattr(twin, "height"):
+            twin.width, twin.height = W, H  # already at working resolution: no resize
+        depth = pkt.X[..., 2].detach().cpu().numpy().astype(np.float32)
+        return twin.prepare(rgb, index=pkt.frame_index, timestamp=pkt.timestamp, depth=depth, K=K)
+    return source.prepare(rgb, index=pkt.frame_index, timestamp=pkt.timestamp, K=K)
+
+
+def _opt_info(opt: OptResult) -> dict:
+    return {
+        "status": opt.status,
+        "iterations": opt.iterations,
+        "cost_initial": opt.cost_history[0] if opt.cost_history else math.nan,
+        "cost_final": opt.cost_history[-1] if opt.cost_history else math.nan,
+        "n_rejected_steps": opt.n_rejected_steps,
+        "n_factorization_failures": opt.n_factorization_failures,
+        "n_residual_points": opt.n_residual_points,
+    }
+
+
+class MapperBackend:
+    """Keyframe store + local fusion + edges + global optimisation, fed by packets (see the module docstring).
+
+    Args:
+        config: the SLAM configuration (the same as the frontend's).
+        source: pointmap source of the edge predictions (``predict_symmetric``).
+        hooks: :class:`BackendHooks` (loop candidates, per-keyframe work).
+        wait_s: how long a keyframe waits for the previous keyframe's observations before it is integrated.
+    """
+
+    def __init__(
+        self,
+        config: SlamConfig,
+        source: PointmapSource,
+        hooks: BackendHooks | None = None,
+        wait_s: float = 1.0,
+    ) -> None:
+        self.config, self.source = config, source
+        self.hooks = hooks or BackendHooks()
+        self.wait_s = float(wait_s)
+        self.device = torch.device(config.system.device)
+        self.calibrated = uses_calibration(config, source)
+        self._optimizer = make_optimizer(config, source)
+        self.generation = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the map (keyframes, graph, frames, buffers) and start a new generation; the next packet's
+        session is adopted."""
+        self.generation = max(time.time_ns(), self.generation + 1)
+        self.session: int | None = None
+        self.keyframes = make_keyframe_store(self.config, self.device)
+        self.graph = make_graph(self.config)
+        self.frames = FrameStore()
+        self.kf_frames: list[SourceFrame] = []
+        self.obs_count: list[int] = []  # observations fused into each keyframe
+        self.kf_stamps: list[float] = []
+        self._pending_kf: dict[int, tuple[KeyframePacket, float]] = {}
+        self._pending_obs: dict[int, list[ObservationPacket]] = {}
+        self.n_fused = 0
+        self.n_ignored = 0
+        self.stamps_ns: dict[float, int] = {}  # exact input stamps by timestamp (filled by a ROS host)
+
+    # -------------------------------------------------------------------------------------------- queries
+    @property
+    def num_keyframes(self) -> int:
+        return len(self.keyframes)
+
+    def state(self, reset: bool = False) -> MapperState:
+        """What this backend holds (``reset``: announce that the map was cleared on purpose)."""
+        return MapperState(self.generation, self.session, len(self.keyframes), reset)
+
+    def keyframe_poses(self) -> Tensor:
+        """``[K, 8]`` float64 CPU Sim(3) poses, index = keyframe id."""
+        return self.keyframes.get_poses().detach().cpu().to(torch.float64)
+
+    def trajectory(self) -> tuple[np.ndarray, Tensor]:
+        """All frames the backend knows (keyframes and observed frames), sorted by time, one pose per stamp
+        (a frame that became a keyframe is reported as the keyframe): ``(timestamps [M], T_WC [M, 8])``."""
+        if len(self.frames) == 0 or len(self.keyframes) == 0:
+            return np.zeros(0), sim3_identity(0, dtype=torch.float64)
+        idx, poses = self.frames.world_poses(self.keyframe_poses())
+        ts = self.frames.timestamps[idx]
+        is_kf = self.frames.is_keyframe[idx]
+        order = np.lexsort((~is_kf, ts))  # by time, keyframe record first among equal stamps
+        ts, poses = ts[order], poses[torch.from_numpy(order)]
+        first = np.ones(len(ts), dtype=bool)
+        first[1:] = ts[1:] != ts[:-1]
+        return ts[first], poses[torch.from_numpy(first)]
+
+    def keyframe_trajectory(self) -> tuple[np.ndarray, Tensor]:
+        """``(timestamps [K] s, T_WC [K, 8])`` of the keyframes."""
+        return np.asarray(self.kf_stamps, dtype=np.float64), self.keyframe_poses()
+
+    def map_points(self, ids: Sequence[int] | None = None, conf_threshold: float | None = None) -> MapPoints:
+        """Points of keyframes ``ids`` (default: all) above ``conf_threshold`` (``map.conf_threshold``)."""
+        thr = self.config.map.conf_threshold if conf_threshold is None else float(conf_threshold)
+        return keyframe_points(self.keyframes, range(len(self.keyframes)) if ids is None else ids, thr)
+
+    def edges(self) -> list[tuple[int, int]]:
+        ii, jj = self.graph.edges
+        return list(zip(ii.tolist(), jj.tolist(), strict=True))
+
+    # -------------------------------------------------------------------------------------------- packets
+    def _adopt_session(self, session: int, kf_id: int | None) -> None:
+        """An empty map adopts ``session``; keyframe 0 of another session starts a new map; any other packet
+        of another session clears the map (new generation: the frontend re-sends its keyframes)."""
+        if self.session == session:
+            return
+        if not (self.session is None and len(self.keyframes) == 0) and kf_id != 0:
+            self.reset()
+        elif kf_id == 0 and self.session is not None:
+            generation = self.generation
+            self.reset()
+            self.generation = generation
+        self.session = int(session)
+
+    def submit_keyframe(self, pkt: KeyframePacket, now: float | None = None) -> bool:
+        """Queue a keyframe; False for a duplicate (already integrated or queued)."""
+        self._adopt_session(pkt.session, pkt.kf_id)
+        if pkt.kf_id < len(self.keyframes) or pkt.kf_id in self._pending_kf:
+            self.n_ignored += 1
+            return False
+        self._pending_kf[pkt.kf_id] = (pkt, time.monotonic() if now is None else now)
+        return True
+
+    def submit_observation(self, pkt: ObservationPacket) -> bool:
+        """Queue one observation (fused by the next :meth:`step` once its keyframe is in the map)."""
+        self._adopt_session(pkt.session, None)
+        self._pending_obs.setdefault(pkt.kf_id, []).append(pkt)
+        return True
+
+    def _fuse_pending(self) -> None:
+        for kf_id in [k for k in self._pending_obs if k < len(self.keyframes)]:
+            for obs in sorted(self._pending_obs.pop(kf_id), key=lambda o: o.seq):
+                if obs.seq <= self.obs_count[kf_id]:
+                    self.n_ignored += 1  # already part of a re-sent keyframe's fused state
+                    continue
+                self.keyframes.update_pointmap(kf_id, obs.X_kk, obs.C_kf)
+                self.obs_count[kf_id] = obs.seq
+                self.frames.append(obs.timestamp, kf_id, obs.T_CkCf.to(torch.float64))
+                self.n_fused += 1
+
+    def step(self, now: float | None = None) -> list[MapUpdate]:
+        """Fuse buffered observations and integrate every keyframe that is ready; returns the updates."""
+        updates = []
+        while True:
+            self._fuse_pending()
+            nxt = len(self.keyframes)
+            if nxt not in self._pending_kf:
+                break
+            pkt, since = self._pending_kf[nxt]
+            t = time.monotonic() if now is None else now
+            if nxt > 0 and self.obs_count[nxt - 1] < pkt.prev_observations and t - since < self.wait_s:
+                break
+            del self._pending_kf[nxt]
+            updates.append(self.integrate(pkt))
+        return updates
+
+    # ---------------------------------------------------------------------------------------- integration
+    def integrate(self, pkt: KeyframePacket) -> MapUpdate:
+        """Add keyframe ``pkt`` (must be the next id), build its edges and run the global optimisation."""
+        if pkt.kf_id != len(self.keyframes):
+            raise ValueError(f"keyframe {pkt.kf_id} integrated out of order (map has {len(self.keyframes)})")
+        watch = Stopwatch(cuda_sync=self.device.type == "cuda")
+        kf_id = self._add_keyframe(pkt)
+        watch.lap("keyframe")
+        added: list[tuple[int, int]] = []
+        info: dict = {}
+        if kf_id > 0:
+            added = self._connect(kf_id)
+            watch.lap("edges")
+            opt = self._optimizer.optimize(self.keyframes, self.graph)
+            watch.lap("optimise")
+            info = _opt_info(opt)
+        update = MapUpdate(
+            kf_id=kf_id,
+            edges=tuple(added),
+            optimised=info.get("status", "nothing_to_optimize") != "nothing_to_optimize",
+            T_WC=self.keyframe_poses(),
+            opt_info=info,
+            timings_ms=watch.ms,
+        )
+        if self.hooks.on_keyframe is not None:
+            self.hooks.on_keyframe(self, update)
+        return update
+
+    def _add_keyframe(self, pkt: KeyframePacket) -> int:
+        sf = source_frame_from_keyframe(self.source, pkt)
+        kf_id = self.keyframes.append(
+            pkt.T_WC.to(torch.float64),
+            pkt.X.to(self.device),
+            pkt.C.to(self.device),
+            frame_index=pkt.frame_index,
+            timestamp=pkt.timestamp,
+            colors=pkt.colors if self.config.keyframes.store_images else None,
+            K=pkt.K,
+            N=pkt.N,
+            N_updates=pkt.N_updates,
+        )
+        self.kf_frames.append(sf)
+        self.obs_count.append(max(int(pkt.N_updates) - 1, 0))  # a re-sent keyframe already holds these
+        self.kf_stamps.append(float(pkt.timestamp))
+        self.frames.append(pkt.timestamp, kf_id, sim3_identity(dtype=torch.float64), is_keyframe=True)
+        return kf_id
+
+    def _connect(self, kf_id: int) -> list[tuple[int, int]]:
+        """Edges of the new keyframe: candidates (previous, proximity, loop hook) that pass the match test."""
+        loop_candidates = self.hooks.loop_candidates
+        loops = loop_candidates(self, kf_id) if loop_candidates is not None else ()
+        poses = self.keyframes.get_poses()
+        candidates = edge_candidates(self.config, self.source.metric, poses, kf_id, loops)
+        return build_edges(
+            self.source, self.graph, self.kf_frames, poses, candidates, kf_id, self.config, self.calibrated
+        )
+
+    # ---------------------------------------------------------------------------------------- persistence
+    def state_dict(self) -> dict:
+        """Everything of the map (plain data and CPU tensors), as :meth:`save` writes it."""
+        frames = self.frames.state_dict()
+        return {
+            "format": MAP_FORMAT,
+            "version": MAP_VERSION,
+            "session": self.session,
+            "config": config_to_dict(self.config),
+            "keyframes": self.keyframes.state_dict(),
+            "graph": {"kind": "state_dict", "data": self.graph.state_dict()},
+            "frames": {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in frames.items()},
+            "kf_frames": [f.state_dict() for f in self.kf_frames],
+            "obs_count": list(self.obs_count),
+            "kf_stamps": list(self.kf_stamps),
+            "stamps_ns": dict(self.stamps_ns),
+        }
+
+    def load_state_dict(self, state: dict, origin: str = "map") -> None:
+        """Replace the map with ``state`` (a new generation); ``ValueError`` naming ``origin`` if it is not a
+        map of this version or was made with another source kind."""
+        if not isinstance(state, dict) or state.get("format") != MAP_FORMAT:
+            raise ValueError(f"{origin} is not an online3r_ros mapper map")
+        if state.get("version") != MAP_VERSION:
+            raise ValueError(f"{origin}: unsupported map version {state.get('version')}")
+        kind = config_from_dict(state["config"]).source.kind
+        if kind != self.config.source.kind:
+            raise ValueError(
+                f"{origin}: map made with source {kind!r}, this mapper uses {self.config.source.kind!r}"
+            )
+        self.reset()
+        self.keyframes.extend_from_state(state["keyframes"])
+        self.graph.load_state_dict(state["graph"]["data"])
+        self.frames = FrameStore.from_state_dict(
+            {
+                k: v.numpy() if torch.is_tensor(v) and k != "relative_poses" else v
+                for k, v in state["frames"].items()
+            }
+        )
+        self.kf_frames = [SourceFrame.from_state_dict(f, self.device) for f in state["kf_frames"]]
+        self.obs_count = [int(v) for v in state["obs_count"]]
+        self.kf_stamps = [float(v) for v in state["kf_stamps"]]
+        self.stamps_ns = {float(k): int(v) for k, v in state.get("stamps_ns", {}).items()}
+        self.session = None if state["session"] is None else int(state["session"])
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the map (keyframes, poses, graph, frames, session) atomically to the file ``path``."""
+        return save_atomic(self.state_dict(), path)
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Replace the current map with the one saved at ``path`` (``FileNotFoundError``/``ValueError``)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no saved map at {path}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - any unpickling/format problem, reported with the path
+            raise ValueError(f"cannot read map {path}: {exc}") from exc
+        self.load_state_dict(state, origin=str(path))

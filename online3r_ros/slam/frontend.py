@@ -1,0 +1,433 @@
+"""The tracking half of the pipeline (ROS-free): track, fuse locally, decide keyframes, relocalise, odometry.
+
+:class:`TrackerFrontend` turns input images into poses and into packets for the backend
+(:mod:`~online3r_ros.slam.packets`): per frame :meth:`PointmapSource.prepare`, then the state machine
+``INIT`` -> ``TRACKING`` <-> ``LOST``/``RELOC`` (MASt3R-SLAM §4):
+
+- ``INIT``: the first frame with valid points becomes keyframe 0 at the identity;
+- ``TRACKING``: :meth:`FrameTracker.track` against the newest keyframe (and, RGB-D, its model neighbours)
+  from the motion-model guess; the frame's prediction is fused into that keyframe
+  (:meth:`KeyframeStore.update_pointmap`, sent as an :class:`ObservationPacket`); a new keyframe is made
+  when the overlap drops (sent as a :class:`KeyframePacket`);
+- ``LOST``: the frame has no pose (never a guess); the next frames try the most recent keyframes from the
+  motion guesses (``RELOC`` on success).
+
+Its keyframe store is a *working copy*: the backend fuses the same observations into its own copy with the
+same function, and the frontend adopts the backend's optimised poses (:meth:`apply_keyframe_poses`). Every
+frame's pose is stored relative to its keyframe (:mod:`.frame_store`), so :meth:`trajectory` always follows
+the optimised keyframes; :attr:`TrackerStep.T_odom` is the continuous odometry (:class:`.motion.Odometry`).
+
+Session policy (decided here for every host): a new session (empty map, new id; the backend follows when it
+sees the new session's keyframe 0) starts after ``system.max_lost_frames`` consecutive lost frames, and,
+when ``time_jump_reset`` is set, on an input stamp more than that many seconds older than the previous one
+(a looping bag). Other input out of order, or an image size change within a session, is rejected with
+``ValueError`` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..eval.timing import Stopwatch
+from ..geometry.lie import sim3_compose, sim3_identity, sim3_inverse, sim3_to_matrix
+from ..sources.base import PointmapSource, SourceFrame
+from .components import apply_determinism, make_frame_tracker, make_keyframe_store, resolve_pose_group
+from .config import SlamConfig
+from .frame_store import FrameStore
+from .motion import MotionModel, Odometry
+from .neighbours import tracking_keyframe
+from .packets import KeyframePacket, ObservationPacket
+from .tracking import TrackResult
+
+Tensor = torch.Tensor
+
+__all__ = ["SlamState", "TrackerStep", "TrackerFrontend", "new_session_id"]
+
+
+class SlamState(enum.Enum):
+    """Pipeline state after a frame: ``INIT`` (no map yet), ``TRACKING``, ``LOST`` (this frame has no pose),
+    ``RELOC`` (this frame was relocalised against a recent keyframe; tracking resumes)."""
+
+    INIT = "init"
+    TRACKING = "tracking"
+    LOST = "lost"
+    RELOC = "reloc"
+
+
+def new_session_id() -> int:
+    """A fresh session id (wall-clock nanoseconds; distinct across restarts and resets)."""
+    return time.time_ns()
+
+
+def _uint8(image: Tensor) -> Tensor:
+    """``[H, W, 3]`` float colours in ``[0, 1]`` -> uint8 on the CPU."""
+    return (image.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu()
+
+
+@dataclass
+class TrackerStep:
+    """What one frame produced.
+
+    ``index``: order of arrival in the session; ``timestamp`` s; ``session``: the session the frame belongs
+    to; ``state``: :class:`SlamState` after it; ``T_WC``: Sim(3) ``[8]`` float64 pose when processed (``None``
+    without pose; :meth:`TrackerFrontend.trajectory` has the current one); ``keyframe_id``/``T_CkCf``: its
+    anchor (-1 / ``None`` without pose); ``T_odom [4, 4]``: continuous odometry pose (``None`` without
+    pose); ``observation``/``keyframe``: packets for the backend; ``match``: tracking statistics;
+    ``timings_ms``: per-stage wall times; ``reason``: why lost / relocalised; ``reset_reason``: why a new
+    session started after this frame (empty: none); ``map_update``: the backend's result for this frame's
+    keyframe, filled by a host that runs the backend in step (:class:`~online3r_ros.slam.system.SlamSystem`).
+    """
+
+    index: int
+    timestamp: float
+    session: int
+    state: SlamState
+    T_WC: Tensor | None = None
+    keyframe_id: int = -1
+    T_CkCf: Tensor | None = None
+    T_odom: np.ndarray | None = None
+    observation: ObservationPacket | None = None
+    keyframe: KeyframePacket | None = None
+    match: dict = field(default_factory=dict)
+    timings_ms: dict = field(default_factory=dict)
+    reason: str = ""
+    reset_reason: str = ""
+    map_update: object | None = None
+
+    @property
+    def has_pose(self) -> bool:
+        return self.T_WC is not None
+
+    def T_WC_matrix(self) -> np.ndarray | None:
+        """``[4, 4]`` float64 matrix of :attr:`T_WC` (top-left block ``s·R``) or ``None``."""
+        return None if self.T_WC is None else sim3_to_matrix(self.T_WC).numpy()
+
+
+class TrackerFrontend:
+    """Frame-to-keyframe tracking with a working copy of the keyframes (see the module docstring).
+
+    Args:
+        config: validated SLAM configuration (the same as the backend's).
+        source: the pointmap source on ``config.system.device``.
+        session: session id of the packets (default: :func:`new_session_id`).
+        time_jump_reset: start a new session when a stamp is more than this many seconds older than the
+            previous one (``None``: never; such a frame is rejected like any out-of-order input).
+    """
+
+    def __init__(
+        self,
+        config: SlamConfig,
+        source: PointmapSource,
+        session: int | None = None,
+        time_jump_reset: float | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.time_jump_reset = time_jump_reset
+        apply_determinism(config.system.seed, config.system.deterministic, config.system.device)
+        self.device = torch.device(config.system.device)
+        self.pose_group = resolve_pose_group(config, source)
+        self.reset(session)
+
+    def reset(self, session: int | None = None) -> None:
+        """Start over: empty map, new session id, odometry back at the identity."""
+        self.session = new_session_id() if session is None else int(session)
+        self.keyframes = make_keyframe_store(self.config, self.device)
+        self.frames = FrameStore()
+        self.kf_frames: list[SourceFrame] = []  # the keyframes' prepared frames (tracking targets)
+        self.kf_obs: list[int] = []  # observations fused into each keyframe so far
+        self.tracker = make_frame_tracker(self.config, self.source)
+        self.motion = MotionModel(self.config.system.motion_model)
+        self.odometry = Odometry()
+        self.state = SlamState.INIT
+        self.image_size: tuple[int, int] | None = None  # (H, W) of this session's input images
+        self.n_frames = 0
+        self.last_timestamp = -math.inf
+        self.lost_streak = 0  # consecutive frames without a pose
+
+    # ------------------------------------------------------------------------------------------- queries
+    @property
+    def num_keyframes(self) -> int:
+        return len(self.keyframes)
+
+    def keyframe_pose(self, kf_id: int) -> Tensor:
+        """Current Sim(3) ``[8]`` float64 CPU pose of keyframe ``kf_id``."""
+        return self.keyframes.get_poses([kf_id]).reshape(8).detach().to("cpu", torch.float64)
+
+    def frame_world_pose(self, index: int) -> Tensor:
+        """Current world pose of posed frame ``index`` (its keyframe's pose times its ``T_CkCf``)."""
+        rec = self.frames.record(index)
+        return sim3_compose(self.keyframe_pose(rec.keyframe_id), rec.T_CkCf)
+
+    def trajectory(self) -> tuple[np.ndarray, np.ndarray, Tensor]:
+        """Every posed frame's current pose: ``(indices [M], timestamps [M] s, T_WC [M, 8] float64)``."""
+        if len(self.keyframes) == 0:
+            return np.zeros(0, np.int64), np.zeros(0), sim3_identity(0, dtype=torch.float64)
+        idx, poses = self.frames.world_poses(self.keyframes.get_poses().detach().cpu())
+        return idx, self.frames.timestamps[idx], poses
+
+    def map_to_odom(self) -> np.ndarray:
+        """``T_W_odom [4, 4]``: the SLAM-world pose of the odometry frame (identity before any correction)."""
+        return self.odometry.map_to_odom(self.frame_world_pose)
+
+    def keyframe_packet(self, kf_id: int, prev_observations: int = 0) -> KeyframePacket:
+        """The working copy of keyframe ``kf_id`` as a packet (to re-send it to a restarted backend: with
+        its fused pointmap and counters)."""
+        kf = self.keyframes.get(kf_id, device="cpu")
+        return KeyframePacket(
+            session=self.session,
+            kf_id=kf_id,
+            frame_index=kf.frame_index,
+            timestamp=kf.timestamp,
+            T_WC=kf.T_WC.to(torch.float64),
+            X=kf.X.float(),
+            C=kf.C.float(),
+            colors=_uint8(self.kf_frames[kf_id].image),
+            K=None if kf.K is None else kf.K.float(),
+            N=int(kf.N),
+            N_updates=int(kf.N_updates),
+            prev_observations=prev_observations,
+        )
+
+    # ---------------------------------------------------------------------------------------- persistence
+    def state_dict(self) -> dict:
+        """Everything needed to continue this session elsewhere (plain data and CPU tensors)."""
+        return {
+            "session": self.session,
+            "keyframes": self.keyframes.state_dict(),
+            "frames": self.frames.state_dict(),
+            "kf_frames": [f.state_dict() for f in self.kf_frames],
+            "kf_obs": list(self.kf_obs),
+            "state": self.state.value,
+            "image_size": self.image_size,
+            "n_frames": self.n_frames,
+            "last_timestamp": self.last_timestamp,
+            "lost_streak": self.lost_streak,
+            "motion": self.motion.state_dict(),
+            "odometry": self.odometry.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the session saved by :meth:`state_dict` (tracker caches start empty)."""
+        self.reset(state["session"])
+        self.keyframes.extend_from_state(state["keyframes"])
+        self.frames = FrameStore.from_state_dict(state["frames"])
+        self.kf_frames = [SourceFrame.from_state_dict(f, self.device) for f in state["kf_frames"]]
+        self.kf_obs = [int(v) for v in state["kf_obs"]]
+        self.state = SlamState(state["state"])
+        self.image_size = None if state["image_size"] is None else tuple(state["image_size"])
+        self.n_frames = int(state["n_frames"])
+        self.last_timestamp = float(state["last_timestamp"])
+        self.lost_streak = int(state["lost_streak"])
+        self.motion.load_state_dict(state["motion"])
+        self.odometry.load_state_dict(state["odometry"])
+
+    # ------------------------------------------------------------------------------------- corrections
+    def apply_keyframe_poses(self, T_WC: Tensor) -> int:
+        """Adopt optimised poses ``T_WC [K, 8]`` (index = keyframe id) for keyframes ``0..K-1``; newer local
+        keyframes (made after the backend's snapshot) follow keyframe ``K-1``'s correction. Returns the number
+        of keyframes updated."""
+        T_WC = torch.as_tensor(T_WC, dtype=torch.float64).reshape(-1, 8)
+        n_local = len(self.keyframes)
+        K = min(int(T_WC.shape[0]), n_local)
+        if K == 0:
+            return 0
+        old = self.keyframes.get_poses().detach().cpu().to(torch.float64)
+        self.keyframes.set_poses(list(range(K)), T_WC[:K])
+        if n_local > K:
+            delta = sim3_compose(T_WC[K - 1], sim3_inverse(old[K - 1]))
+            self.keyframes.set_poses(
+                list(range(K, n_local)), sim3_compose(delta.expand(n_local - K, 8), old[K:])
+            )
+        return n_local
+
+    def apply_map_update(self, T_WC: Tensor, session: int | None) -> bool:
+        """Adopt the backend's optimised poses when they belong to this session (poses of another session,
+        e.g. sent before a reset, are ignored); True when adopted."""
+        if session != self.session:
+            return False
+        self.apply_keyframe_poses(T_WC)
+        return True
+
+    # ---------------------------------------------------------------------------------------------- process
+    def process(self, rgb, depth=None, K=None, timestamp: float = 0.0) -> TrackerStep:
+        """Track one image: ``rgb [H, W, 3]`` uint8/float, optional ``depth [H, W]`` m and ``K [3, 3]``.
+
+        Raises ``SourceError``/``ValueError`` only for rejected input (malformed, out of order, another image
+        size within the session); the state is unchanged then.
+        """
+        watch = Stopwatch(cuda_sync=self.device.type == "cuda")
+        reset_reason = self._admit(float(timestamp), tuple(np.shape(rgb)[:2]))
+        sf = self.source.prepare(rgb, index=self.n_frames, timestamp=float(timestamp), depth=depth, K=K)
+        watch.lap("prepare")
+        if self.image_size is None:
+            self.image_size = tuple(np.shape(rgb)[:2])
+        self.n_frames += 1
+        self.last_timestamp = sf.timestamp
+        with torch.no_grad():
+            if self.state == SlamState.INIT:
+                step = self._initialise(sf, watch)
+            elif self.state in (SlamState.TRACKING, SlamState.RELOC):
+                step = self._track(sf, watch)
+            else:
+                step = self._relocalise(sf, watch)
+        if step.has_pose:
+            step.T_odom = self.odometry.advance(step.index, self.frame_world_pose)
+        step.reset_reason = reset_reason
+        max_lost = self.config.system.max_lost_frames
+        if not step.has_pose and 0 < max_lost <= self.lost_streak:
+            step.reset_reason = f"lost for {self.lost_streak} frames (system.max_lost_frames)"
+            self.reset()
+        step.timings_ms = watch.total()
+        return step
+
+    def _admit(self, timestamp: float, size: tuple[int, ...]) -> str:
+        """Check one input before it changes anything; a time jump starts a new session first (returns why;
+        empty: none). Raises ``ValueError`` for input out of order or of another size."""
+        last = self.last_timestamp
+        if (
+            self.time_jump_reset is not None
+            and math.isfinite(timestamp)
+            and timestamp < last - self.time_jump_reset
+        ):
+            self.reset()
+            return f"time went backwards: {timestamp:.6f} < {last:.6f}"
+        if not math.isfinite(timestamp) or timestamp <= last:
+            raise ValueError(
+                f"frame {self.n_frames}: timestamp {timestamp!r} is not finite or not after the previous "
+                f"frame's {last!r}"
+            )
+        if self.image_size is not None and size != self.image_size:
+            raise ValueError(
+                f"image size changed from {self.image_size[1]}x{self.image_size[0]} to {size[1]}x{size[0]} "
+                "within a session (reset to change cameras)"
+            )
+        return ""
+
+    # ----------------------------------------------------------------------------------------- the states
+    def _no_pose(self, sf: SourceFrame, state: SlamState, reason: str, match: dict) -> TrackerStep:
+        self.frames.append(sf.timestamp, -1, None, reason=reason)
+        return TrackerStep(sf.index, sf.timestamp, self.session, state, match=match, reason=reason)
+
+    def _initialise(self, sf: SourceFrame, watch: Stopwatch) -> TrackerStep:
+        pm = self.source.predict_mono(sf)
+        watch.lap("predict")
+        if not math.isfinite(float(pm.X.sum())) or float((pm.C > 0).float().mean()) == 0.0:
+            return self._no_pose(sf, SlamState.INIT, "initialisation: no valid points", {})
+        T_WC = sim3_identity(dtype=torch.float64)
+        pkt = self._new_keyframe(sf, pm.X, pm.C, T_WC)
+        self.frames.append(sf.timestamp, pkt.kf_id, T_WC.clone(), is_keyframe=True)
+        self.motion.observe(sf.index, sf.timestamp)
+        self.state = SlamState.TRACKING
+        watch.lap("keyframe")
+        return TrackerStep(
+            sf.index, sf.timestamp, self.session, SlamState.TRACKING, T_WC=T_WC, keyframe_id=pkt.kf_id,
+            T_CkCf=T_WC.clone(), keyframe=pkt,
+        )  # fmt: skip
+
+    def _track_against(self, sf: SourceFrame, kf_id: int, guess: Tensor) -> TrackResult:
+        cfg = self.config if self.tracker.uses_icp_model else None
+        target = tracking_keyframe(self.keyframes, self.kf_frames, kf_id, cfg)
+        return self.tracker.track(sf, target, guess.to(torch.float32))
+
+    def _track(self, sf: SourceFrame, watch: Stopwatch) -> TrackerStep:
+        kf_id = len(self.keyframes) - 1
+        res = self._track_against(sf, kf_id, self.motion.guess(sf.timestamp, self.frame_world_pose))
+        watch.lap("track")
+        if res.lost:
+            self.lost_streak = 1
+            self.state = SlamState.LOST
+            return self._no_pose(sf, SlamState.LOST, f"tracking lost: {res.reason}", res.summary())
+        return self._accept(sf, watch, kf_id, res, SlamState.TRACKING, "")
+
+    def _relocalise(self, sf: SourceFrame, watch: Stopwatch) -> TrackerStep:
+        """Try the most recent keyframes (newest first), each from the motion guesses; accept the first
+        result with a match fraction of at least ``reloc.min_match_frac``, else the frame stays LOST."""
+        n = len(self.keyframes)
+        tried = list(range(n - 1, n - 1 - min(self.config.system.reloc_keyframes, n), -1))
+        guesses = self.motion.reloc_guesses(sf.timestamp, self.frame_world_pose)
+        best = None
+        for kf_id in tried:
+            for guess in guesses:
+                res = self._track_against(sf, kf_id, guess)
+                if not res.lost and res.match_frac >= self.config.reloc.min_match_frac:
+                    watch.lap("reloc")
+                    self.tracker.reset()
+                    return self._accept(
+                        sf, watch, kf_id, res, SlamState.RELOC, f"relocalised on keyframe {kf_id}"
+                    )
+                best = res if best is None or res.match_frac > best.match_frac else best
+        watch.lap("reloc")
+        self.lost_streak += 1
+        reason = f"lost ({self.lost_streak} frames): relocalisation failed against keyframes {tried}"
+        if best is not None:
+            reason += f" (best match fraction {best.match_frac:.3f} < {self.config.reloc.min_match_frac})"
+        return self._no_pose(sf, SlamState.LOST, reason, {} if best is None else best.summary())
+
+    def _accept(
+        self, sf: SourceFrame, watch: Stopwatch, kf_id: int, res: TrackResult, state: SlamState, reason: str
+    ) -> TrackerStep:
+        """Fuse the tracked frame into its keyframe, store its pose, and make a keyframe if needed."""
+        T_CkCf = res.T_CkCf.detach().to("cpu", torch.float64)
+        obs = self._fuse(sf, kf_id, res, T_CkCf)
+        watch.lap("fuse")
+        T_WC = sim3_compose(self.keyframe_pose(kf_id), T_CkCf)
+        pkt = None
+        anchor, rel = kf_id, T_CkCf
+        if res.new_keyframe and res.prediction is not None:
+            pkt = self._new_keyframe(sf, res.prediction.frame.X, res.prediction.frame.C, T_WC)
+            anchor, rel = pkt.kf_id, sim3_identity(dtype=torch.float64)
+            watch.lap("keyframe")
+        self.frames.append(sf.timestamp, anchor, rel, is_keyframe=pkt is not None)
+        self.motion.observe(sf.index, sf.timestamp)
+        self.state = SlamState.TRACKING
+        self.lost_streak = 0
+        return TrackerStep(
+            sf.index, sf.timestamp, self.session, state, T_WC=T_WC, keyframe_id=anchor, T_CkCf=rel,
+            observation=obs, keyframe=pkt, match=res.summary(), reason=reason,
+        )  # fmt: skip
+
+    def _fuse(
+        self, sf: SourceFrame, kf_id: int, res: TrackResult, T_CkCf: Tensor
+    ) -> ObservationPacket | None:
+        """Fuse the frame's prediction into keyframe ``kf_id``'s working copy; the packet for the backend."""
+        if res.X_kk is None or res.C_kf is None:
+            return None
+        self.keyframes.update_pointmap(kf_id, res.X_kk, res.C_kf)
+        self.kf_obs[kf_id] += 1
+        return ObservationPacket(
+            session=self.session,
+            kf_id=kf_id,
+            seq=self.kf_obs[kf_id],
+            frame_index=sf.index,
+            timestamp=sf.timestamp,
+            T_CkCf=T_CkCf.clone(),
+            X_kk=res.X_kk.detach().float().cpu(),
+            C_kf=res.C_kf.detach().float().cpu(),
+        )
+
+    def _new_keyframe(self, sf: SourceFrame, X: Tensor, C: Tensor, T_WC: Tensor) -> KeyframePacket:
+        kf_id = self.keyframes.append(
+            T_WC.to(torch.float64), X, C, frame_index=sf.index, timestamp=sf.timestamp, K=sf.K
+        )
+        self.kf_frames.append(sf)
+        self.kf_obs.append(0)
+        return KeyframePacket(
+            session=self.session,
+            kf_id=kf_id,
+            frame_index=sf.index,
+            timestamp=sf.timestamp,
+            T_WC=T_WC.detach().to("cpu", torch.float64).clone(),
+            X=X.detach().float().cpu().clone(),
+            C=C.detach().float().cpu().clone(),
+            colors=_uint8(sf.image),
+            K=None if sf.K is None else sf.K.detach().float().cpu(),
+            prev_observations=self.kf_obs[kf_id - 1] if kf_id > 0 else 0,
+            frame=sf,
+        )

@@ -1,0 +1,142 @@
+"""Projective point-to-plane ICP tracking of RGB-D frames (the default cost of metric, calibrated,
+pose-dependent sources; ``tracking.rgbd_cost: icp``).
+
+The model is the current keyframe's canonical (fused) pointmap plus its ``neighbours``' (other keyframes at
+their optimised poses, :func:`~online3r_ros.slam.neighbours.tracking_keyframe`), up to
+``source.points_per_frame`` valid pixels with normals each. The frame's own pointmap is associated with the
+model by projection at every Gauss-Newton evaluation (``tracking.icp_dist`` gate); residuals are whitened by
+the model points' depth noise (``sqrt(C) / tracking.icp_sigma``), with an optional photometric term
+(``tracking.icp_photo_sigma``). Overlap, match fractions and the keyframe decision count the keyframe's own
+points only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from online3r_ros.geometry.icp import (
+    grey_and_gradients,
+    photometric_residuals,
+    point_to_plane_residuals,
+    pointmap_normals,
+    projective_association,
+)
+from online3r_ros.geometry.lie import quat_to_matrix, sim3_act, sim3_compose, sim3_inverse
+from online3r_ros.slam.config import TrackingConfig
+from online3r_ros.slam.pose_solver import optimize_pose
+from online3r_ros.sources.base import SourceFrame
+
+Tensor = torch.Tensor
+
+__all__ = ["IcpModel", "IcpTracker", "select_query"]
+
+
+def select_query(valid: Tensor, n: int) -> Tensor:
+    """Deterministic, spatially uniform subset (linear indices ``[<= n]``) of the pixels with ``valid``
+    (``[H, W]`` bool); all of them when ``n <= 0``."""
+    cand = valid.reshape(-1).nonzero().squeeze(-1)
+    if n <= 0 or cand.numel() <= n:
+        return cand
+    pick = torch.linspace(0, cand.numel() - 1, n, device=cand.device).round().long()
+    return cand[pick]
+
+
+def frame_grey(frame: SourceFrame) -> Tensor:
+    """``[H, W, 3]`` grey level and gradients of a frame's image, computed once per frame (cached)."""
+    g = frame.cache.get("grey_grad")
+    if g is None:
+        g = frame.cache["grey_grad"] = grey_and_gradients(frame.image)
+    return g
+
+
+@dataclass
+class IcpModel:
+    """The ICP model in the keyframe's frame: points ``X [N, 3]``, normals ``n [N, 3]``, confidences
+    ``C [N]``, grey levels ``grey [N]`` (or ``None``), the keyframe's own points first (``n_own``)."""
+
+    X: Tensor
+    n: Tensor
+    C: Tensor
+    grey: Tensor | None
+    n_own: int
+
+
+class IcpTracker:
+    """Builds ICP models (caching each keyframe's normals and query pixels until its pointmap changes) and
+    solves one frame's pose against a model."""
+
+    def __init__(self, tracking: TrackingConfig, points_per_frame: int, dof: int) -> None:
+        self.tc = tracking
+        self.points_per_frame = int(points_per_frame)
+        self.dof = int(dof)
+        self._normals: dict = {}  # kf_id -> (pointmap key, normals, query pixels)
+
+    def _keyframe_normals(self, keyframe, cache: dict) -> tuple[Tensor, Tensor]:
+        """Normals of a keyframe's canonical pointmap and its query pixels (valid, with a normal), recomputed
+        only when the pointmap changed (fusion updates it in place, which bumps its version)."""
+        key = (keyframe.X.data_ptr(), keyframe.X._version, self.points_per_frame)
+        hit = self._normals.get(keyframe.kf_id)
+        if hit is None or hit[0] != key:
+            n, ok = pointmap_normals(keyframe.X, keyframe.C > 0)
+            q = select_query(ok & torch.isfinite(keyframe.X).all(-1), self.points_per_frame)
+            hit = (key, n, q)
+        cache[keyframe.kf_id] = hit
+        return hit[1], hit[2]
+
+    def model(self, keyframe, with_grey: bool) -> IcpModel:
+        """The model of ``keyframe`` (a :class:`~online3r_ros.slam.tracking.TrackingKeyframe`) and its
+        neighbours, moved into the keyframe's frame by ``T_WCk^-1 · T_WCj``; only these keyframes' normals
+        stay cached."""
+        Xs, Ns, Cs, Is = [], [], [], []
+        T_kW = sim3_inverse(keyframe.T_WC.to(torch.float32))
+        cache: dict = {}
+        for j, kf in enumerate([keyframe, *keyframe.neighbours]):
+            normals, q = self._keyframe_normals(kf, cache)
+            X, n = kf.X.reshape(-1, 3)[q], normals.reshape(-1, 3)[q]
+            if j > 0:
+                T = sim3_compose(T_kW, kf.T_WC.to(torch.float32))
+                X, n = sim3_act(T, X), (quat_to_matrix(T[3:7]) @ n.T).T
+            Xs.append(X)
+            Ns.append(n)
+            Cs.append(kf.C.reshape(-1)[q])
+            if with_grey:
+                Is.append(frame_grey(kf.frame)[..., 0].reshape(-1)[q])
+        self._normals = cache
+        grey = torch.cat(Is) if with_grey else None
+        return IcpModel(torch.cat(Xs), torch.cat(Ns), torch.cat(Cs), grey, int(Xs[0].shape[0]))
+
+    def solve(self, frame: SourceFrame, model: IcpModel, T_CkCf: Tensor):
+        """IRLS Gauss-Newton of ``T_CkCf`` against ``model``, re-associating at every evaluation; returns the
+        :class:`~online3r_ros.slam.pose_solver.PoseSolveResult`."""
+        tc = self.tc
+        K, X_ff = frame.K, frame.cache["X"]
+        valid_f = frame.cache["C"] > 0
+        sqrt_w = (model.C.clamp_min(0).sqrt() / tc.icp_sigma).unsqueeze(-1)
+        use_photo = model.grey is not None
+        if use_photo:
+            grey_f = frame_grey(frame)
+            sqrt_w = torch.cat([sqrt_w, torch.full_like(sqrt_w, 1.0 / tc.icp_photo_sigma)], dim=-1)
+
+        def residual_fn(T: Tensor):
+            lin, ok = projective_association(T, model.X, X_ff, valid_f, K, tc.icp_dist)
+            r, J = point_to_plane_residuals(T, X_ff.reshape(-1, 3)[lin], model.X, model.n)
+            if not use_photo:
+                return r, J, ok
+            r2, J2, ok2 = photometric_residuals(T, model.X, model.grey, grey_f, K)
+            valid = torch.stack([ok, ok & ok2], dim=-1)
+            return torch.cat([r, r2], dim=-1), torch.cat([J, J2], dim=-2), valid
+
+        return optimize_pose(
+            residual_fn, T_CkCf, sqrt_w, self.dof, tc.max_iters, tc.icp_rel_error, tc.icp_delta_norm, tc.huber
+        )
+
+    def overlap(self, frame: SourceFrame, model: IcpModel, T_CkCf: Tensor) -> tuple[float, float, int]:
+        """``(match fraction, unique fraction, matches)`` of the keyframe's own model points under
+        ``T_CkCf``: associated / distinct frame pixels hit, per own point."""
+        lin, ok = projective_association(
+            T_CkCf, model.X[: model.n_own], frame.cache["X"], frame.cache["C"] > 0, frame.K, self.tc.icp_dist
+        )
+        n_unique = int(torch.unique(lin[ok]).numel()) if bool(ok.any()) else 0
+        return float(ok.float().mean()), n_unique / model.n_own, int(ok.sum())

@@ -1,0 +1,101 @@
+"""The messages between the tracking frontend and the mapping backend, as plain Python data.
+
+They are the whole interface of the two halves of the pipeline (:mod:`~online3r_ros.slam.frontend`,
+:mod:`~online3r_ros.slam.backend`): :class:`~online3r_ros.slam.system.SlamSystem` hands them over in
+process, the ROS nodes pack them into messages (:mod:`online3r_ros.ros.nodes.msgs`).
+
+- :class:`KeyframePacket` (frontend -> backend): a new keyframe.
+- :class:`ObservationPacket` (frontend -> backend): one tracked frame's fusion input for its keyframe.
+- :class:`MapUpdate` (backend -> frontend): every keyframe's optimised pose after integrating a keyframe.
+- :class:`MapperState` (backend -> frontend): what the backend holds, for the re-send protocol
+  (:mod:`~online3r_ros.slam.session`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..sources.base import SourceFrame
+
+Tensor = torch.Tensor
+
+__all__ = ["KeyframePacket", "ObservationPacket", "MapUpdate", "MapperState"]
+
+
+@dataclass
+class KeyframePacket:
+    """A keyframe sent from the frontend to the backend.
+
+    Attributes:
+        session: id of the frontend session (a new one after every reset).
+        kf_id: keyframe id (0, 1, 2, ... within a session).
+        frame_index: index of the frame it was made from (frontend's order of arrival).
+        timestamp: seconds of that frame (the input image's stamp).
+        T_WC: Sim(3) ``[8]`` float64 pose when sent.
+        X: ``[H, W, 3]`` float32 canonical pointmap in the keyframe's camera frame (pointmap units).
+        C: ``[H, W]`` float32 accumulated confidence; ``N``, ``N_updates``: fusion counters (1, 1 when new).
+        colors: ``[H, W, 3]`` uint8 colours at working resolution.
+        K: ``[3, 3]`` float32 intrinsics at working resolution, or ``None`` (uncalibrated source).
+        prev_observations: observations the frontend had fused into keyframe ``kf_id - 1`` when it made this.
+        frame: the prepared source frame, only when the backend runs in the same process (never sent: a
+            backend in another process prepares it again from the packet).
+    """
+
+    session: int
+    kf_id: int
+    frame_index: int
+    timestamp: float
+    T_WC: Tensor
+    X: Tensor
+    C: Tensor
+    colors: Tensor
+    K: Tensor | None = None
+    N: int = 1
+    N_updates: int = 1
+    prev_observations: int = 0
+    frame: SourceFrame | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass
+class ObservationPacket:
+    """One tracked frame for the backend: fusion input of keyframe ``kf_id`` and the frame's relative pose.
+
+    ``X_kk [H, W, 3]`` (keyframe frame), ``C_kf [H, W]``; ``seq`` = 1-based count of observations of this
+    keyframe; ``T_CkCf`` Sim(3) ``[8]`` float64 frame-to-keyframe pose.
+    """
+
+    session: int
+    kf_id: int
+    seq: int
+    frame_index: int
+    timestamp: float
+    T_CkCf: Tensor
+    X_kk: Tensor
+    C_kf: Tensor
+
+
+@dataclass(frozen=True)
+class MapUpdate:
+    """Result of integrating one keyframe: its id, graph edges added, optimiser report, and every keyframe's
+    pose (``T_WC [K, 8]`` float64 CPU, index = keyframe id); ``timings_ms`` per backend stage."""
+
+    kf_id: int
+    edges: tuple[tuple[int, int], ...]
+    optimised: bool
+    T_WC: Tensor
+    opt_info: dict = field(default_factory=dict)
+    timings_ms: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MapperState:
+    """What the backend holds: ``generation`` (changes at every reset/load of its map), the ``session`` its
+    map belongs to (``None``: empty), ``num_keyframes``, and ``reset`` (the map was cleared on purpose: the
+    frontend must start a new session)."""
+
+    generation: int
+    session: int | None
+    num_keyframes: int
+    reset: bool = False

@@ -1,0 +1,137 @@
+"""One pipeline, two hosts: SlamSystem (in process) and the nodes' wiring (packets packed into ROS messages)
+give the same poses; the ROS-free pieces the nodes use (re-send protocol, REP-105 algebra, input pairing)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from online3r_ros.geometry.lie import sim3_exp
+from online3r_ros.ros.frames import ExternalOdometry, RobotFrames
+from online3r_ros.ros.nodes.inputs import InputSync
+from online3r_ros.ros.pose import T_LINK_OPTICAL, invert, tqs_to_matrix
+from online3r_ros.slam.backend import MapperBackend
+from online3r_ros.slam.config import load_config
+from online3r_ros.slam.frontend import TrackerFrontend
+from online3r_ros.slam.motion import rigid_matrix
+from online3r_ros.slam.packets import MapperState
+from online3r_ros.slam.runner import build_source, build_system
+from online3r_ros.slam.session import LinkAction, MapperLink
+from online3r_ros.synthetic import make_synthetic_sequence
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return list(make_synthetic_sequence(width=96, height=72, seed=0, max_frames=60))
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(
+        overrides={"source": {"width": 96, "height": 72}, "tracking": {"match_frac_thresh": 0.6}}
+    )
+
+
+@pytest.mark.ros
+def test_slam_system_and_the_nodes_wiring_give_identical_poses(cfg, frames) -> None:
+    """60 frames through SlamSystem, and through a frontend and a backend that exchange their packets as
+    the nodes do (PointCloud2 / Float64MultiArray packing, a re-prepared keyframe frame on the backend)."""
+    M = pytest.importorskip(
+        "online3r_ros.ros.nodes.msgs", reason="the ROS message packages are not installed"
+    )
+    system = build_system(cfg)
+    for f in frames:
+        system.process(f)
+
+    fe = TrackerFrontend(cfg, build_source(cfg))
+    be = MapperBackend(cfg, build_source(cfg), wait_s=1.0)
+    stamp = 0
+    for f in frames:
+        step = fe.process(f.rgb, f.depth, f.K, f.timestamp)
+        if step.observation is not None:
+            be.submit_observation(M.cloud_to_observation(M.observation_to_cloud(step.observation, stamp)))
+        if step.keyframe is not None:
+            pkt, _ = M.cloud_to_keyframe(M.keyframe_to_cloud(step.keyframe, stamp, T_LINK_OPTICAL))
+            assert pkt.frame is None  # the mapper prepares the keyframe's frame again
+            be.submit_keyframe(pkt, now=0.0)
+        for update in be.step(now=0.0):
+            session, poses = M.array_to_poses(M.poses_to_array(update.T_WC, be.session))
+            assert fe.apply_map_update(poses, session)
+
+    assert fe.num_keyframes == be.num_keyframes == system.num_keyframes >= 4
+    assert torch.equal(be.keyframe_poses(), system.keyframes.get_poses())
+    idx, ts, poses = fe.trajectory()
+    ref = system.trajectory()
+    assert np.array_equal(idx, ref.indices) and np.array_equal(ts, ref.timestamps)
+    assert torch.equal(poses, ref.poses)
+    assert be.edges() == system.backend.edges()
+
+
+def test_mapper_link_resends_what_the_backend_lacks() -> None:
+    link = MapperLink()
+    st = link.on_state(MapperState(generation=1, session=7, num_keyframes=2), session=7, num_keyframes=5)
+    assert (st.action, st.first, st.stop) == (LinkAction.RESEND, 2, 5)
+    assert link.on_state(MapperState(1, 7, 2), 7, 5).action is LinkAction.NONE  # already handled
+    # a restarted backend with a map of another session: everything, but only once it can hear us
+    assert link.on_state(MapperState(2, 99, 3), 7, 5, can_send=False).action is LinkAction.DEFER
+    st = link.on_state(MapperState(2, 99, 3), 7, 5, can_send=True)
+    assert (st.action, st.first, st.stop) == (LinkAction.RESEND, 0, 5)
+    assert link.on_state(MapperState(3, 7, 5), 7, 5).action is LinkAction.NONE  # nothing missing
+    assert link.on_state(MapperState(4, None, 0, reset=True), 7, 5).action is LinkAction.RESET
+    fresh = MapperLink()  # a reset announced before the frontend ever heard the backend: not for us
+    assert fresh.on_state(MapperState(9, None, 0, reset=True), 7, 0).action is LinkAction.NONE
+
+
+def test_robot_frames_chain_map_odom_base() -> None:
+    T_bc = tqs_to_matrix([0.1, -0.02, 0.3], [-0.5, 0.5, -0.5, 0.5])
+    frames = RobotFrames(T_bc)
+    T_WC = sim3_exp(torch.tensor([0.3, -0.1, 0.2, 0.05, -0.1, 0.2, 0.0], dtype=torch.float64))
+    correction = rigid_matrix(
+        sim3_exp(torch.tensor([0.2, 0.0, -0.1, 0.0, 0.0, 0.1, 0.0], dtype=torch.float64))
+    )
+    T_odom = invert(correction) @ rigid_matrix(T_WC)  # the odometry drifted by the correction
+    T_map_base = T_bc @ rigid_matrix(T_WC) @ invert(T_bc)
+    chain = frames.odom_in_map(correction) @ frames.base_in_odom(T_odom)
+    np.testing.assert_allclose(chain, T_map_base, atol=1e-12)
+    np.testing.assert_allclose(frames.camera_in_map(T_WC), T_bc @ rigid_matrix(T_WC), atol=1e-12)
+    T_odom_base_ext = tqs_to_matrix([1.0, 2.0, 0.0], [0.0, 0.0, np.sin(0.2), np.cos(0.2)])
+    ext = frames.odom_in_map_external(T_WC, T_odom_base_ext) @ T_odom_base_ext
+    np.testing.assert_allclose(ext, T_map_base, atol=1e-12)
+    assert frames.cameras_in_map(T_WC[None]).shape == (1, 4, 4)
+
+
+def test_external_odometry_interpolates_at_the_stamp_and_gives_up_after_the_wait() -> None:
+    odo = ExternalOdometry(tolerance_s=0.05, wait_s=0.01)
+    odo.add(1_000_000_000, np.eye(4))
+    B = tqs_to_matrix([1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0])
+    odo.add(2_000_000_000, B)
+    np.testing.assert_allclose(odo.at(1_500_000_000)[:3, 3], [0.5, 0.0, 0.0])
+    np.testing.assert_allclose(odo.at(2_040_000_000), B)  # nearest sample, within the tolerance
+    assert odo.at(3_000_000_000) is None  # waited, nothing near
+
+
+def _msg(sec: float) -> SimpleNamespace:
+    return SimpleNamespace(
+        header=SimpleNamespace(stamp=SimpleNamespace(sec=int(sec), nanosec=int(sec % 1 * 1e9)))
+    )
+
+
+def test_input_sync_pairs_depth_by_stamp_and_waits_for_it() -> None:
+    sync = InputSync(need_depth=True, need_info=True, sync_tolerance=0.002, sync_wait=0.5)
+    assert sync.take(now=0.0) is None
+    assert not sync.put_image(_msg(10.0), now=0.0)
+    assert sync.put_image(_msg(10.1), now=0.0)  # replaced an untaken image: a drop
+    sync.info = "info"
+    sync.depths.append(_msg(10.0))
+    assert sync.take(now=0.1) is None  # no depth with the newest image's stamp yet
+    depth = _msg(10.101)
+    sync.depths.append(depth)
+    image, d, info = sync.take(now=0.1)
+    assert d is depth and info == "info" and sync.image is None
+    sync.put_image(_msg(11.0), now=1.0)
+    assert sync.take(now=1.2) is None
+    image, d, _ = sync.take(now=1.6)  # waited sync_wait: handed out without depth, for the caller to reject
+    assert d is None
