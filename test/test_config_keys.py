@@ -1,0 +1,317 @@
+"""Every configuration key reaches the code that uses it: changing it changes what the pipeline does.
+
+The list of keys comes from the configuration schema itself (:data:`online3r_ros.slam.config._SECTIONS`), so
+a new key without a probe here fails :func:`test_every_key_has_a_probe`. Each probe runs one part of the
+pipeline (a whole small RGB-D run, one tracking step with the matching cost, a source, a dataset run, ...)
+and returns a fingerprint; :func:`test_changing_the_key_changes_the_behaviour` checks that the fingerprint
+with the changed value differs from the one with the base configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import replace
+from functools import cache
+
+import numpy as np
+import pytest
+import torch
+from helpers_mast3r import P1_KWARGS, damped_p1_model
+
+from online3r_ros.geometry.lie import sim3_compose, sim3_inverse
+from online3r_ros.slam import components
+from online3r_ros.slam.config import _SECTIONS, load_config
+from online3r_ros.slam.runner import MissingComponentError, build_source, build_system, run_dataset
+from online3r_ros.slam.tracking import FrameTracker, TrackingKeyframe
+from online3r_ros.sources.base import AsymmetricPrediction, Pointmap
+from online3r_ros.sources.rgbd import RGBDSource
+from online3r_ros.synthetic import make_synthetic_sequence
+from online3r_ros.synthetic.sequence import save_seven_scenes
+
+W, H = 64, 48
+BASE = {"source": {"width": W, "height": H}, "tracking": {"match_frac_thresh": 0.75}}  # keyframes close by
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        if torch.is_tensor(p):
+            p = p.detach().cpu().numpy()
+        h.update(np.ascontiguousarray(p).tobytes() if isinstance(p, np.ndarray) else repr(p).encode())
+    return h.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------------- probes
+@cache
+def _frames() -> tuple:
+    """18 synthetic RGB-D frames (fast motion: a keyframe every few frames), frames 9-11 garbage (lost)."""
+    seq = list(make_synthetic_sequence(n_frames=160, width=W, height=H, seed=0, max_frames=18))
+    rng = np.random.default_rng(0)
+    for i in (9, 10, 11):
+        seq[i] = replace(seq[i], depth=rng.uniform(0.3, 4.0, seq[i].depth.shape).astype(np.float32))
+    return tuple(seq)
+
+
+def probe_pipeline(cfg) -> str:
+    """A whole in-process run: states, poses, keyframes, edges, the map (points, colours), residency."""
+    system = build_system(cfg)
+    outs = [system.process(f) for f in _frames()]
+    traj = system.trajectory()
+    dmap = system.dense_map()
+    store = system.keyframes
+    return _digest(
+        [(o.state.value, o.reason[:12], o.session != outs[0].session) for o in outs],
+        [o.match.get("model_keyframes") for o in outs],
+        traj.poses,
+        system.backend.edges(),
+        system.num_keyframes,
+        dmap.points,
+        dmap.colors,
+        [store.is_resident(i) for i in range(len(store))],
+    )
+
+
+class PoseFreeSource(RGBDSource):
+    """A network-like source for the matching cost: predictions do not depend on the pose guess; the
+    keyframe's points reach the frame through the true relative pose plus a smooth deformation (so the
+    iterative projective matching has work to do)."""
+
+    pose_dependent = False
+
+    def __init__(self) -> None:
+        super().__init__(width=W, height=H, descriptors=True)
+
+    def predict_asymmetric(self, frame, keyframe, T_CkCf_guess=None):
+        T = sim3_compose(sim3_inverse(frame.cache["T_WC"]), keyframe.cache["T_WC"])
+        X = keyframe.cache["X"]
+        warp = 1.0 + 0.02 * torch.sin(torch.linspace(0, 6.0, X.shape[1]))[None, :, None]
+        own = Pointmap(frame.cache["X"], frame.cache["C"], frame.cache["D"], frame.cache["Q"])
+        moved = Pointmap(
+            torch.einsum("ij,hwj->hwi", _rot(T), X * warp) + T[:3],
+            keyframe.cache["C"],
+            keyframe.cache["D"],
+            keyframe.cache["Q"],
+        )
+        return AsymmetricPrediction(own, moved)
+
+
+def _rot(T: torch.Tensor) -> torch.Tensor:
+    from online3r_ros.geometry.lie import quat_to_matrix
+
+    return quat_to_matrix(T[3:7].double()).float() * T[7]
+
+
+def probe_matching(cfg) -> str:
+    """One frame tracked with the matching cost of a pose-free source (match, gates, solver)."""
+    src = PoseFreeSource()
+    seq = _frames()
+    frames = []
+    for f in (seq[0], seq[3]):
+        sf = src.prepare(f.rgb, depth=f.depth, K=f.K, index=f.index, timestamp=f.timestamp)
+        sf.cache["T_WC"] = _pose(f)
+        frames.append(sf)
+    kf = TrackingKeyframe(frames[0], _pose(seq[0]), frames[0].cache["X"], frames[0].cache["C"], kf_id=0)
+    cfg = replace(cfg, system=replace(cfg.system, pose_group="sim3"))
+    res = FrameTracker(src, cfg, "sim3").track(frames[1], kf, _pose(seq[1]))
+    return _digest(res.state.value, res.T_CkCf, res.summary(), res.C_kf)
+
+
+def _pose(frame) -> torch.Tensor:
+    from online3r_ros.geometry.lie import sim3_from_matrix
+
+    return sim3_from_matrix(torch.from_numpy(frame.pose_gt).float())
+
+
+def probe_rgbd_source(cfg) -> str:
+    """The RGB-D source's prepared frame (resolution, depth range and scale, confidence)."""
+    f = _frames()[0]
+    sf = build_source(cfg).prepare(f.rgb, depth=f.depth, K=f.K)
+    return _digest(sf.image.shape, sf.depth, sf.cache["C"], sf.K)
+
+
+@cache
+def _checkpoint(tmp: str) -> str:
+    from online3r_ros.model.checkpoint import save_checkpoint
+
+    path = f"{tmp}/tiny.pth"
+    save_checkpoint(path, damped_p1_model().state_dict(), P1_KWARGS, layout="pth")
+    return path
+
+
+def probe_mast3r_source(cfg) -> str:
+    """The MASt3R source built from the config: its network input, engine precision and cache size."""
+    try:
+        src = build_source(cfg)
+    except (MissingComponentError, ValueError) as exc:
+        return f"{type(exc).__name__}"
+    f = _frames()[0]
+    sf = src.prepare(f.rgb, K=f.K)
+    engine = src.engine
+    return _digest(type(src).__name__, sf.image.shape, src.calibrated, engine.precision, engine.cache_size)
+
+
+def probe_source_kind(cfg) -> str:
+    try:
+        return type(build_source(cfg)).__name__ + str(build_source(cfg).device)
+    except (MissingComponentError, ValueError, OSError) as exc:
+        return type(exc).__name__
+
+
+def probe_determinism(cfg) -> str:
+    """What ``system.deterministic`` switches on a CUDA device (a process-global flag, restored)."""
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(False)
+        components.apply_determinism(cfg.system.seed, cfg.system.deterministic, "cuda")
+        return str(torch.are_deterministic_algorithms_enabled())
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+@cache
+def _dataset(tmp: str) -> str:
+    seq = make_synthetic_sequence(n_frames=160, width=W, height=H, seed=0, max_frames=8)
+    return str(save_seven_scenes(seq, f"{tmp}/seq"))
+
+
+def probe_dataset(cfg, tmp: str) -> str:
+    result = run_dataset(_dataset(tmp), cfg)
+    return _digest(result.n_input, result.system.trajectory().timestamps)
+
+
+# ---------------------------------------------------------------------------------------------- the table
+# key -> (changed value, probe, base overrides of the probe's configuration)
+PROBES: dict[str, tuple] = {
+    "dataset.subsample": (2, "dataset", {}),
+    "matching.max_iter": (1, "matching", {}),
+    "matching.lambda_init": (1000.0, "matching", {}),
+    "matching.convergence_thresh": (0.5, "matching", {}),
+    "matching.dist_thresh": (0.001, "pipeline", {}),
+    "matching.radius": (0, "matching", {"source": {"kind": "mast3r"}}),
+    "matching.dilation_max": (3, "matching", {"source": {"kind": "mast3r"}}),
+    "tracking.C_conf": (1000.0, "matching", {}),
+    "tracking.Q_conf": (1000.0, "matching", {}),
+    "tracking.sigma_ray": (0.03, "matching", {"system": {"use_calib": False}}),
+    "tracking.sigma_dist": (0.1, "matching", {"system": {"use_calib": False}}),
+    "tracking.sigma_pixel": (5.0, "matching", {}),
+    "tracking.sigma_depth": (0.5, "matching", {}),
+    "tracking.pixel_border": (20.0, "matching", {}),
+    "tracking.depth_eps": (1.5, "matching", {}),
+    "tracking.min_match_frac": (0.99, "pipeline", {}),
+    "tracking.max_iters": (1, "pipeline", {}),
+    "tracking.rel_error": (0.5, "matching", {}),
+    "tracking.delta_norm": (0.5, "matching", {}),
+    "tracking.huber": (0.01, "pipeline", {}),
+    "tracking.match_frac_thresh": (0.5, "pipeline", {}),
+    "tracking.filtering_mode": ("first", "pipeline", {}),
+    "tracking.filtering_score": ("mean", "pipeline", {"tracking": {"filtering_mode": "best_score"}}),
+    "tracking.rgbd_cost": ("matching", "pipeline", {}),
+    "tracking.icp_dist": (0.005, "pipeline", {}),
+    "tracking.icp_sigma": (0.001, "pipeline", {}),
+    "tracking.icp_photo_sigma": (0.2, "pipeline", {}),
+    "tracking.icp_rel_error": (0.5, "pipeline", {}),
+    "tracking.icp_delta_norm": (0.5, "pipeline", {}),
+    "tracking.model_keyframes": (0, "pipeline", {}),
+    "tracking.model_max_dist": (0.01, "pipeline", {"tracking": {"model_keyframes": 6}}),
+    "tracking.model_max_angle": (0.1, "pipeline", {"tracking": {"model_keyframes": 6}}),
+    "local_opt.C_conf": (1000.0, "pipeline", {}),
+    "local_opt.Q_conf": (1000.0, "pipeline", {}),
+    "local_opt.sigma_ray": (0.03, "pipeline", {"system": {"use_calib": False}}),
+    "local_opt.sigma_dist": (0.1, "pipeline", {"system": {"use_calib": False}}),
+    "local_opt.sigma_pixel": (0.3, "pipeline", {}),
+    "local_opt.sigma_depth": (0.5, "pipeline", {}),
+    "local_opt.pixel_border": (20.0, "pipeline", {}),
+    "local_opt.depth_eps": (1.5, "pipeline", {}),
+    "local_opt.pin": (2, "pipeline", {}),
+    "local_opt.min_match_frac": (0.99, "pipeline", {"system": {"proximity_edges": 3}}),
+    "local_opt.max_iters": (1, "pipeline", {}),
+    "local_opt.delta_norm": (10.0, "pipeline", {}),
+    "local_opt.max_points_per_edge": (50, "pipeline", {}),
+    "local_opt.icp_sigma": (0.01, "pipeline", {}),
+    "local_opt.icp_stride": (5, "pipeline", {"local_opt": {"icp_sigma": 0.01}}),
+    "local_opt.icp_dist_thresh": (0.005, "pipeline", {"local_opt": {"icp_sigma": 0.01}}),
+    "local_opt.icp_normal_step": (10.0, "pipeline", {"local_opt": {"icp_sigma": 0.01}}),
+    "reloc.min_match_frac": (0.99, "pipeline", {}),
+    "source.kind": ("mast3r", "source_kind", {}),
+    "source.checkpoint": (
+        "CHECKPOINT",
+        "mast3r_source",
+        {"source": {"kind": "mast3r", "checkpoint": "missing.pth"}},
+    ),
+    "source.img_size": (224, "mast3r_source", {"source": {"kind": "mast3r", "checkpoint": "CHECKPOINT"}}),
+    "source.precision": (
+        "bfloat16",
+        "mast3r_source",
+        {"source": {"kind": "mast3r", "checkpoint": "CHECKPOINT"}},
+    ),
+    "source.cache_size": (3, "mast3r_source", {"source": {"kind": "mast3r", "checkpoint": "CHECKPOINT"}}),
+    "source.width": (32, "rgbd_source", {"source": {"height": 24}}),
+    "source.height": (32, "rgbd_source", {"source": {"width": 64}}),
+    "source.points_per_frame": (200, "pipeline", {}),
+    "source.rematch_iters": (2, "pipeline", {"tracking": {"rgbd_cost": "matching"}}),
+    "source.depth_trunc": (2.0, "rgbd_source", {}),
+    "source.depth_min": (1.5, "rgbd_source", {}),
+    "source.depth_scale": (1.1, "rgbd_source", {}),
+    "source.depth_sigma_ref": (0.01, "rgbd_source", {}),
+    "system.pose_group": ("sim3", "pipeline", {}),
+    "system.use_calib": (False, "matching", {}),
+    "system.device": ("cuda" if not torch.cuda.is_available() else "cpu", "source_kind", {}),
+    "system.seed": (7, "pipeline", {"local_opt": {"max_points_per_edge": 50}}),
+    "system.deterministic": (False, "determinism", {}),
+    "system.reloc_keyframes": (0, "pipeline", {}),
+    "system.max_lost_frames": (2, "pipeline", {}),
+    "system.proximity_edges": (0, "pipeline", {}),
+    "system.proximity_max_dist": (0.001, "pipeline", {}),
+    "system.proximity_max_angle": (0.01, "pipeline", {}),
+    "system.motion_model": ("constant_position", "pipeline", {}),
+    "keyframes.offload_after": (1, "pipeline", {}),
+    "keyframes.store_images": (False, "pipeline", {}),
+    "map.conf_threshold": (1e6, "pipeline", {}),
+    "map.max_points": (100, "pipeline", {}),
+}
+
+
+def _keys() -> list[str]:
+    return [f"{name}.{f.name}" for name, cls in _SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def test_every_key_has_a_probe() -> None:
+    assert set(_keys()) == set(PROBES), "add a probe for each new key (or remove the key)"
+
+
+def _config(base: dict, tmp: str, key: str | None = None, value=None):
+    over = {s: dict(v) for s, v in BASE.items()}
+    for section, values in base.items():
+        over.setdefault(section, {}).update(values)
+    if key is not None:
+        section, name = key.split(".")
+        over.setdefault(section, {})[name] = value
+    for v in over.get("source", {}).items():
+        if v[1] == "CHECKPOINT":
+            over["source"][v[0]] = _checkpoint(tmp)
+    return load_config(overrides=over)
+
+
+@pytest.mark.parametrize("key", sorted(PROBES))
+def test_changing_the_key_changes_the_behaviour(key: str, tmp_path_factory) -> None:
+    torch.set_num_threads(1)
+    tmp = str(tmp_path_factory.getbasetemp())
+    value, probe, base = PROBES[key]
+    run = globals()[f"probe_{probe}"]
+    args = (tmp,) if probe == "dataset" else ()
+    baseline = _baseline(probe, repr(sorted(base.items())), tmp, base, run, args)
+    changed = _config(base, tmp, key, _checkpoint(tmp) if value == "CHECKPOINT" else value)
+    assert getattr(getattr(changed, key.split(".")[0]), key.split(".")[1]) != getattr(
+        getattr(_config(base, tmp), key.split(".")[0]), key.split(".")[1]
+    ), f"{key}: the changed value {value!r} is the base value"
+    assert run(changed, *args) != baseline, f"{key} = {value!r} changed nothing that {probe} observes"
+
+
+_BASELINES: dict = {}
+
+
+def _baseline(probe: str, base_key: str, tmp: str, base: dict, run, args) -> str:
+    if (probe, base_key) not in _BASELINES:
+        _BASELINES[probe, base_key] = run(_config(base, tmp), *args)
+    return _BASELINES[probe, base_key]
