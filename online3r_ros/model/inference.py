@@ -219,11 +219,6 @@ class MASt3REngine:
         with self._lock:
             return list(self._cache)
 
-    def peek(self, key: Hashable) -> EncodedImage | None:
-        """The cached entry of ``key`` (possibly stale), without touching the LRU order or the counters."""
-        with self._lock:
-            return self._cache.get(key)
-
     def put(self, key: Hashable, enc: EncodedImage) -> None:
         """Insert an entry (e.g. features a caller kept for a frame after the LRU dropped them)."""
         if not isinstance(enc, EncodedImage):

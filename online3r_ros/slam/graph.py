@@ -85,6 +85,19 @@ def _as_2d(t: Tensor, E: int, name: str) -> Tensor:
     return t.reshape(E, -1)
 
 
+def _direction(idx: Tensor, valid: Tensor, q: Tensor, E: int, P: int | None, d: str) -> tuple[Tensor, ...]:
+    """One match direction as ``[E, P]`` tensors (``idx``, bool ``valid``, ``q``); ``GraphError`` on bad
+    shapes (``P``: the pixel count they must have, ``None``: ``idx``'s)."""
+    idx = _as_2d(idx, E, f"idx_{d}")
+    P = idx.shape[1] if P is None else P
+    valid, q = _as_2d(valid, E, f"valid_{d}").to(torch.bool), _as_2d(q, E, f"Q_{d}")
+    if idx.shape[1] != P or valid.shape[1] != P or q.shape[1] != P:
+        raise GraphError(
+            f"the {d}-direction matches must be [E, {P}], got {tuple(idx.shape)}, {tuple(q.shape)}"
+        )
+    return idx, valid, q
+
+
 class FactorGraph:
     """Growable set of keyframe edges with compact per-direction matches (see the module docstring).
 
@@ -180,22 +193,13 @@ class FactorGraph:
             return AddEdgesResult(z, torch.zeros(0), torch.zeros(0), z, z)
         if bool((ii_t == jj_t).any()) or bool((ii_t < 0).any()) or bool((jj_t < 0).any()):
             raise GraphError(f"edges need two different non-negative keyframe ids, got ii={ii_t.tolist()}")
-        idx_j = _as_2d(idx_j_to_i, E, "idx_j_to_i")
-        P = idx_j.shape[1]
-        val_j = _as_2d(valid_j, E, "valid_j").to(torch.bool)
-        q_j = _as_2d(Q_j, E, "Q_j")
-        if val_j.shape[1] != P or q_j.shape[1] != P:
-            raise GraphError(f"valid_j {tuple(val_j.shape)} and Q_j {tuple(q_j.shape)} must be [E, {P}]")
+        idx_j, val_j, q_j = _direction(idx_j_to_i, valid_j, Q_j, E, None, "j")
         given_i = [x is not None for x in (idx_i_to_j, valid_i, Q_i)]
         if any(given_i) and not all(given_i):
             raise GraphError("idx_i_to_j, valid_i and Q_i must be given together")
         two_way = all(given_i)
         if two_way:
-            idx_i = _as_2d(idx_i_to_j, E, "idx_i_to_j")
-            val_i = _as_2d(valid_i, E, "valid_i").to(torch.bool)
-            q_i = _as_2d(Q_i, E, "Q_i")
-            if idx_i.shape[1] != P or val_i.shape[1] != P or q_i.shape[1] != P:
-                raise GraphError(f"the i-direction tensors must be [E, {P}] like the j-direction ones")
+            idx_i, val_i, q_i = _direction(idx_i_to_j, valid_i, Q_i, E, idx_j.shape[1], "i")
         thr = self.min_match_frac if min_match_frac is None else float(min_match_frac)
 
         keep_j = val_j & (q_j > self.Q_conf)

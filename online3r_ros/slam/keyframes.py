@@ -124,10 +124,6 @@ class KeyframeStore:
     def __len__(self) -> int:
         return self._n
 
-    @property
-    def host_device(self) -> torch.device:
-        return torch.device("cpu")
-
     def _check_index(self, i: int) -> int:
         i = int(i)
         if i < 0:

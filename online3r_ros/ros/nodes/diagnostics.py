@@ -73,10 +73,6 @@ class NodeStats:
             self.last_error_time = time.monotonic() if now is None else now
             self.n_errors += 1
 
-    def clear_error(self) -> None:
-        with self._lock:
-            self.last_error_time = -math.inf
-
     def level(self, now: float | None = None) -> tuple[int, str]:
         """``(level, message)`` now."""
         now = time.monotonic() if now is None else now
