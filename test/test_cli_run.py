@@ -41,10 +41,7 @@ def dataset(seven_scenes, tmp_path) -> Path:
 @pytest.fixture(scope="module")
 def small_config(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("cfg") / "small.yaml"
-    p.write_text(
-        f"source:\n  width: {W}\n  height: {H}\n"
-        "tracking:\n  match_frac_thresh: 0.85\n  icp_photo_sigma: 0.05\n"
-    )
+    p.write_text(f"source:\n  width: {W}\n  height: {H}\ntracking:\n  match_frac_thresh: 0.85\n")
     return p
 
 

@@ -53,7 +53,6 @@ N_FRAMES = 40
 #: SLAM config of the nodes (written to a YAML file, ``slam_config`` parameter); tests may override keys.
 SLAM_CONFIG = {
     "source": {"kind": "depth"},
-    "tracking": {"icp_photo_sigma": 0.05},
 }
 
 

@@ -423,15 +423,14 @@ def test_reserved_dds_domains_are_distinct_until_released(tmp_path) -> None:
         reserve_domain_id(5, 300, lock_dir=tmp_path)
 
 
-def test_demo_nodes_get_the_registered_rgbd_config(tmp_path) -> None:
-    """``online3r demo`` streams a registered synthetic RGB-D camera: its nodes get config/demo.yaml, with the
-    ICP's photometric term on whatever the library defaults are; a missing --slam-config is an input error."""
+def test_demo_nodes_run_the_default_config(tmp_path) -> None:
+    """``online3r demo`` runs the built-in defaults (any RGB-D camera); --slam-config picks another file,
+    and a missing one is an input error."""
     from online3r_ros.cli.demo import demo_slam_config
     from online3r_ros.cli.main import EXIT_INPUT, CliError
 
-    path = demo_slam_config()
-    assert path == REPO / "config" / "demo.yaml"
-    assert load_config(path).tracking.icp_photo_sigma > 0
+    assert demo_slam_config() is None
+    path = REPO / "config" / "online3r.yaml"
     assert demo_slam_config(path) == path
     with pytest.raises(CliError, match="not found") as err:
         demo_slam_config(tmp_path / "missing.yaml")

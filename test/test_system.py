@@ -22,7 +22,7 @@ N_FRAMES = 40
 def _config(**over):
     base = {
         "source": {"width": W, "height": H},
-        "tracking": {"match_frac_thresh": 0.6, "icp_photo_sigma": 0.05},
+        "tracking": {"match_frac_thresh": 0.6},
     }
     for k, v in over.items():
         base.setdefault(k, {}).update(v)

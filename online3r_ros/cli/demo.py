@@ -15,9 +15,9 @@ DDS isolation: by default the demo runs on a random domain id (1..101) with
 ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, so it never talks to other ROS 2 systems; ``--ambient-domain``
 keeps the caller's ``ROS_DOMAIN_ID``/discovery settings (e.g. to watch the demo in rviz2 on the same domain).
 
-SLAM settings: ``config/demo.yaml`` (``--slam-config`` for another file), given to both nodes as their
-``slam_config`` parameter: the synthetic camera's colour and depth are registered, so the RGB-D ICP uses its
-photometric term there (off in the built-in defaults, tuned for real sensors; see the file).
+SLAM settings: the built-in defaults, as for any RGB-D camera (``--slam-config FILE`` gives both nodes
+another file as their ``slam_config`` parameter). The synthetic room has views of one or two flat walls,
+which the default RGB-D tracking detects (``tracking.icp_degenerate_ratio``) and constrains with colour.
 
 ``--checkpoint FILE`` runs the MASt3R source on the rendered colour images (no depth is published; camera
 info still is, so tracking is calibrated); expect it to be slow without a GPU (``--device cuda``).
@@ -116,8 +116,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--slam-config",
         type=Path,
         default=None,
-        help="SLAM configuration YAML of the nodes (config/online3r.yaml format; default: config/demo.yaml, "
-        "settings suited to the synthetic registered RGB-D camera)",
+        help="SLAM configuration YAML of the nodes (config/online3r.yaml format; default: the built-in "
+        "defaults)",
     )
     p.add_argument("--device", default=None, help="torch device of the nodes (cpu, cuda, cuda:N)")
     p.add_argument(
@@ -151,16 +151,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def demo_slam_config(path: Path | None = None) -> Path | None:
-    """The SLAM config file of the demo's nodes: ``path`` (must exist), else the shipped
-    ``config/demo.yaml`` (``None`` when this installation has no config folder: the nodes' defaults)."""
-    if path is not None:
-        if not Path(path).is_file():
-            raise CliError(f"SLAM config {path} not found", EXIT_INPUT)
-        return Path(path).resolve()
-    from ..ros.nodes.params import _config_dir
-
-    shipped = _config_dir() / "demo.yaml"
-    return shipped if shipped.is_file() else None
+    """The SLAM config file of the demo's nodes: ``path`` (must exist), else ``None`` (the defaults)."""
+    if path is not None and not Path(path).is_file():
+        raise CliError(f"SLAM config {path} not found", EXIT_INPUT)
+    return None if path is None else Path(path).resolve()
 
 
 def default_torch_threads() -> int:
@@ -248,8 +242,6 @@ def run_demo(settings: argparse.Namespace) -> dict:
         arguments["device"] = settings.device
     if slam_config is not None:
         arguments["slam_config"] = str(slam_config)
-    else:
-        say("[demo] WARNING: config/demo.yaml not found: the nodes use the built-in SLAM defaults")
     state = out / "state"
     state.mkdir(exist_ok=True)
     n_threads = int(settings.torch_threads or 0) or default_torch_threads()

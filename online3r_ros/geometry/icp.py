@@ -8,6 +8,7 @@ residual is the point-to-plane distance ``n_k · (X_k - T_CkCf · X_f[p])`` in k
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from online3r_ros.geometry.camera import project
 from online3r_ros.geometry.lie import quat_to_matrix, sim3_act, sim3_inverse
@@ -16,6 +17,8 @@ Tensor = torch.Tensor
 
 __all__ = [
     "pointmap_normals",
+    "smoothed_normals",
+    "point_to_plane_information",
     "projective_association",
     "point_to_plane_residuals",
     "grey_and_gradients",
@@ -55,6 +58,52 @@ def pointmap_normals(X: Tensor, valid: Tensor, max_step: float = 0.05) -> tuple[
     return n, ok
 
 
+def smoothed_normals(
+    X: Tensor, valid: Tensor, size: int = 5, max_step: float = 0.05
+) -> tuple[Tensor, Tensor]:
+    """Unit normals ``[H, W, 3]`` (facing the camera) of the ``size x size`` box-filtered pointmap
+    ``X[H, W, 3]`` (central differences of window means) and their validity ``[H, W]``.
+
+    For judging how well point-to-plane ICP constrains a pose: per-pixel depth noise scatters raw
+    central-difference normals, and the scatter reads as information along a plane's tangents (a noisy flat
+    wall looks like a weakly curved surface); averaging the points first removes most of it. Window means
+    come from an integral image (float64; cost independent of ``size``). Valid where the pixel's window and
+    its four neighbours' hold only valid points and the pixel's depth is within ``max_step`` + 5% of its
+    window mean (not on a depth edge); pixels closer than ``size // 2 + 1`` to the border are invalid.
+    """
+    H, W = X.shape[:2]
+    k, r = size, size // 2
+    n = torch.zeros_like(X)
+    ok = torch.zeros(H, W, dtype=torch.bool, device=X.device)
+    if H < k + 2 or W < k + 2:
+        return n, ok
+    v = valid.to(torch.float64).unsqueeze(-1)
+    S = F.pad(torch.cat([X.to(torch.float64) * v, v], dim=-1).cumsum(0).cumsum(1), (0, 0, 1, 0, 1, 0))
+    B = S[k:, k:] - S[:-k, k:] - S[k:, :-k] + S[:-k, :-k]  # window sums, centre (i + r, j + r)
+    full = B[..., 3] > k * k - 0.5
+    M = (B[..., :3] / (k * k)).to(X.dtype)
+    dx = M[1:-1, 2:] - M[1:-1, :-2]
+    dy = M[2:, 1:-1] - M[:-2, 1:-1]
+    c = torch.linalg.cross(dx, dy, dim=-1)
+    norm = c.norm(dim=-1, keepdim=True)
+    Mc = M[1:-1, 1:-1]
+    nc = c / norm.clamp_min(1e-12)
+    nc = torch.where((nc * Mc).sum(-1, keepdim=True) > 0, -nc, nc)
+    z = X[r + 1 : H - r - 1, r + 1 : W - r - 1, 2]
+    inner = (
+        full[1:-1, 1:-1]
+        & full[1:-1, 2:]
+        & full[1:-1, :-2]
+        & full[2:, 1:-1]
+        & full[:-2, 1:-1]
+        & (norm.squeeze(-1) > 0)
+        & ((z - Mc[..., 2]).abs() < max_step + 0.05 * z)
+    )
+    n[r + 1 : H - r - 1, r + 1 : W - r - 1] = nc
+    ok[r + 1 : H - r - 1, r + 1 : W - r - 1] = inner
+    return n, ok
+
+
 def projective_association(
     T_CkCf: Tensor, X_k: Tensor, X_f: Tensor, valid_f: Tensor, K: Tensor, dist_thresh: float
 ) -> tuple[Tensor, Tensor]:
@@ -81,6 +130,43 @@ def point_to_plane_residuals(T_CkCf: Tensor, X_f: Tensor, X_k: Tensor, n_k: Tens
     # n^T [I | -[P]x | P] = [n, P x n, n.P]
     J = -torch.cat([n_k, torch.linalg.cross(P, n_k, dim=-1), (n_k * P).sum(-1, keepdim=True)], dim=-1)
     return r, J.unsqueeze(-2)
+
+
+def point_to_plane_information(
+    T_CkCf: Tensor,
+    X_k: Tensor,
+    w: Tensor,
+    X_f: Tensor,
+    valid_f: Tensor,
+    K: Tensor,
+    dist_thresh: float,
+    dof: int = 6,
+    stride: int = 2,
+    size: int = 5,
+) -> tuple[Tensor, float]:
+    """How well point-to-plane ICP at ``T_CkCf`` constrains each pose direction, after Gelfand et al.
+    ("Geometrically stable sampling for the ICP algorithm", 3DIM 2003): ``(H [dof, dof] float64, length)``.
+
+    ``H = Σ w JᵀJ`` over the keyframe points ``X_k [N, 3]`` (weights ``w [N]``, squared square-root weights)
+    that associate with the frame (:func:`projective_association`), ``J = [n, (X - c) × n (, n·(X - c))]``:
+    rotation (and scale) about the centroid ``c`` of those points, whose RMS distance from it is ``length``
+    (m); the normals ``n`` come from the frame's smoothed pointmap (:func:`smoothed_normals`, window
+    ``size``, of every ``stride``-th frame pixel) rotated into the keyframe, not from the keyframe's raw
+    ones: depth noise would fake information along flat surfaces. ``(zeros, 1.0)`` without points.
+    """
+    lin, ok = projective_association(T_CkCf, X_k, X_f, valid_f, K, dist_thresh)
+    W = X_f.shape[1]
+    Xs = X_f[::stride, ::stride]
+    n_s, ok_s = smoothed_normals(Xs, valid_f[::stride, ::stride], size)
+    lin_s = (lin // W // stride) * Xs.shape[1] + (lin % W) // stride
+    i = (ok & ok_s.reshape(-1)[lin_s]).nonzero().squeeze(-1)
+    if i.numel() == 0:
+        return torch.zeros(dof, dof, dtype=torch.float64, device=X_k.device), 1.0
+    n = n_s.reshape(-1, 3)[lin_s[i]] @ quat_to_matrix(T_CkCf[3:7]).T
+    X = X_k[i] - X_k[i].mean(0)
+    J = torch.cat([n, torch.linalg.cross(X, n, dim=-1), (n * X).sum(-1, keepdim=True)], dim=-1)[:, :dof]
+    length = float(X.square().sum(-1).mean().sqrt())
+    return ((J * w[i].unsqueeze(-1)).T @ J).to(torch.float64), length
 
 
 def grey_and_gradients(image: Tensor) -> Tensor:

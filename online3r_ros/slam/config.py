@@ -176,8 +176,27 @@ class TrackingConfig(ResidualConfig):
     )
     icp_photo_sigma: float = _opt(
         0.0,
-        "(online3r_ros) RGB-D ICP: photometric residual scale, grey levels 0..1 (0: no photometric term)",
+        "(online3r_ros) RGB-D ICP: photometric residual scale, grey levels 0..1, of a photometric term on "
+        "every frame (0: none, the default; icp_degenerate_ratio then adds one on frames whose geometry "
+        "alone is degenerate)",
         ge=0.0,
+    )
+    icp_degenerate_ratio: float = _opt(
+        3e-3,
+        "(online3r_ros) RGB-D ICP: a frame whose point-to-plane information leaves a pose direction below "
+        "this fraction of the best constrained one (eigenvalues, rotation about the points' centroid in "
+        "metres, normals from the smoothed depth) is degenerate (a flat wall, a corridor) and gets a "
+        "photometric term too (icp_degenerate_photo_sigma); 0: never. Measured: 7-Scenes redkitchen frames "
+        "5e-3 or more, flat walls 1-2 m away with Kinect-like depth noise 5e-4 or less. Unused if "
+        "icp_photo_sigma > 0",
+        ge=0.0,
+        lt=1.0,
+    )
+    icp_degenerate_photo_sigma: float = _opt(
+        0.05,
+        "(online3r_ros) RGB-D ICP: photometric residual scale (grey levels 0..1) on degenerate frames "
+        "(icp_degenerate_ratio)",
+        gt=0.0,
     )
     icp_rel_error: float = _opt(
         1e-4, "(online3r_ros) RGB-D ICP: convergence on relative cost decrease", gt=0.0

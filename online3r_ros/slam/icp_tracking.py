@@ -5,9 +5,10 @@ The model is the current keyframe's canonical (fused) pointmap plus its ``neighb
 their optimised poses, :func:`~online3r_ros.slam.neighbours.tracking_keyframe`), up to
 ``source.points_per_frame`` valid pixels with normals each. The frame's own pointmap is associated with the
 model by projection at every Gauss-Newton evaluation (``tracking.icp_dist`` gate); residuals are whitened by
-the model points' depth noise (``sqrt(C) / tracking.icp_sigma``), with an optional photometric term
-(``tracking.icp_photo_sigma``). Overlap, match fractions and the keyframe decision count the keyframe's own
-points only.
+the model points' depth noise (``sqrt(C) / tracking.icp_sigma``), with an optional photometric term on
+every frame (``tracking.icp_photo_sigma``) or, by default, only on frames whose geometry leaves a pose
+direction nearly unconstrained (a flat wall, a corridor: ``tracking.icp_degenerate_ratio``). Overlap, match
+fractions and the keyframe decision count the keyframe's own points only.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import torch
 from online3r_ros.geometry.icp import (
     grey_and_gradients,
     photometric_residuals,
+    point_to_plane_information,
     point_to_plane_residuals,
     pointmap_normals,
     projective_association,
 )
 from online3r_ros.geometry.lie import quat_to_matrix, sim3_act, sim3_compose, sim3_inverse
 from online3r_ros.slam.config import TrackingConfig
-from online3r_ros.slam.pose_solver import optimize_pose
+from online3r_ros.slam.pose_solver import PoseSolveResult, information_ratios, optimize_pose
 from online3r_ros.sources.base import SourceFrame
 
 Tensor = torch.Tensor
@@ -107,30 +109,54 @@ class IcpTracker:
         grey = torch.cat(Is) if with_grey else None
         return IcpModel(torch.cat(Xs), torch.cat(Ns), torch.cat(Cs), grey, int(Xs[0].shape[0]))
 
-    def solve(self, frame: SourceFrame, model: IcpModel, T_CkCf: Tensor):
-        """IRLS Gauss-Newton of ``T_CkCf`` against ``model``, re-associating at every evaluation; returns the
-        :class:`~online3r_ros.slam.pose_solver.PoseSolveResult`."""
+    def solve(self, frame: SourceFrame, model: IcpModel, T_CkCf: Tensor) -> tuple[PoseSolveResult, int]:
+        """IRLS Gauss-Newton of ``T_CkCf`` against ``model``, re-associating at every evaluation, with a
+        photometric term on every frame (``tracking.icp_photo_sigma`` > 0) or only where the geometry is
+        degenerate (:meth:`degenerate_directions`). Returns the solution and the number of degenerate
+        directions."""
         tc = self.tc
         K, X_ff = frame.K, frame.cache["X"]
         valid_f = frame.cache["C"] > 0
         sqrt_w = (model.C.clamp_min(0).sqrt() / tc.icp_sigma).unsqueeze(-1)
-        use_photo = model.grey is not None
-        if use_photo:
-            grey_f = frame_grey(frame)
-            sqrt_w = torch.cat([sqrt_w, torch.full_like(sqrt_w, 1.0 / tc.icp_photo_sigma)], dim=-1)
 
-        def residual_fn(T: Tensor):
+        def residual_fn(T: Tensor, photo: bool):
             lin, ok = projective_association(T, model.X, X_ff, valid_f, K, tc.icp_dist)
             r, J = point_to_plane_residuals(T, X_ff.reshape(-1, 3)[lin], model.X, model.n)
-            if not use_photo:
+            if not photo:
                 return r, J, ok
-            r2, J2, ok2 = photometric_residuals(T, model.X, model.grey, grey_f, K)
+            r2, J2, ok2 = photometric_residuals(T, model.X, model.grey, frame_grey(frame), K)
             valid = torch.stack([ok, ok & ok2], dim=-1)
             return torch.cat([r, r2], dim=-1), torch.cat([J, J2], dim=-2), valid
 
-        return optimize_pose(
-            residual_fn, T_CkCf, sqrt_w, self.dof, tc.max_iters, tc.icp_rel_error, tc.icp_delta_norm, tc.huber
+        sigma, n_weak = tc.icp_photo_sigma, 0
+        if sigma == 0 and model.grey is not None:
+            n_weak = self.degenerate_directions(frame, model, T_CkCf, sqrt_w)
+            sigma = tc.icp_degenerate_photo_sigma if n_weak else 0.0
+        if sigma > 0:
+            sqrt_w = torch.cat([sqrt_w, torch.full_like(sqrt_w, 1.0 / sigma)], dim=-1)
+        args = (self.dof, tc.max_iters, tc.icp_rel_error, tc.icp_delta_norm, tc.huber)
+        return optimize_pose(lambda T: residual_fn(T, sigma > 0), T_CkCf, sqrt_w, *args), n_weak
+
+    def degenerate_directions(
+        self, frame: SourceFrame, model: IcpModel, T_CkCf: Tensor, sqrt_w: Tensor
+    ) -> int:
+        """How many pose directions point-to-plane ICP barely constrains at ``T_CkCf``: eigenvalues of
+        :func:`point_to_plane_information` (every 8th model point; normals from the frame's smoothed
+        pointmap, since raw normals' noise fakes information along a wall) below ``icp_degenerate_ratio`` of
+        the largest (:func:`information_ratios`): a flat wall has 3 (its in-plane translations and the
+        rotation about its normal), a corridor 1."""
+        sub = slice(None, None, 8)
+        H, length = point_to_plane_information(
+            T_CkCf,
+            model.X[sub],
+            sqrt_w[sub, 0].square(),
+            frame.cache["X"],
+            frame.cache["C"] > 0,
+            frame.K,
+            self.tc.icp_dist,
+            self.dof,
         )
+        return int((information_ratios(H.cpu(), length) < self.tc.icp_degenerate_ratio).sum())
 
     def overlap(self, frame: SourceFrame, model: IcpModel, T_CkCf: Tensor) -> tuple[float, float, int]:
         """``(match fraction, unique fraction, matches)`` of the keyframe's own model points under

@@ -4,6 +4,8 @@
   failure (never a silent zero update).
 - :func:`optimize_pose`: Huber-weighted Gauss-Newton with left retraction and an LM safeguard on a
   caller-supplied residual function; returns a :class:`PoseSolveResult`.
+- :func:`information_ratios`: how well a normal matrix constrains each pose direction compared with the
+  best one (rotation scaled to metres), to find degenerate geometry.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from online3r_ros.geometry.lie import sim3_compose, sim3_exp
 
 Tensor = torch.Tensor
 
-__all__ = ["PoseSolveResult", "solve_damped", "optimize_pose"]
+__all__ = ["PoseSolveResult", "solve_damped", "optimize_pose", "information_ratios"]
 
 
 @dataclass
@@ -143,3 +145,16 @@ def optimize_pose(
             if lam > 1e8:
                 return PoseSolveResult(T, it, cost, True, failures, True)
     return PoseSolveResult(T, it, cost, False, failures, True)
+
+
+def information_ratios(H: Tensor, length: float) -> Tensor:
+    """Eigenvalues ``[dof]`` (ascending, float64) of the normal matrix ``H [dof, dof]`` (update
+    ``[t, ω(, log s)]``) over its largest, with rotation (and scale) first put in metres, ``ω' = length·ω``
+    (how far they move points ``length`` metres from the rotation centre): ``H' = D H D``,
+    ``D = diag(1, 1, 1, 1/length, ...)``. A small ratio is a pose direction the residuals barely constrain
+    compared with the best one (all zeros for an all-zero ``H``)."""
+    dof = H.shape[-1]
+    d = torch.ones(dof, dtype=torch.float64, device=H.device)
+    d[3:] = 1.0 / max(float(length), 1e-6)
+    lam = torch.linalg.eigvalsh(d[:, None] * H.to(torch.float64) * d[None])
+    return lam / lam[-1] if float(lam[-1]) > 0 else torch.zeros_like(lam)

@@ -207,13 +207,13 @@ class FrameTracker:
     # ------------------------------------------------------------------------------------------ ICP cost
     def _track_icp(self, frame: SourceFrame, keyframe: TrackingKeyframe, T_CkCf: Tensor) -> TrackResult:
         tc = self.tc
-        model = self._icp.model(keyframe, with_grey=tc.icp_photo_sigma > 0)
+        model = self._icp.model(keyframe, with_grey=tc.icp_photo_sigma > 0 or tc.icp_degenerate_ratio > 0)
         if model.n_own < 3:
             return _lost(T_CkCf, "no valid keyframe points with normals")
         frac0 = self._icp.overlap(frame, model, T_CkCf)[0]
         if frac0 < tc.min_match_frac:
             return _lost(T_CkCf, f"match fraction {frac0:.3f} < min_match_frac {tc.min_match_frac}")
-        sol = self._icp.solve(frame, model, T_CkCf)
+        sol, n_degenerate = self._icp.solve(frame, model, T_CkCf)
         if not sol.ok:
             return _solve_failed(sol, T_CkCf)
         match_frac, unique_frac, n_matches = self._icp.overlap(frame, model, sol.T)
@@ -231,6 +231,7 @@ class FrameTracker:
                 "converged": sol.converged,
                 "model_keyframes": len(keyframe.neighbours),
                 "model_points": int(model.X.shape[0]),
+                "degenerate_directions": n_degenerate,
             },
         )
 

@@ -13,13 +13,14 @@ from .sequence import (
     SyntheticSequence,
     default_K,
     make_synthetic_sequence,
+    make_wall_sequence,
     pixel_rays,
     render,
     save_seven_scenes,
     save_tum,
 )
 from .texture import SolidTexture
-from .trajectory import look_at, orbit_trajectory
+from .trajectory import look_at, orbit_trajectory, wall_trajectory
 
 __all__ = [
     "Box",
@@ -33,9 +34,11 @@ __all__ = [
     "default_scene",
     "look_at",
     "make_synthetic_sequence",
+    "make_wall_sequence",
     "orbit_trajectory",
     "pixel_rays",
     "render",
     "save_seven_scenes",
     "save_tum",
+    "wall_trajectory",
 ]

@@ -12,7 +12,7 @@ import numpy as np
 from ..datasets.base import Frame, FrameReader
 from .scene import SyntheticScene, default_scene
 from .texture import SolidTexture
-from .trajectory import orbit_trajectory
+from .trajectory import orbit_trajectory, wall_trajectory
 
 CHUNK = 16384
 
@@ -206,6 +206,28 @@ def make_synthetic_sequence(
     """
     scene = default_scene(seed) if scene is None else scene
     poses = orbit_trajectory(n_frames, laps=laps) if poses is None else poses
+    return SyntheticSequence(scene, poses, width, height, depth_noise=depth_noise, **kwargs)
+
+
+def make_wall_sequence(
+    n_frames: int = 30,
+    width: int = 160,
+    height: int = 120,
+    seed: int = 0,
+    distance: float = 1.0,
+    depth_noise: DepthNoise | None = None,
+    **kwargs,
+) -> SyntheticSequence:
+    """A single flat textured wall, the degenerate case of point-to-plane ICP: an empty room (no boxes or
+    spheres) whose +x face the camera sees from ``distance`` m along a :func:`wall_trajectory` (sliding
+    parallel to it). With the default room and ``distance <= 2.5`` every pixel sees that one wall (surface id
+    1). Extra keyword arguments go to :func:`wall_trajectory` (``slide``, ``bob``, ``roll``) or to
+    :class:`SyntheticSequence` (``K``, ``fps``, ``noise_seed``, ...).
+    """
+    traj_keys = {"slide", "bob", "roll"}
+    traj_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in traj_keys}
+    scene = SyntheticScene(seed=seed)
+    poses = wall_trajectory(n_frames, wall_x=scene.room_hi[0], distance=distance, **traj_kw)
     return SyntheticSequence(scene, poses, width, height, depth_noise=depth_noise, **kwargs)
 
 

@@ -67,3 +67,42 @@ def orbit_trajectory(
     if endpoint and abs(laps - round(laps)) < 1e-12 and n_frames > 1:
         T[-1] = T[0] if round(laps) >= 1 else T[-1]  # exact closure despite floating-point cos/sin
     return T
+
+
+def wall_trajectory(
+    n_frames: int,
+    wall_x: float = 3.0,
+    distance: float = 1.0,
+    height: float = 1.5,
+    slide: float = 0.5,
+    bob: float = 0.05,
+    roll: float = 0.1,
+) -> np.ndarray:
+    """Camera facing the wall ``x = wall_x`` (looking along +x) from ``distance`` metres and moving parallel
+    to it: the degenerate case of point-to-plane ICP (the wall's two in-plane translations and the rotation
+    about its normal are unobservable from depth alone).
+
+    Over the ``n_frames`` the camera slides ``slide`` metres along the wall (-y) with a smooth start and stop
+    (``slide·(1 - cos(π s))/2``, ``s`` from 0 to 1), bobs by ``bob`` metres vertically (``sin(2π s)``) and
+    rolls about its optical axis (the wall normal) by up to ``roll`` radians: the velocity changes from frame
+    to frame, so a constant-velocity motion model alone does not predict the poses. Returns
+    ``[n_frames, 4, 4]`` float64.
+    """
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    s = np.arange(n_frames) / max(n_frames - 1, 1)
+    eye = np.stack(
+        [
+            np.full_like(s, wall_x - distance),
+            -slide * (1 - np.cos(np.pi * s)) / 2,
+            height + bob * np.sin(2 * np.pi * s),
+        ],
+        axis=1,
+    )
+    T = look_at(eye, eye + np.array([1.0, 0.0, 0.0]))
+    a = roll * np.sin(2 * np.pi * s)
+    c, sn = np.cos(a), np.sin(a)
+    Rz = np.zeros((n_frames, 3, 3))
+    Rz[:, 0, 0], Rz[:, 0, 1], Rz[:, 1, 0], Rz[:, 1, 1], Rz[:, 2, 2] = c, -sn, sn, c, 1.0
+    T[:, :3, :3] = T[:, :3, :3] @ Rz
+    return T
