@@ -26,6 +26,20 @@ __all__ = [
 ]
 
 
+def _central_normals(X: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Of the interior pixels of ``X [H, W, 3]`` (``H, W >= 3``): unit normals ``[H-2, W-2, 3]`` from central
+    differences, facing the camera, valid where the pixel and its four neighbours are ``valid`` and the
+    cross product is non-zero; also the differences ``dx``, ``dy``."""
+    dx = X[1:-1, 2:] - X[1:-1, :-2]
+    dy = X[2:, 1:-1] - X[:-2, 1:-1]
+    c = torch.linalg.cross(dx, dy, dim=-1)
+    norm = c.norm(dim=-1, keepdim=True)
+    n = c / norm.clamp_min(1e-12)
+    n = torch.where((n * X[1:-1, 1:-1]).sum(-1, keepdim=True) > 0, -n, n)
+    ok = valid[1:-1, 1:-1] & valid[1:-1, 2:] & valid[1:-1, :-2] & valid[2:, 1:-1] & valid[:-2, 1:-1]
+    return n, ok & (norm.squeeze(-1) > 0), dx, dy
+
+
 def pointmap_normals(X: Tensor, valid: Tensor, max_step: float = 0.05) -> tuple[Tensor, Tensor]:
     """Unit normals ``[H, W, 3]`` (facing the camera) of an organised pointmap ``X[H, W, 3]`` from central
     differences, and their validity ``[H, W]`` (all four neighbours valid, neighbour steps < ``max_step``
@@ -35,24 +49,9 @@ def pointmap_normals(X: Tensor, valid: Tensor, max_step: float = 0.05) -> tuple[
     ok = torch.zeros(H, W, dtype=torch.bool, device=X.device)
     if H < 3 or W < 3:
         return n, ok
-    dx = X[1:-1, 2:] - X[1:-1, :-2]
-    dy = X[2:, 1:-1] - X[:-2, 1:-1]
-    c = torch.linalg.cross(dx, dy, dim=-1)
-    norm = c.norm(dim=-1, keepdim=True)
-    nc = c / norm.clamp_min(1e-12)
-    Xc = X[1:-1, 1:-1]
-    nc = torch.where((nc * Xc).sum(-1, keepdim=True) > 0, -nc, nc)
-    lim = 2 * (max_step + 0.05 * Xc[..., 2])
-    v = (
-        valid[1:-1, 1:-1]
-        & valid[1:-1, 2:]
-        & valid[1:-1, :-2]
-        & valid[2:, 1:-1]
-        & valid[:-2, 1:-1]
-        & (dx.norm(dim=-1) < lim)
-        & (dy.norm(dim=-1) < lim)
-        & (norm.squeeze(-1) > 0)
-    )
+    nc, v, dx, dy = _central_normals(X, valid)
+    lim = 2 * (max_step + 0.05 * X[1:-1, 1:-1, 2])
+    v = v & (dx.norm(dim=-1) < lim) & (dy.norm(dim=-1) < lim)
     n[1:-1, 1:-1] = nc
     ok[1:-1, 1:-1] = v
     return n, ok
@@ -82,23 +81,9 @@ def smoothed_normals(
     B = S[k:, k:] - S[:-k, k:] - S[k:, :-k] + S[:-k, :-k]  # window sums, centre (i + r, j + r)
     full = B[..., 3] > k * k - 0.5
     M = (B[..., :3] / (k * k)).to(X.dtype)
-    dx = M[1:-1, 2:] - M[1:-1, :-2]
-    dy = M[2:, 1:-1] - M[:-2, 1:-1]
-    c = torch.linalg.cross(dx, dy, dim=-1)
-    norm = c.norm(dim=-1, keepdim=True)
-    Mc = M[1:-1, 1:-1]
-    nc = c / norm.clamp_min(1e-12)
-    nc = torch.where((nc * Mc).sum(-1, keepdim=True) > 0, -nc, nc)
+    nc, inner, _, _ = _central_normals(M, full)
     z = X[r + 1 : H - r - 1, r + 1 : W - r - 1, 2]
-    inner = (
-        full[1:-1, 1:-1]
-        & full[1:-1, 2:]
-        & full[1:-1, :-2]
-        & full[2:, 1:-1]
-        & full[:-2, 1:-1]
-        & (norm.squeeze(-1) > 0)
-        & ((z - Mc[..., 2]).abs() < max_step + 0.05 * z)
-    )
+    inner = inner & ((z - M[1:-1, 1:-1, 2]).abs() < max_step + 0.05 * z)
     n[r + 1 : H - r - 1, r + 1 : W - r - 1] = nc
     ok[r + 1 : H - r - 1, r + 1 : W - r - 1] = inner
     return n, ok

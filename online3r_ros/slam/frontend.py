@@ -313,7 +313,14 @@ class TrackerFrontend:
     # ----------------------------------------------------------------------------------------- the states
     def _no_pose(self, sf: SourceFrame, state: SlamState, reason: str, match: dict) -> TrackerStep:
         self.frames.append(sf.timestamp, -1, None, reason=reason)
-        return TrackerStep(sf.index, sf.timestamp, self.session, state, match=match, reason=reason)
+        return TrackerStep(
+            index=sf.index,
+            timestamp=sf.timestamp,
+            session=self.session,
+            state=state,
+            match=match,
+            reason=reason,
+        )
 
     def _initialise(self, sf: SourceFrame, watch: Stopwatch) -> TrackerStep:
         pm = self.source.predict_mono(sf)
@@ -327,9 +334,15 @@ class TrackerFrontend:
         self.state = SlamState.TRACKING
         watch.lap("keyframe")
         return TrackerStep(
-            sf.index, sf.timestamp, self.session, SlamState.TRACKING, T_WC=T_WC, keyframe_id=pkt.kf_id,
-            T_CkCf=T_WC.clone(), keyframe=pkt,
-        )  # fmt: skip
+            index=sf.index,
+            timestamp=sf.timestamp,
+            session=self.session,
+            state=SlamState.TRACKING,
+            T_WC=T_WC,
+            keyframe_id=pkt.kf_id,
+            T_CkCf=T_WC.clone(),
+            keyframe=pkt,
+        )
 
     def _track_against(self, sf: SourceFrame, kf_id: int, guess: Tensor) -> TrackResult:
         cfg = self.config if self.tracker.uses_icp_model else None
@@ -389,9 +402,18 @@ class TrackerFrontend:
         self.state = SlamState.TRACKING
         self.lost_streak = 0
         return TrackerStep(
-            sf.index, sf.timestamp, self.session, state, T_WC=T_WC, keyframe_id=anchor, T_CkCf=rel,
-            observation=obs, keyframe=pkt, match=res.summary(), reason=reason,
-        )  # fmt: skip
+            index=sf.index,
+            timestamp=sf.timestamp,
+            session=self.session,
+            state=state,
+            T_WC=T_WC,
+            keyframe_id=anchor,
+            T_CkCf=rel,
+            observation=obs,
+            keyframe=pkt,
+            match=res.summary(),
+            reason=reason,
+        )
 
     def _fuse(
         self, sf: SourceFrame, kf_id: int, res: TrackResult, T_CkCf: Tensor
