@@ -169,11 +169,6 @@ class ExternalOdometry:
             self._history.add(stamp_ns, T)
             self._cond.notify_all()
 
-    def wake(self) -> None:
-        """Wake a waiting :meth:`at` (shutting down)."""
-        with self._cond:
-            self._cond.notify_all()
-
     def at(self, stamp_ns: int, keep_waiting: Callable[[], bool] = lambda: True) -> np.ndarray | None:
         """``T_odom_base [4, 4]`` at ``stamp_ns``, or ``None`` when nothing is near enough; the wait also
         ends when ``keep_waiting()`` turns false."""

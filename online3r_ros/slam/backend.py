@@ -151,7 +151,6 @@ class MapperBackend:
         self.frames = FrameStore()
         self.kf_frames: list[SourceFrame] = []
         self.obs_count: list[int] = []  # observations fused into each keyframe
-        self.kf_stamps: list[float] = []
         self._pending_kf: dict[int, tuple[KeyframePacket, float]] = {}
         self._pending_obs: dict[int, list[ObservationPacket]] = {}
         self.n_fused = 0
@@ -184,6 +183,11 @@ class MapperBackend:
         first = np.ones(len(ts), dtype=bool)
         first[1:] = ts[1:] != ts[:-1]
         return ts[first], poses[torch.from_numpy(first)]
+
+    @property
+    def kf_stamps(self) -> list[float]:
+        """Timestamps (s) of the frames the keyframes were made from, index = keyframe id."""
+        return [self.keyframes.timestamp(i) for i in range(len(self.keyframes))]
 
     def keyframe_trajectory(self) -> tuple[np.ndarray, Tensor]:
         """``(timestamps [K] s, T_WC [K, 8])`` of the keyframes."""
@@ -297,7 +301,6 @@ class MapperBackend:
         )
         self.kf_frames.append(sf)
         self.obs_count.append(max(int(pkt.N_updates) - 1, 0))  # a re-sent keyframe already holds these
-        self.kf_stamps.append(float(pkt.timestamp))
         self.frames.append(pkt.timestamp, kf_id, sim3_identity(dtype=torch.float64), is_keyframe=True)
         return kf_id
 
@@ -325,7 +328,7 @@ class MapperBackend:
             "frames": {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in frames.items()},
             "kf_frames": [f.state_dict() for f in self.kf_frames],
             "obs_count": list(self.obs_count),
-            "kf_stamps": list(self.kf_stamps),
+            "kf_stamps": self.kf_stamps,  # derived from the keyframes; kept in the file for older readers
             "stamps_ns": dict(self.stamps_ns),
         }
 
@@ -352,7 +355,6 @@ class MapperBackend:
         )
         self.kf_frames = [SourceFrame.from_state_dict(f, self.device) for f in state["kf_frames"]]
         self.obs_count = [int(v) for v in state["obs_count"]]
-        self.kf_stamps = [float(v) for v in state["kf_stamps"]]
         self.stamps_ns = {float(k): int(v) for k, v in state.get("stamps_ns", {}).items()}
         self.session = None if state["session"] is None else int(state["session"])
 

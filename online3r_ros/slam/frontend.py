@@ -263,11 +263,11 @@ class TrackerFrontend:
         size within the session); the state is unchanged then.
         """
         watch = Stopwatch(cuda_sync=self.device.type == "cuda")
-        reset_reason = self._admit(float(timestamp), tuple(np.shape(rgb)[:2]))
+        size = tuple(np.shape(rgb)[:2])
+        reset_reason = self._admit(float(timestamp), size)
         sf = self.source.prepare(rgb, index=self.n_frames, timestamp=float(timestamp), depth=depth, K=K)
         watch.lap("prepare")
-        if self.image_size is None:
-            self.image_size = tuple(np.shape(rgb)[:2])
+        self.image_size = size
         self.n_frames += 1
         self.last_timestamp = sf.timestamp
         with torch.no_grad():

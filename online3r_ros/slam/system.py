@@ -108,11 +108,9 @@ class SlamSystem:
 
     def keyframe_trajectory(self) -> Trajectory:
         """Keyframes' current poses with the timestamps of the frames they were made from."""
-        store = self.keyframes
-        n = len(store)
-        ts = np.array([store.timestamp(i) for i in range(n)], dtype=np.float64)
-        fi = np.array([store.frame_index(i) for i in range(n)], dtype=np.int64)
-        return Trajectory.from_poses(ts, self.backend.keyframe_poses(), fi)
+        ts, poses = self.backend.keyframe_trajectory()
+        fi = np.array([self.keyframes.frame_index(i) for i in range(len(ts))], dtype=np.int64)
+        return Trajectory.from_poses(ts, poses, fi)
 
     def unposed_frames(self) -> list[tuple[int, float, str]]:
         """``(index, timestamp, reason)`` of every frame that has no pose."""

@@ -403,8 +403,7 @@ class TrackerNode(Node):
         publish_node_diagnostics(self, self.stats, "online3r_tracker")
 
     def stop(self) -> None:
-        stop_worker(self)
-        self._odom_ext.wake()
+        stop_worker(self)  # a wait for external odometry ends within 50 ms once the node stops running
 
 
 def main(args: list[str] | None = None) -> int:
