@@ -148,7 +148,14 @@ def probe_mast3r_source(cfg) -> str:
     f = _frames()[0]
     sf = src.prepare(f.rgb, K=f.K)
     engine = src.engine
-    return _digest(type(src).__name__, sf.image.shape, src.calibrated, engine.precision, engine.cache_size)
+    return _digest(
+        type(src).__name__,
+        sf.image.shape,
+        src.calibrated,
+        engine.precision,
+        engine.cache_size,
+        engine.cuda_graphs,
+    )
 
 
 def probe_source_kind(cfg) -> str:
@@ -248,6 +255,11 @@ PROBES: dict[str, tuple] = {
         {"source": {"kind": "mast3r", "checkpoint": "CHECKPOINT"}},
     ),
     "source.cache_size": (3, "mast3r_source", {"source": {"kind": "mast3r", "checkpoint": "CHECKPOINT"}}),
+    "source.cuda_graphs": (
+        False,
+        "mast3r_source",
+        {"source": {"kind": "mast3r", "checkpoint": "CHECKPOINT"}},
+    ),
     "source.width": (32, "rgbd_source", {"source": {"height": 24}}),
     "source.height": (32, "rgbd_source", {"source": {"width": 64}}),
     "source.points_per_frame": (200, "pipeline", {}),

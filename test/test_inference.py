@@ -222,11 +222,19 @@ def test_options_and_input_validation(model) -> None:
         NetImage(0, torch.zeros(3, 32, 48), torch.tensor([[32, 48]]))
 
 
-def test_bfloat16_cpu_autocast_heads_float32(model) -> None:
+def test_bfloat16_cpu_weights_dpt_heads_float32(model) -> None:
+    import copy
+
     (f,) = _frames(1, seed=9)
     ref = MASt3REngine(model).mono(f)
-    pred = MASt3REngine(model, precision="bfloat16").mono(f)
-    assert pred.X.dtype == torch.float32 and pred.D.dtype == torch.float32  # heads in float32
+    eng = MASt3REngine(copy.deepcopy(model), precision="bfloat16")  # the engine casts its model in place
+    pred = eng.mono(f)  # f's float32 features (attached by the first engine) are cast by the decoder
+    net = eng.model
+    assert net.enc_blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert net.downstream_head1.head_local_features.fc1.weight.dtype == torch.bfloat16
+    assert net.downstream_head1.dpt.head[0].weight.dtype == torch.float32
+    assert model.enc_blocks[0].attn.qkv.weight.dtype == torch.float32
+    assert pred.X.dtype == torch.float32 and pred.D.dtype == torch.float32  # outputs in float32
     assert torch.isfinite(pred.X).all()
     rel = float((pred.X - ref.X).abs().max() / ref.X.abs().max())
     assert rel < 0.2  # bfloat16 encoder/decoder: same output up to ~1e-2 relative

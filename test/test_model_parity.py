@@ -79,6 +79,23 @@ def test_forward_matches_reference(parity_case, mp, impl):
     assert not mism, "\n".join(mism)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_forward_matches_reference_on_cuda(parity_case, mp, monkeypatch):
+    """float32 on CUDA with TF32 off (PyTorch enables TF32 convolutions by default) is exact too."""
+    import copy
+
+    fx, model = parity_case
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    net = copy.deepcopy(model).cuda()
+    views = [{k: v.cuda() if torch.is_tensor(v) else v for k, v in fx[n].items()} for n in ("view1", "view2")]
+    with torch.no_grad():
+        res1, res2 = net(*views)
+    assert set(res2) == {"pts3d_in_other_view", "conf", "desc", "desc_conf"}
+    mism = mp.compare({"res1": res1, "res2": res2}, {"res1": fx["res1"], "res2": fx["res2"]})
+    assert not mism, "\n".join(mism)
+
+
 def test_autograd_path_matches_reference(parity_case, mp):
     """With gradients required (prompt tuning) the fast kernels (oneDNN linear, Winograd) are bypassed; the
     autograd-capable path must match the reference too."""

@@ -1,7 +1,9 @@
 """MASt3R ``catmlp+dpt`` head (``Cat_MLP_LocalFeatures_DPT_Pts3d``): DPT (points, conf) + MLP (descriptors).
 
-One independent copy per view (``downstream_head1`` / ``downstream_head2``). It always runs in float32:
-tokens are cast to float and autocast is disabled inside (as the reference's ``_downstream_head`` callers do).
+One independent copy per view (``downstream_head1`` / ``downstream_head2``). The DPT (points, confidences)
+always runs in float32: tokens are cast to float and autocast is disabled inside (as the reference's
+``_downstream_head`` callers do). The descriptor MLP runs in the dtype of its weights (float32 unless
+``MASt3R.set_precision`` cast it) and its output is upcast before post-processing.
 """
 
 from __future__ import annotations
@@ -57,10 +59,11 @@ class CatMLPDPTHead(nn.Module):
         h, w = int(image_size[0]), int(image_size[1])
         p = self.patch_size
         with torch.autocast(device_type=dec[0].device.type, enabled=False):
-            enc_tokens, dec_tokens = dec[0].float(), dec[-1].float()
             tokens = [t.float() for t in dec]
             dpt_out = self.dpt(tokens, (h, w))  # [B, 4, H, W]
-            local = self.head_local_features(torch.cat([enc_tokens, dec_tokens], dim=-1))  # [B, N, c*p*p]
+            mlp_dtype = self.head_local_features.fc1.weight.dtype
+            cat = torch.cat([dec[0].to(mlp_dtype), dec[-1].to(mlp_dtype)], dim=-1)
+            local = self.head_local_features(cat).float()  # [B, N, c*p*p]
             b = local.shape[0]
             if self.impl == "naive":
                 local = local.transpose(-1, -2).view(b, -1, h // p, w // p)

@@ -15,8 +15,14 @@ Encoder features are cached per frame key (LRU-bounded, explicit :meth:`~MASt3RE
 to the :class:`NetImage` itself (so frames the caller keeps, e.g. keyframes, are never re-encoded); cache
 misses of one call are encoded together. The tracking path runs under :func:`torch.inference_mode`.
 
-Precision: ``float32`` anywhere; ``float16`` / ``bfloat16`` autocast the encoder and decoder on CUDA
-(``bfloat16`` also on CPU); the heads always run in float32 on float32 tokens, as the reference.
+Precision: ``float32`` anywhere; ``float16`` (CUDA) / ``bfloat16`` store the encoder, decoder and
+descriptor-MLP weights in that dtype (:meth:`MASt3R.set_precision`, no per-call autocast casts); the DPT
+heads (points, confidences) always run in float32 on upcast tokens, as the reference.
+
+CUDA graphs: on CUDA the tracking step (:meth:`MASt3REngine.asymmetric` on a frame not yet encoded: encoder,
+decoder against the keyframe's cached features, both heads) is recorded once per image size as a CUDA graph
+and replayed (:class:`~online3r_ros.model.graphs.GraphedFunction`); the frame's features are cached as
+usual. Same function, one launch per frame instead of ~2,000.
 
 Gradient path (prompt tuning): :meth:`~MASt3REngine.encode_grad`, :meth:`~MASt3REngine.decode_grad` and
 :meth:`~MASt3REngine.pair_grad` run without inference mode, so gradients reach the prompts (and only them:
@@ -29,7 +35,6 @@ features into the grad path; never feed raw cache entries to code that different
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Sequence
@@ -38,6 +43,7 @@ from typing import Literal
 
 import torch
 
+from online3r_ros.model.graphs import GraphedFunction
 from online3r_ros.model.preprocess import PreparedImage
 
 __all__ = ["EncodedImage", "MASt3REngine", "NetImage", "Prediction", "PairPrediction", "EngineStats"]
@@ -136,6 +142,7 @@ class EngineStats:
     encoder_calls: int = 0
     images_encoded: int = 0
     decoder_calls: int = 0
+    graph_replays: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
     evictions: int = 0
@@ -145,13 +152,15 @@ class MASt3REngine:
     """Runs a MASt3R network (``online3r_ros.model.build_mast3r`` / ``load_mast3r``) for SLAM.
 
     Args:
-        model: the network; moved to ``device``, put in eval mode and frozen (``requires_grad=False``).
+        model: the network. The engine owns it: moved to ``device``, cast to ``precision``, put in eval
+            mode and frozen (``requires_grad=False``), all in place.
         device: defaults to the model's device.
-        precision: ``'float32'`` (default), ``'float16'`` (CUDA only) or ``'bfloat16'``: autocast dtype of the
-            encoder/decoder; heads always float32.
+        precision: ``'float32'`` (default), ``'float16'`` (CUDA only) or ``'bfloat16'``: dtype of the encoder,
+            decoder and descriptor-MLP weights; the DPT heads (points, confidences) always float32.
         cache_size: max cached encoder outputs (LRU). 0 disables caching.
         stale_features: what to do with a cached entry computed with older prompts: ``'reencode'`` (default)
             or ``'reuse'`` (keep stale features, as MASt3R-SLAM keeps keyframe features).
+        cuda_graphs: on CUDA, replay the tracking step as a CUDA graph (see the module docstring).
     """
 
     def __init__(
@@ -161,6 +170,7 @@ class MASt3REngine:
         precision: Precision = "float32",
         cache_size: int = 64,
         stale_features: Literal["reencode", "reuse"] = "reencode",
+        cuda_graphs: bool = True,
     ) -> None:
         if precision not in _DTYPES:
             raise ValueError(f"precision must be one of {tuple(_DTYPES)}, got {precision!r}")
@@ -174,7 +184,9 @@ class MASt3REngine:
         if stale_features not in ("reencode", "reuse"):
             raise ValueError(f"stale_features must be 'reencode' or 'reuse', got {stale_features!r}")
         self.model = model.to(self.device).eval().requires_grad_(False)
+        self.model.set_precision(_DTYPES[precision])
         self.precision: Precision = precision
+        self._tracking_step = GraphedFunction(self._tracking_fn, enabled=cuda_graphs)
         self.cache_size = cache_size
         self.stale_features = stale_features
         self.stats = EngineStats()
@@ -190,6 +202,11 @@ class MASt3REngine:
         return self._prompts
 
     @property
+    def cuda_graphs(self) -> bool:
+        """Whether the tracking step is replayed as a CUDA graph on CUDA."""
+        return self._tracking_step.enabled
+
+    @property
     def prompt_version(self) -> int:
         return self._prompt_version
 
@@ -203,12 +220,6 @@ class MASt3REngine:
         """Mark cached features as computed with old prompts (after an in-place prompt update)."""
         with self._lock:
             self._prompt_version += 1
-
-    # ----------------------------------------------------------------------------------------- precision
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "float32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=_DTYPES[self.precision])
 
     # --------------------------------------------------------------------------------------------- cache
     def __contains__(self, key: Hashable) -> bool:
@@ -272,9 +283,7 @@ class MASt3REngine:
     def _encode_batch(self, imgs: torch.Tensor, true_shape: torch.Tensor, prompts: torch.Tensor | None):
         self.stats.encoder_calls += 1
         self.stats.images_encoded += int(imgs.shape[0])
-        with self._autocast():
-            feat, pos = self.model.encode(imgs, true_shape, prompts=prompts)
-        return feat, pos
+        return self.model.encode(imgs, true_shape, prompts=prompts)
 
     @torch.inference_mode()
     def encode_many(self, frames: Sequence[NetImage]) -> list[EncodedImage]:
@@ -324,13 +333,47 @@ class MASt3REngine:
         shape2: tuple[int, int],
     ) -> tuple[Prediction, Prediction]:
         self.stats.decoder_calls += 1
-        with self._autocast():
-            dec1, dec2 = self.model.decode(feat1, pos1, feat2, pos2)
-        with torch.autocast(device_type=self.device.type, enabled=False):
-            res1, res2 = self.model.heads(
-                [t.float() for t in dec1], [t.float() for t in dec2], shape1, shape2
-            )
+        dec1, dec2 = self.model.decode(feat1, pos1, feat2, pos2)
+        res1, res2 = self.model.heads(dec1, dec2, shape1, shape2)
         return Prediction.from_result(res1), Prediction.from_result(res2)
+
+    _FIELDS = ("pts3d", "conf", "desc", "desc_conf")
+
+    def _tracking_fn(
+        self, img: torch.Tensor, kf_feat: torch.Tensor, kf_pos: torch.Tensor, *prompts: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """The tracking step as a pure tensor function (graph-recordable): frame ``img [1,3,H,W]`` against the
+        keyframe's features (same size) -> ``(feat, pos, X_ff, C_ff, D_ff, Q_ff, X_kf, C_kf, D_kf, Q_kf)``."""
+        shape = (int(img.shape[-2]), int(img.shape[-1]))
+        feat, pos = self.model.encode(img, None, prompts=prompts[0] if prompts else None)
+        dec1, dec2 = self.model.decode(feat, pos, kf_feat, kf_pos)
+        res1, res2 = self.model.heads(dec1, dec2, shape, shape)
+        return (feat, pos, *(res1[k] for k in self._FIELDS), *(res2[k] for k in self._FIELDS))
+
+    def _graphed_asymmetric(
+        self, frame: NetImage, keyframe: NetImage
+    ) -> tuple[Prediction, Prediction] | None:
+        """The tracking step through :attr:`_tracking_step` when it applies (CUDA, frame not encoded yet,
+        frame and keyframe of one size), else ``None``. Caches the frame's features as :meth:`encode_many`
+        does."""
+        if self.device.type != "cuda" or frame.shape != keyframe.shape or self._lookup(frame) is not None:
+            return None
+        ek = self.features(keyframe)
+        prompts = () if self._prompts is None else (self._prompts.detach(),)
+        inputs = (frame.img.to(self.device, non_blocking=True), ek.feat, ek.pos, *prompts)
+        if not self._tracking_step.uses_graph(inputs):
+            return None
+        version = self._prompt_version
+        feat, pos, *out = self._tracking_step(*inputs)
+        self.stats.cache_misses += 1
+        self.stats.encoder_calls += 1
+        self.stats.images_encoded += 1
+        self.stats.decoder_calls += 1
+        self.stats.graph_replays += 1
+        enc = EncodedImage(feat, pos, frame.shape, version)
+        self._store(frame.key, enc)
+        frame.attached["enc"] = enc
+        return Prediction(*out[:4]), Prediction(*out[4:])
 
     @torch.inference_mode()
     def mono(self, frame: NetImage) -> Prediction:
@@ -346,8 +389,12 @@ class MASt3REngine:
         ``ff`` is the frame's pointmap in its own coordinates (``X_ff, C_ff, D_ff, Q_ff``); ``kf`` the
         keyframe's pixels expressed in the frame's coordinates (``X_kf, C_kf, D_kf, Q_kf``).
         """
-        ef, ek = self.encode_many([frame, keyframe])
-        pf, pk = self._decode_heads(ef.feat, ef.pos, ef.shape, ek.feat, ek.pos, ek.shape)
+        graphed = self._graphed_asymmetric(frame, keyframe)
+        if graphed is not None:
+            pf, pk = graphed
+        else:
+            ef, ek = self.encode_many([frame, keyframe])
+            pf, pk = self._decode_heads(ef.feat, ef.pos, ef.shape, ek.feat, ek.pos, ek.shape)
         return pf[0], pk[0]
 
     @torch.inference_mode()

@@ -102,6 +102,39 @@ class MASt3R(nn.Module):
             if hasattr(m, "impl"):
                 m.impl = impl
 
+    # -------------------------------------------------------------------------------------------- precision
+    def body_modules(self) -> list[nn.Module]:
+        """The modules that :meth:`set_precision` casts: patch embedding, encoder, decoders and both heads'
+        descriptor MLPs. The DPT parts of the heads (points, confidences) are not in the list."""
+        return [
+            self.patch_embed,
+            self.enc_blocks,
+            self.enc_norm,
+            self.decoder_embed,
+            self.dec_blocks,
+            self.dec_blocks2,
+            self.dec_norm,
+            self.downstream_head1.head_local_features,
+            self.downstream_head2.head_local_features,
+        ]
+
+    def set_precision(self, dtype: torch.dtype) -> None:
+        """Store the weights of :meth:`body_modules` in ``dtype`` (in place); the DPT heads stay float32.
+
+        With ``bfloat16`` / ``float16`` the encoder, the decoders and the descriptor MLPs compute in that
+        dtype natively (no autocast casts per call); the points and confidences come from float32 DPT heads
+        on the (upcast) decoder tokens, and the descriptors are normalised in float32.
+        """
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"precision must be float32, bfloat16 or float16, got {dtype}")
+        for m in self.body_modules():
+            m.to(dtype)
+
+    @property
+    def body_dtype(self) -> torch.dtype:
+        """dtype of the encoder weights (see :meth:`set_precision`)."""
+        return self.patch_embed.proj.weight.dtype
+
     # ---------------------------------------------------------------------------------------------- prompts
     def new_prompts(
         self, num_tokens: int = 32, dtype: torch.dtype | None = None, device: torch.device | str | None = None
@@ -147,7 +180,7 @@ class MASt3R(nn.Module):
         ``prompts=None`` is the plain reference encoder.
         """
         _check_true_shape(true_shape, img)
-        x, pos = self.patch_embed(img)
+        x, pos = self.patch_embed(img.to(self.body_dtype))
         c = self.cfg
         if prompts is None:
             rope = make_rope_positions(pos, c.enc_head_dim, c.rope_base)
@@ -184,7 +217,8 @@ class MASt3R(nn.Module):
                 )
         rope1 = make_rope_positions(pos1, c.dec_head_dim, c.rope_base)
         rope2 = rope1 if pos2 is pos1 else make_rope_positions(pos2, c.dec_head_dim, c.rope_base)
-        f1, f2 = self.decoder_embed(feat1), self.decoder_embed(feat2)
+        dtype = self.body_dtype  # features computed at another precision (e.g. a shared cache) are cast
+        f1, f2 = self.decoder_embed(feat1.to(dtype)), self.decoder_embed(feat2.to(dtype))
         out1, out2 = [feat1], [feat2]
         for blk1, blk2 in zip(self.dec_blocks, self.dec_blocks2, strict=True):
             f1, f2 = blk1(f1, f2, rope1, rope2), blk2(f2, f1, rope2, rope1)

@@ -288,9 +288,12 @@ class SourceConfig:
     )
     precision: str = _opt(
         "auto",
-        "MASt3R: autocast precision of the encoder/decoder (auto: float16 on CUDA, float32 on CPU; the heads "
-        "stay float32)",
+        "MASt3R: weight precision of the encoder, decoder and descriptor MLP (auto: bfloat16 on CUDA, "
+        "float32 on CPU; the point/confidence heads stay float32)",
         choices=("auto", "float32", "bfloat16", "float16"),
+    )
+    cuda_graphs: bool = _opt(
+        True, "MASt3R on CUDA: replay the per-frame tracking step as a CUDA graph (one launch per frame)"
     )
     cache_size: int = _opt(
         64, "MASt3R: encoder features of this many recent frames kept by the engine (LRU)", ge=1

@@ -45,8 +45,9 @@ _TRANSFORM = "mast3r_transform"
 
 
 def _default_precision(device: torch.device) -> str:
-    # The reference is numerically safe with a half-precision encoder/decoder (heads stay float32).
-    return "float16" if device.type == "cuda" else "float32"
+    # bfloat16 has float32's range (no overflow in the residual stream); the point/confidence heads stay
+    # float32. Its deviation from float32 is measured by benchmarks/gpu_check.sh.
+    return "bfloat16" if device.type == "cuda" else "float32"
 
 
 def _to_numpy_image(image: np.ndarray | Tensor) -> np.ndarray:
@@ -74,8 +75,9 @@ class MASt3RSource(PointmapSource):
         device: torch device of the network and the pointmaps.
         img_size: 512 (reference default) or 224.
         square_ok: keep square 512 images square (reference: crop them to 4:3).
-        precision: engine precision (default: float16 autocast on CUDA, float32 on CPU).
+        precision: engine precision (default: bfloat16 on CUDA, float32 on CPU).
         cache_size: engine LRU size (encoder features of frames not held by the pipeline).
+        cuda_graphs: replay the tracking step as a CUDA graph on CUDA (see ``MASt3REngine``).
         use_calib: calibrated mode: ``prepare`` requires ``K`` and maps it to the network image.
         intrinsics_convention: ``'pixel_center'`` (exact) or ``'reference'`` (MASt3R-SLAM bit for bit); see
             :func:`online3r_ros.model.preprocess.scale_intrinsics`.
@@ -95,6 +97,7 @@ class MASt3RSource(PointmapSource):
         square_ok: bool = False,
         precision: str | None = None,
         cache_size: int = 64,
+        cuda_graphs: bool = True,
         use_calib: bool = False,
         intrinsics_convention: Literal["pixel_center", "reference"] = "pixel_center",
     ) -> None:
@@ -111,7 +114,11 @@ class MASt3RSource(PointmapSource):
         else:
             try:
                 self.engine = MASt3REngine(
-                    model, self.device, precision or _default_precision(self.device), cache_size=cache_size
+                    model,
+                    self.device,
+                    precision or _default_precision(self.device),
+                    cache_size=cache_size,
+                    cuda_graphs=cuda_graphs,
                 )
             except ValueError as exc:
                 raise SourceError(f"MASt3R engine: {exc}") from exc
@@ -133,8 +140,9 @@ class MASt3RSource(PointmapSource):
 
     @classmethod
     def from_config(cls, cfg: Any, device: str | torch.device | None = None) -> MASt3RSource:
-        """From a ``SlamConfig``: ``source.checkpoint``, ``img_size``, ``precision`` (``auto``: float16 on
-        CUDA, float32 on CPU), ``cache_size``; ``system.use_calib``; ``device`` (else ``system.device``)."""
+        """From a ``SlamConfig``: ``source.checkpoint``, ``img_size``, ``precision`` (``auto``: bfloat16 on
+        CUDA, float32 on CPU), ``cache_size``, ``cuda_graphs``; ``system.use_calib``; ``device`` (else
+        ``system.device``)."""
         src = cfg.source
         dev = torch.device(device if device is not None else cfg.system.device)
         return cls.from_checkpoint(
@@ -143,6 +151,7 @@ class MASt3RSource(PointmapSource):
             img_size=src.img_size,
             precision=None if src.precision == "auto" else src.precision,
             cache_size=src.cache_size,
+            cuda_graphs=src.cuda_graphs,
             use_calib=cfg.system.use_calib,
         )
 

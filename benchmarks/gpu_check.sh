@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The GPU real-time check (issue 15): CUDA tests, then every speed figure on the GPU next to the CPU path's,
+# in one run of at most ~6 minutes. Installs nothing (PyTorch, numpy, scipy, OpenCV, PyYAML must be there;
+# ROS is not needed). Needs ../shared (parity fixtures, 7-Scenes frames) beside the repository.
+#
+#   bash benchmarks/gpu_check.sh     # figures (JSON) and logs under $GPU_CHECK_OUT (default /tmp/gpu_check)
+#
+# Stages (each under its own time limit; a failed stage is reported and the others still run):
+#   tests     CUDA tests: CUDA-graph replay, fp32 parity fixtures on CUDA, half precision, optimiser, matching
+#   network   bench_gpu_network.py: tracking step per precision/graph, deviations, parity, tuning step
+#   tracking  bench_tracking_step.py: matching + tracking Gauss-Newton per frame, CPU and CUDA
+#   gopt      bench_global_opt.py: global optimisation of a 200-keyframe graph, CPU and CUDA
+#   pipeline  bench_gpu_pipeline.py: end to end (RGB-D on CPU and CUDA, network in the loop, tuning on)
+# then gpu_summary.py prints the targets against the figures.
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+if [[ -n "${PYTHON:-}" ]]; then PY=$PYTHON
+elif [[ -x .venv/bin/python ]]; then PY=.venv/bin/python
+else PY=python3
+fi
+OUT=${GPU_CHECK_OUT:-/tmp/gpu_check}
+mkdir -p "$OUT"
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+FRAMES=${GPU_CHECK_FRAMES:-200}
+T0=$SECONDS
+
+stage() {  # stage NAME LIMIT_S COMMAND...
+    local name=$1 limit=$2
+    shift 2
+    echo "=== $name (limit ${limit} s, at $((SECONDS - T0)) s)"
+    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    local rc=$?
+    tail -n 25 "$OUT/$name.log"
+    [[ $rc -eq 0 ]] || echo "!!! stage $name failed (rc=$rc), log: $OUT/$name.log"
+    return 0
+}
+
+echo "=== environment"
+nvidia-smi -L 2>/dev/null || echo "nvidia-smi: not available"
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, 'cpus', torch.get_num_threads())"
+[[ -d ../shared/parity ]] || echo "WARNING: ../shared/parity not found: parity tests will skip"
+
+stage tests 150 "$PY" -m pytest -q -p no:cacheprovider -k "cuda or graph or Cuda or CUDA" \
+    test/test_graphs.py test/test_model_parity.py test/test_inference.py test/test_global_opt.py \
+    test/test_matching.py test/test_keyframes.py test/test_host_syncs.py
+stage network 150 "$PY" benchmarks/bench_gpu_network.py --device cuda --json "$OUT/network.json"
+stage tracking 60 "$PY" benchmarks/bench_tracking_step.py --device cpu cuda --json "$OUT/tracking.json"
+stage gopt 90 "$PY" benchmarks/bench_global_opt.py --sizes 200 --device cpu cuda --json "$OUT/gopt.json"
+for run in "cpu rgbd" "cuda rgbd" "cuda net" "cuda net+tune"; do
+    set -- $run
+    stage "pipeline_$1_$2" 75 "$PY" benchmarks/bench_gpu_pipeline.py --device "$1" --mode "$2" \
+        --frames "$FRAMES" --json "$OUT/pipeline_$1_${2/+/_}.json"
+done
+echo "=== summary (after $((SECONDS - T0)) s)"
+"$PY" benchmarks/gpu_summary.py "$OUT"

@@ -1,0 +1,118 @@
+"""Print the GPU check's figures (JSON files written by ``gpu_check.sh``) against the issue's targets.
+
+python benchmarks/gpu_summary.py OUT_DIR
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+
+def flatten(obj, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of nested dicts/lists as ``{'a.b[0]': value}``."""
+    out: dict[str, float] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out.update(flatten(v, f"{prefix}[{i}]"))
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        out[prefix] = float(obj)
+    return out
+
+
+def load(out: Path) -> dict[str, float]:
+    figs: dict[str, float] = {}
+    for path in sorted(out.glob("*.json")):
+        try:
+            figs.update(flatten(json.loads(path.read_text()), path.stem))
+        except (OSError, json.JSONDecodeError) as exc:
+            print(f"{path.name}: unreadable ({exc})")
+    return figs
+
+
+def row(target: str, gpu: float | None, cpu: float | None, goal: str, ok: bool | None) -> str:
+    fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"  # noqa: E731
+    verdict = {True: "met", False: "NOT met", None: "-"}[ok]
+    return f"| {target} | {fmt(gpu)} | {fmt(cpu)} | {goal} | {verdict} |"
+
+
+def first(figs: dict[str, float], *keys: str) -> float | None:
+    for k in keys:
+        if k in figs:
+            return figs[k]
+    return None
+
+
+def main() -> None:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/gpu_check")
+    figs = load(out)
+    print("all figures:")
+    for k, v in figs.items():
+        print(f"  {k} = {v:.6g}")
+    step = first(figs, "network.step_ms[cuda bfloat16 graph]")
+    tune = first(figs, "network.tune_step_ms[cuda bfloat16]")
+    track_gpu = first(figs, "tracking.cuda.matching_gn.median_ms")
+    track_cpu = first(figs, "tracking.cpu.matching_gn.median_ms")
+    gopt_gpu = first(figs, "gopt.cuda.200.per_call_ms")
+    gopt_cpu = first(figs, "gopt.cpu.200.per_call_ms")
+    fps = {
+        k: first(figs, f"pipeline_{k}.fps") for k in ("cpu_rgbd", "cuda_rgbd", "cuda_net", "cuda_net_tune")
+    }
+    tracker_fps = first(figs, "pipeline_cuda_net_tune.tracker_fps")
+
+    def below(v: float | None, limit: float) -> bool | None:
+        return None if v is None else v <= limit
+
+    print("\n| target | GPU | CPU path | goal | |")
+    print("|---|---|---|---|---|")
+    print(
+        row(
+            "network tracking step, ms",
+            step,
+            first(figs, "network.step_ms[cpu float32]"),
+            "<= 12",
+            below(step, 12),
+        )
+    )
+    print(row("prompt-tuning step, ms", tune, None, "<= 60", below(tune, 60)))
+    print(row("matching + tracking GN, ms/frame", track_gpu, track_cpu, "<= 4", below(track_gpu, 4)))
+    print(row("global opt, 200 keyframes, ms/call", gopt_gpu, gopt_cpu, "<= 20", below(gopt_gpu, 20)))
+    net_tune = fps["cuda_net_tune"]
+    print(
+        row(
+            "end to end, network + tuning, frames/s",
+            net_tune,
+            None,
+            ">= 30",
+            None if net_tune is None else net_tune >= 30,
+        )
+    )
+    print(
+        row(
+            "  same, tracker alone (mapper overlapped), frames/s",
+            tracker_fps,
+            None,
+            ">= 30",
+            None if tracker_fps is None else tracker_fps >= 30,
+        )
+    )
+    print(row("end to end, network, frames/s", fps["cuda_net"], None, "-", None))
+    faster = (
+        None if fps["cuda_rgbd"] is None or fps["cpu_rgbd"] is None else fps["cuda_rgbd"] > fps["cpu_rgbd"]
+    )
+    print(row("RGB-D source, frames/s", fps["cuda_rgbd"], fps["cpu_rgbd"], "GPU > CPU", faster))
+    par = first(figs, "network.parity_cuda_vs_cpu_fp32")
+    print(row("full-size fp32 CUDA vs CPU, max rel", par, None, "<= 1e-4", below(par, 1e-4)))
+    for p in ("bfloat16 graph", "float16 graph"):
+        for k in ("points_rel", "conf_rel", "desc_deg"):
+            v = first(figs, f"network.dev[cuda {p}].{k}")
+            print(row(f"{p} vs fp32, median {k}", v, None, "stated", None))
+
+
+if __name__ == "__main__":
+    main()
