@@ -49,10 +49,11 @@ stage tests 150 "$PY" -m pytest -q -p no:cacheprovider -k "cuda or graph or Cuda
 stage network 150 "$PY" benchmarks/bench_gpu_network.py --device cuda --json "$OUT/network.json"
 stage tracking 60 "$PY" benchmarks/bench_tracking_step.py --device cpu cuda --json "$OUT/tracking.json"
 stage gopt 90 "$PY" benchmarks/bench_global_opt.py --sizes 200 --device cpu cuda --json "$OUT/gopt.json"
-for run in "cpu rgbd" "cuda rgbd" "cuda net" "cuda net+tune"; do
+for run in "cpu rgbd" "cpu rgbd thread" "cuda rgbd" "cuda rgbd thread" "cuda net+tune" "cuda net+tune thread"; do
     set -- $run
-    stage "pipeline_$1_$2" 75 "$PY" benchmarks/bench_gpu_pipeline.py --device "$1" --mode "$2" \
-        --frames "$FRAMES" --json "$OUT/pipeline_$1_${2/+/_}.json"
+    name="pipeline_$1_${2/+/_}${3:+_$3}"
+    stage "$name" 75 "$PY" benchmarks/bench_gpu_pipeline.py --device "$1" --mode "$2" ${3:+--mapper-thread} \
+        --frames "$FRAMES" --json "$OUT/$name.json"
 done
 echo "=== summary (after $((SECONDS - T0)) s)"
 "$PY" benchmarks/gpu_summary.py "$OUT"

@@ -176,6 +176,22 @@ def probe_determinism(cfg) -> str:
         torch.use_deterministic_algorithms(before)
 
 
+def probe_mapper_host(cfg) -> str:
+    """The thread each keyframe was integrated in (the caller's, or the mapper thread)."""
+    import threading
+
+    from online3r_ros.slam.backend import BackendHooks
+    from online3r_ros.slam.system import SlamSystem
+
+    names: list[str] = []
+    hooks = BackendHooks(on_keyframe=lambda backend, update: names.append(threading.current_thread().name))
+    system = SlamSystem(cfg, build_source(cfg), hooks)
+    for f in _frames():
+        system.process(f)
+    system.close()
+    return _digest(sorted(set(names)), len(names))
+
+
 @cache
 def _dataset(tmp: str) -> str:
     seq = make_synthetic_sequence(n_frames=160, width=W, height=H, seed=0, max_frames=8)
@@ -273,6 +289,7 @@ PROBES: dict[str, tuple] = {
     "system.device": ("cuda" if not torch.cuda.is_available() else "cpu", "source_kind", {}),
     "system.seed": (7, "pipeline", {"local_opt": {"max_points_per_edge": 50}}),
     "system.deterministic": (False, "determinism", {}),
+    "system.mapper_thread": (True, "mapper_host", {}),
     "system.reloc_keyframes": (0, "pipeline", {}),
     "system.max_lost_frames": (2, "pipeline", {}),
     "system.proximity_edges": (0, "pipeline", {}),

@@ -341,6 +341,11 @@ class SystemConfig:
     deterministic: bool = _opt(
         True, "CUDA: torch deterministic algorithms (identical output for identical input; CPU always is)"
     )
+    mapper_thread: bool = _opt(
+        False,
+        "online3r run: the mapper (edges, global optimisation, tuning) in a thread beside the tracker, which "
+        "then never waits for it (as the two ROS nodes); when poses are corrected depends on timing",
+    )
     reloc_keyframes: int = _opt(
         3, "relocalisation: try this many most recent keyframes with the motion model (0: never)", ge=0
     )

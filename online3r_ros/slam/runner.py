@@ -150,6 +150,9 @@ def run_frames(system: SlamSystem, frames, total: int | None = None, progress: b
             result.stage_ms.setdefault(stage, []).append(float(ms))
         if show and hasattr(bar, "set_postfix_str"):
             bar.set_postfix_str(f"{out.state.value} kf={system.num_keyframes}", refresh=False)
+    tp = time.perf_counter()
+    system.flush()  # a mapper thread's last keyframes belong to the run
+    result.process_s += time.perf_counter() - tp
     result.wall_s = time.perf_counter() - t0
     return result
 

@@ -13,6 +13,11 @@ optimised keyframes; frames without a pose are listed (:meth:`SlamSystem.unposed
 Determinism: the pipeline has no randomness and no threads of its own (torch is seeded, and on CUDA
 ``system.deterministic`` forces deterministic kernels), so two runs on the same input produce bit-identical
 outputs on the same machine.
+
+With ``system.mapper_thread`` the backend runs in a :class:`~online3r_ros.slam.mapper_thread.MapperThread`
+instead (the tracker never waits for the mapper, as with the two nodes): faster, and then the moment an
+optimised pose reaches the tracker depends on timing. Results (trajectory, map, save) wait for the mapper
+to finish the submitted work first; :meth:`SlamSystem.close` stops the thread.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from .backend import BackendHooks, MapperBackend
 from .config import SlamConfig, config_from_dict, config_to_dict
 from .frontend import SlamState, TrackerFrontend, TrackerStep
 from .map_export import MapPoints
+from .mapper_thread import MapperThread
+from .packets import MapUpdate
 
 Tensor = torch.Tensor
 
@@ -72,6 +79,7 @@ class SlamSystem:
         self.frontend = TrackerFrontend(config, source)
         self.backend = MapperBackend(config, source, hooks, wait_s=0.0)  # in order: never waits
         self.config, self.source, self.device = config, source, self.frontend.device
+        self.mapper_thread = MapperThread(self.backend) if config.system.mapper_thread else None
 
     pose_group = property(lambda self: self.frontend.pose_group, doc="``se3`` or ``sim3``")
     state = property(lambda self: self.frontend.state, doc="the frontend's :class:`SlamState`")
@@ -87,27 +95,52 @@ class SlamSystem:
         step = self.frontend.process(
             frame.rgb, getattr(frame, "depth", None), getattr(frame, "K", None), frame.timestamp
         )
-        if step.observation is not None:
-            self.backend.submit_observation(step.observation)
-        if step.keyframe is not None:
-            self.backend.submit_keyframe(step.keyframe)
-        for update in self.backend.step():
+        if self.mapper_thread is not None:
+            self.mapper_thread.submit(step.observation, step.keyframe)
+            updates = self.mapper_thread.updates()  # finished ones only: the tracker never waits
+        else:
+            if step.observation is not None:
+                self.backend.submit_observation(step.observation)
+            if step.keyframe is not None:
+                self.backend.submit_keyframe(step.keyframe)
+            updates = self.backend.step()
+        for update in updates:
             self.frontend.apply_keyframe_poses(update.T_WC)
             step.map_update = update
             step.timings_ms = {**step.timings_ms, **update.timings_ms}
-            step.timings_ms["total"] += sum(update.timings_ms.values())
-            step.T_WC = self.frontend.frame_world_pose(step.index)
+            if self.mapper_thread is None:  # else the mapper's time was not spent in this call
+                step.timings_ms["total"] += sum(update.timings_ms.values())
+            if step.T_WC is not None:  # an update may arrive with a lost frame (mapper thread)
+                step.T_WC = self.frontend.frame_world_pose(step.index)
         return step
+
+    def flush(self) -> list[MapUpdate]:
+        """With a mapper thread: wait for the submitted work and apply its remaining updates (returned).
+        Without one there is nothing pending (returns ``[]``)."""
+        if self.mapper_thread is None:
+            return []
+        updates = self.mapper_thread.flush()
+        for update in updates:
+            self.frontend.apply_keyframe_poses(update.T_WC)
+        return updates
+
+    def close(self) -> None:
+        """Apply the mapper's last updates and stop its thread (no-op without one); idempotent."""
+        if self.mapper_thread is not None:
+            self.flush()
+            self.mapper_thread.close()
 
     # ---------------------------------------------------------------------------------------------- results
     def trajectory(self) -> Trajectory:
         """Every posed frame's current ``T_WC`` (the map's keyframe poses composed with ``T_CkCf``)."""
+        self.flush()
         frames = self.frontend.frames
         idx, poses = frames.world_poses(self.backend.keyframe_poses())
         return Trajectory.from_poses(frames.timestamps[idx], poses, idx)
 
     def keyframe_trajectory(self) -> Trajectory:
         """Keyframes' current poses with the timestamps of the frames they were made from."""
+        self.flush()
         ts, poses = self.backend.keyframe_trajectory()
         fi = np.array([self.keyframes.frame_index(i) for i in range(len(ts))], dtype=np.int64)
         return Trajectory.from_poses(ts, poses, fi)
@@ -119,12 +152,14 @@ class SlamSystem:
     def dense_map(self, conf_threshold: float | None = None, max_points: int | None = None) -> DenseMap:
         """The keyframes' points in the world above ``conf_threshold`` (default ``map.conf_threshold``), at
         most ``max_points`` (default ``map.max_points``; 0 = all), subsampled with a fixed stride."""
+        self.flush()
         cap = self.config.map.max_points if max_points is None else int(max_points)
         return self.backend.map_points(conf_threshold=conf_threshold).subsample(cap)
 
     # ------------------------------------------------------------------------------------------- save/load
     def save(self, path: str | Path) -> Path:
         """Write the session into folder ``path`` (``system.pt``, atomically); returns the folder."""
+        self.flush()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         state = {
