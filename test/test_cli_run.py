@@ -76,6 +76,16 @@ def test_run_writes_all_outputs(seven_scenes, small_config, tmp_path):
     assert (out / "config.yaml").is_file()
 
 
+def test_mapper_thread_run(seven_scenes, small_config, tmp_path):
+    out = tmp_path / "out"
+    assert _run(seven_scenes, "--out", out, "--config", small_config, "--mapper-thread") == EXIT_OK
+    assert "mapper_thread: true" in (out / "config.yaml").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["frames_with_pose"] == N and metrics["ate"]["frames"]["se3"]["rmse"] < 0.01
+    kt, _ = read_tum(out / "keyframes.tum")
+    assert len(kt) == metrics["n_keyframes"] >= 1  # the mapper's last keyframes are in the outputs
+
+
 def test_stride_and_max_frames(seven_scenes, small_config, tmp_path):
     out = tmp_path / "out"
     assert _run(seven_scenes, "--out", out, "--config", small_config, "--stride", 2, "--max-frames", 5) == 0

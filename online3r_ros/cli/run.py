@@ -67,6 +67,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default=None, help="torch device: cpu, cuda or cuda:N (default: config)")
     p.add_argument(
+        "--mapper-thread",
+        action="store_true",
+        help="run the mapper in a thread beside the tracker (system.mapper_thread; faster, timing-dependent)",
+    )
+    p.add_argument(
         "--quiet", action="store_true", help="no progress bar and no summary (errors still printed)"
     )
     p.set_defaults(func=run_command)
@@ -83,6 +88,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         over.setdefault("system", {})["device"] = args.device
     if args.stride is not None:
         over.setdefault("dataset", {})["subsample"] = args.stride
+    if args.mapper_thread:
+        over.setdefault("system", {})["mapper_thread"] = True
     return over
 
 
@@ -122,6 +129,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_CONFIG) from exc
 
     paths = runner.write_outputs(result, args.out, conf_threshold=cfg.map.conf_threshold)
+    result.system.close()
     if not args.quiet:
         print(runner.summary_text(result, paths), file=sys.stderr)
     if result.n_posed == 0:
