@@ -120,8 +120,10 @@ def run(args: argparse.Namespace) -> dict:
             tuner = StandInTuner(engine)
             hooks = tuning_hooks(source, tuner)
     system = SlamSystem(cfg, source, hooks)
-    for fr in frames[: args.warmup]:  # warm-up on a throw-away system (kernels, graphs, allocator)
-        SlamSystem(cfg, source).process(fr)
+    warm = SlamSystem(cfg, source)  # warm-up on a throw-away system (kernels, graphs, allocator)
+    for fr in frames[: args.warmup]:
+        warm.process(fr)
+    warm.close()
     tracker_ms, mapper_ms, total = [], [], 0.0
     for fr in frames:
         t = time.perf_counter()

@@ -44,7 +44,8 @@ class _Recorded:
                 fn(*self.inputs)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: a mapper thread may launch work on its own stream while this thread records
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.outputs = tuple(fn(*self.inputs))
 
     def replay(self, inputs: Sequence[Tensor]) -> tuple[Tensor, ...]:
