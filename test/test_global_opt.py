@@ -144,7 +144,7 @@ def test_assembled_gradient_matches_numeric_cost_derivative():
             Tp, Tm = T0.clone(), T0.clone()
             Tp[k] = sim3_compose(sim3_exp(d), T0[k])
             Tm[k] = sim3_compose(sim3_exp(-d), T0[k])
-            num = (go._linearize(Tp, prob, cfg, False)[0] - go._linearize(Tm, prob, cfg, False)[0]) / (
+            num = float(go._linearize(Tp, prob, cfg, False)[0] - go._linearize(Tm, prob, cfg, False)[0]) / (
                 2 * eps
             )
             assert g[(k - 1) * 7 + c] == pytest.approx(num, rel=1e-4, abs=1e-3 * max(1.0, abs(num)))
@@ -326,7 +326,7 @@ def test_calibrated_mode_recovers_poses_up_to_pixel_quantisation(pose_model, sig
     err = float(_pose_err(store.get_poses(), T_true).max())
     # quantisation-limited: the optimum is at least as good as the true poses, and near them
     prob = go._build_problem(store, graph.factor_batch(), torch.arange(n), cfg, torch.device("cpu"), DT)
-    cost_true = go._linearize(T_true, prob, cfg, False)[0]
+    cost_true = float(go._linearize(T_true, prob, cfg, False)[0])
     assert res.cost_history[-1] <= cost_true * (1 + 1e-6) < res.cost_history[0]
     assert err < 0.15 * err0 and err < 5e-3, (err0, err)
 
