@@ -479,32 +479,41 @@ def test_solve_dense_matches_scipy_and_flags_singular_systems():
 
 
 @pytest.mark.parametrize(
-    "pose_model, pin, fixed_ids", [("sim3", 1, None), ("se3", 1, None), ("sim3", 2, [4])], ids=str
+    "pose_model, pin, fixed_ids, dtype",
+    [
+        ("sim3", 1, None, "float64"),
+        ("se3", 1, None, "float64"),
+        ("sim3", 2, [4], "float64"),
+        ("se3", 1, None, "float32"),
+    ],
+    ids=str,
 )
-def test_dense_solver_matches_sparse_solver(pose_model, pin, fixed_ids):
-    """Forced on the CPU, the dense Cholesky path follows the SuperLU path step by step."""
+def test_dense_solver_matches_sparse_solver(pose_model, pin, fixed_ids, dtype):
+    """Forced on the CPU, the dense Cholesky path follows the SuperLU path step by step. With float32
+    compute the float32 cost is too coarse for the stopping tests to flip the same way: final poses only."""
     n = 8
     T_true, T0, (store, graph) = _noisy_scene(
         n, 95, _chain_with_loops(n), scale_spread=0.2 if pose_model == "sim3" else 0.0
     )
     out = {}
     for solver in ("sparse", "dense"):
-        cfg = GlobalOptConfig(max_iters=20, pose_model=pose_model, pin=pin, solver=solver)
+        cfg = GlobalOptConfig(max_iters=20, pose_model=pose_model, pin=pin, solver=solver, dtype=dtype)
         out[solver] = GlobalOptimizer(cfg).optimize(store, graph, fixed_ids=fixed_ids, write_back=False)
     sp, de = out["sparse"], out["dense"]
     assert (sp.solver, de.solver) == ("sparse", "dense")
-    assert (
-        de.status == sp.status
-        and de.iterations == sp.iterations
-        and de.n_rejected_steps == sp.n_rejected_steps
-    )
+    assert torch.equal(de.poses[:pin], sp.poses[:pin])  # fixed (float32: T0 rounded to float32 by both)
+    if fixed_ids:
+        assert torch.equal(de.poses[4], sp.poses[4])
+    if dtype == "float32":
+        torch.testing.assert_close(de.poses, sp.poses, rtol=0, atol=1e-4)
+        assert de.cost_history[-1] == pytest.approx(sp.cost_history[-1], rel=1e-5)
+        return
+    assert (de.status, de.iterations, de.n_rejected_steps) == (sp.status, sp.iterations, sp.n_rejected_steps)
     if not fixed_ids:  # (a keyframe fixed at a wrong pose: slow IRLS progress up to max_iters, both alike)
         assert de.status == "converged" and de.cost_history[-1] < 0.05 * de.cost_history[0]  # noise floor
     np.testing.assert_allclose(de.cost_history, sp.cost_history, rtol=1e-9)
     torch.testing.assert_close(de.poses, sp.poses, rtol=0, atol=1e-10)
-    torch.testing.assert_close(de.poses[:pin], T0[:pin], rtol=0, atol=0)
-    if fixed_ids:
-        assert torch.equal(de.poses[4], T0[4])
+    assert torch.equal(de.poses[:pin], T0[:pin]) and (not fixed_ids or torch.equal(de.poses[4], T0[4]))
 
 
 def test_dense_solver_factorisation_failure_is_damped():
