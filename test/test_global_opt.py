@@ -588,6 +588,33 @@ def test_dense_path_needs_one_host_sync_per_iteration(monkeypatch):
     assert c_hi - c_lo <= it_hi - it_lo, counts
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_dense_path_on_cuda_syncs_once_per_iteration():
+    """The device's own count (``torch.cuda.set_sync_debug_mode``: every synchronising CUDA call warns),
+    which also sees syncs inside C++ ops: at most one more per iteration."""
+    import warnings
+
+    n = 6
+    _, _, (store, graph) = _noisy_scene(n, 97, _chain_with_loops(n))
+    gpu = KeyframeStore(device="cuda", pose_dtype=DT)
+    for k in range(n):
+        gpu.append_keyframe(store[k])
+    counts = {}
+    for max_iters in (2, 2, 9):  # the first run warms up (one-time syncs of CUDA/cuSOLVER set-up)
+        cfg = GlobalOptConfig(max_iters=max_iters, rel_error=0.0, delta_norm=1e-300)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                res = GlobalOptimizer(cfg).optimize(gpu, graph, write_back=False)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        assert res.solver == "dense"
+        counts[max_iters] = (sum("synchroniz" in str(w.message) for w in caught), res.iterations)
+    (c_lo, it_lo), (c_hi, it_hi) = counts[2], counts[9]
+    assert it_hi > it_lo and c_hi - c_lo <= it_hi - it_lo, counts
+
+
 # ------------------------------------------------------------------------------------------------ graph
 def _rand_matches(E, P, frac, seed):
     g = torch.Generator().manual_seed(seed)
