@@ -426,7 +426,6 @@ def gauss_newton(
     free_idx = free_idx.to(dev)
     var = torch.full((n,), -1, dtype=torch.long, device=dev)
     var[free_idx] = torch.arange(n_free, device=dev)
-    va, vb = var[prob.fa], var[prob.fb]
     solver = select_solver(cfg.solver, dev, n_free * D)
     T = T_init.clone()
     info = {"cost_history": [], "damping_history": [], "iterations": 0, "status": "max_iters"}
@@ -453,16 +452,13 @@ def gauss_newton(
     while info["iterations"] < cfg.max_iters:
         info["iterations"] += 1
         t0 = time.perf_counter()
-        Hbb, gb = factor_blocks(T, prob.fa, H_loc, g_loc, D)
+        H, g = _assemble(T, prob, var, H_loc, g_loc, n_free, D, solver)
+        t1 = time.perf_counter()
         if solver == "dense":
-            H, g = assemble_dense(va, vb, Hbb, gb, n_free)
-            t1 = time.perf_counter()
             x, solved = solve_dense(H, -g, lam)  # solved: a device flag, fetched with the new cost
             step_norm = torch.linalg.vector_norm(x)
         else:
-            Hs, g = assemble_sparse(va, vb, Hbb, gb, n_free)
-            t1 = time.perf_counter()
-            x = solve_sparse(damp_sparse(Hs, lam), -g)
+            x = solve_sparse(damp_sparse(H, lam), -g)
             solved = x is not None
             if solved:
                 step_norm = float(np.linalg.norm(x))
