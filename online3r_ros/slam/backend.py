@@ -112,6 +112,7 @@ def _opt_info(opt: OptResult) -> dict:
         "n_rejected_steps": opt.n_rejected_steps,
         "n_factorization_failures": opt.n_factorization_failures,
         "n_residual_points": opt.n_residual_points,
+        "solver": opt.solver,
     }
 
 

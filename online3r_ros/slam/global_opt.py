@@ -12,9 +12,11 @@ MASt3R-SLAM's backend (``global_opt.py`` + ``gn_kernels.cu``) in vectorised torc
 - local Jacobians w.r.t. a left perturbation of ``T_ab`` are accumulated per factor into 7×7 blocks with
   ``index_add_`` over one concatenated batch of all factors' points (no Python loop over edges), then mapped
   to the world poses by ``J_b = J · Adj(T_a⁻¹)``, ``J_a = -J_b``;
-- the block-sparse normal equations (7 DoF per free keyframe; 6 in SE(3) mode, scale held) are assembled as
-  COO triplets and solved with SuperLU (``scipy.sparse.linalg.splu``, symmetric minimum-degree ordering), so
-  the cost grows about linearly with keyframes and edges for chain-plus-loops graphs;
+- the normal equations (7 DoF per free keyframe; 6 in SE(3) mode, scale held) are assembled and solved by
+  :mod:`online3r_ros.slam.normal_equations`: on the CPU as COO triplets solved with SuperLU (symmetric
+  minimum-degree ordering; cost about linear in keyframes for chain-plus-loops graphs), on an accelerator
+  as one dense matrix on the device solved by Cholesky (``solver`` option, rule in that module), with one
+  host sync per iteration (the cost check);
 - the first ``pin`` keyframes of the graph are fixed (gauge); updates ``T <- Exp(δ)·T``.
 
 Fixes of reference quirks: a failed factorisation (or a non-finite step) is detected, reported and retried
@@ -31,21 +33,26 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse
-import scipy.sparse.linalg
 import torch
 from torch import Tensor
 
-from online3r_ros.geometry.lie import (
-    sim3_adjoint,
-    sim3_compose,
-    sim3_inverse,
-    sim3_retract,
-    sim3_to_matrix,
-)
+from online3r_ros.geometry.lie import sim3_compose, sim3_inverse, sim3_retract, sim3_to_matrix
 from online3r_ros.slam.config import LocalOptConfig, SlamConfig
 from online3r_ros.slam.edge_residuals import calib_terms, huber_cost, huber_weight, ray_dist_terms
 from online3r_ros.slam.graph import FactorBatch, FactorGraph
+from online3r_ros.slam.normal_equations import (
+    SOLVERS,
+    assemble_dense,
+    assemble_sparse,
+    damp_sparse,
+    factor_blocks,
+    select_solver,
+    solve_dense,
+    solve_sparse,
+)
+
+CHUNK_POINTS_CPU = 1 << 17  # chunk_points = 0 (auto) on the CPU: bounds temporaries, cache friendly
+CHUNK_POINTS_DEVICE = 1 << 20  # ... on an accelerator (~1 GiB of temporaries): fewer kernel launches
 
 
 class GlobalOptError(ValueError):
@@ -66,9 +73,10 @@ class GlobalOptConfig(LocalOptConfig):
     lm_factor: float = 10.0  # λ multiplier on failure, divisor on success
     lm_max: float = 1e8  # give up (status 'no_progress') beyond this λ
     dtype: str = "float64"  # compute dtype of residuals/Jacobians ("float32" is faster, less accurate)
-    chunk_points: int = 1 << 17  # points per vectorised chunk (bounds temporary memory)
+    chunk_points: int = 0  # points per vectorised chunk (bounds temporary memory; 0: auto by device type)
     block_points: int = 128  # points per block of the batched Hessian products (factors padded to it)
     device: str | None = None  # compute device (default: the keyframe store's device)
+    solver: str = "auto"  # normal equations: "sparse" (host SuperLU), "dense" (device Cholesky), "auto"
 
     def __post_init__(self) -> None:
         if self.pose_model not in ("sim3", "se3"):
@@ -85,8 +93,10 @@ class GlobalOptConfig(LocalOptConfig):
             )
         if self.max_points_per_edge < 0:
             raise GlobalOptError(f"max_points_per_edge must be >= 0, got {self.max_points_per_edge}")
-        if self.pin < 1 or self.max_iters < 1 or self.chunk_points < 1 or self.block_points < 1:
-            raise GlobalOptError("pin, max_iters, chunk_points and block_points must be >= 1")
+        if self.pin < 1 or self.max_iters < 1 or self.chunk_points < 0 or self.block_points < 1:
+            raise GlobalOptError("pin, max_iters and block_points must be >= 1, chunk_points >= 0")
+        if self.solver not in SOLVERS:
+            raise GlobalOptError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
 
     @classmethod
     def from_config(cls, cfg: SlamConfig, **overrides) -> GlobalOptConfig:
@@ -102,7 +112,8 @@ class OptResult:
     kf_ids ``[n]`` keyframes of the graph; poses ``[n, 8]`` their final Sim(3) ``T_WC`` (store dtype);
     cost_history: robust cost at each accepted linearisation point, the last entry the final cost;
     status: 'converged' | 'max_iters' | 'no_progress' (damping exhausted) | 'nothing_to_optimize' (no
-    free pose or no usable residual); iterations: linear solves, rejected and failed ones included.
+    free pose or no usable residual); iterations: linear solves, rejected and failed ones included;
+    solver: the normal-equation solver used ('sparse' | 'dense').
     """
 
     kf_ids: Tensor
@@ -116,6 +127,7 @@ class OptResult:
     damping_history: list[float] = field(default_factory=list)
     n_residual_points: int = 0
     timings: dict = field(default_factory=dict)
+    solver: str = ""
 
 
 # ------------------------------------------------------------------------------------------------ problem
@@ -289,10 +301,19 @@ def _work_buffer(prob: _Problem, shape: tuple, like: Tensor) -> Tensor:
     return buf
 
 
+def _chunk_points(cfg: GlobalOptConfig, device: torch.device) -> int:
+    """Points per linearisation chunk: ``cfg.chunk_points``, or by device type when it is 0."""
+    if cfg.chunk_points > 0:
+        return cfg.chunk_points
+    return CHUNK_POINTS_CPU if device.type == "cpu" else CHUNK_POINTS_DEVICE
+
+
 def _linearize(
     T: Tensor, prob: _Problem, cfg: GlobalOptConfig, with_jac: bool = True
-) -> tuple[float, Tensor | None, Tensor | None, int]:
-    """Robust cost, per-factor local Hessians ``[F, 7, 7]``, gradients ``[F, 7]``, number of used points.
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
+    """Robust cost (0-d), per-factor local Hessians ``[F, 7, 7]``, gradients ``[F, 7]``, used points (0-d).
+
+    No host sync: the cost and count stay on ``T``'s device.
 
     Per chunk of blocks: ``P = sR_ab X_b + t_ab`` (elementwise, pose broadcast per block), residuals, IRLS
     weights, and ``[A | b][A | b]ᵀ`` of the whitened rows (``A = √w J``, ``b = √w e``) of each block as one
@@ -305,7 +326,7 @@ def _linearize(
     cost = T.new_zeros(())
     n_used = T.new_zeros((), dtype=torch.long)
     R, nb, B = prob.sqrt_info.shape
-    step = max(cfg.chunk_points // B, 1)
+    step = max(_chunk_points(cfg, T.device) // B, 1)
     for s in range(0, nb, step):
         sl = slice(s, min(s + step, nb))
         m = Mab[prob.block_factor[sl]].unsqueeze(-1)  # [n, 3, 4, 1]
@@ -340,58 +361,25 @@ def _linearize(
             A = A.reshape(n, 8, R * B)
             HH.index_add_(0, prob.block_factor[sl], torch.bmm(A, A.transpose(1, 2)))
     if not with_jac:
-        return float(cost), None, None, int(n_used)
-    return float(cost), HH[:, :7, :7], HH[:, :7, 7], int(n_used)
+        return cost, None, None, n_used
+    return cost, HH[:, :7, :7], HH[:, :7, 7], n_used
 
 
 def _assemble(
-    T: Tensor, prob: _Problem, var: Tensor, H_loc: Tensor, g_loc: Tensor, n_free: int, D: int
-) -> tuple[scipy.sparse.csc_matrix, np.ndarray]:
-    """Block-sparse normal equations of the free variables (``var[pose] < 0`` = fixed), CPU float64."""
-    A = sim3_adjoint(sim3_inverse(T[prob.fa]))[:, :, :D]  # [F, 7, D]
-    Hbb = A.transpose(1, 2) @ H_loc @ A  # [F, D, D]
-    gb = torch.einsum("fid,fi->fd", A, g_loc)  # [F, D]
-    fa, fb = var[prob.fa], var[prob.fb]
-    # gradient
-    g = torch.zeros(n_free + 1, D, dtype=torch.float64, device=T.device)
-    idx_a = torch.where(fa >= 0, fa, n_free)
-    idx_b = torch.where(fb >= 0, fb, n_free)
-    g.index_add_(0, idx_b, gb.double())
-    g.index_add_(0, idx_a, -gb.double())
-    # Hessian triplets of the four blocks (a,a)+, (b,b)+, (a,b)-, (b,a)-
-    rows_v = torch.cat((fa, fb, fa, fb))
-    cols_v = torch.cat((fa, fb, fb, fa))
-    blocks = torch.cat((Hbb, Hbb, -Hbb, -Hbb)).double()
-    keep = (rows_v >= 0) & (cols_v >= 0)
-    rows_v, cols_v, blocks = rows_v[keep], cols_v[keep], blocks[keep]
-    ar = torch.arange(D, device=T.device)
-    rows = (rows_v[:, None, None] * D + ar[None, :, None]).expand(-1, D, D)
-    cols = (cols_v[:, None, None] * D + ar[None, None, :]).expand(-1, D, D)
-    n = n_free * D
-    Hs = scipy.sparse.coo_matrix(
-        (blocks.reshape(-1).cpu().numpy(), (rows.reshape(-1).cpu().numpy(), cols.reshape(-1).cpu().numpy())),
-        shape=(n, n),
-    ).tocsc()
-    return Hs, g[:n_free].reshape(-1).cpu().numpy()
-
-
-def solve_sparse(Hs: scipy.sparse.csc_matrix, rhs: np.ndarray) -> np.ndarray | None:
-    """Solve ``Hs x = rhs`` (SPD) with SuperLU; None when the factorisation fails or x is not finite."""
-    try:
-        lu = scipy.sparse.linalg.splu(
-            Hs, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True}
-        )
-        x = lu.solve(rhs)
-    except (RuntimeError, ValueError):
-        return None
-    if not np.all(np.isfinite(x)):
-        return None
-    # a numerically singular factorisation shows up as a large residual (a poor but finite step is caught
-    # later by the cost check)
-    res = np.linalg.norm(Hs @ x - rhs)
-    if res > 1e-3 * np.linalg.norm(rhs) + 1e-12:
-        return None
-    return x
+    T: Tensor,
+    prob: _Problem,
+    var: Tensor,
+    H_loc: Tensor,
+    g_loc: Tensor,
+    n_free: int,
+    D: int,
+    solver: str = "sparse",
+) -> tuple:
+    """Normal equations of the free variables (``var[pose] < 0`` = fixed): a host CSC matrix and numpy
+    gradient (``solver="sparse"``) or dense float64 tensors on ``T``'s device (``"dense"``)."""
+    Hbb, gb = factor_blocks(T, prob.fa, H_loc, g_loc, D)
+    assemble = assemble_dense if solver == "dense" else assemble_sparse
+    return assemble(var[prob.fa], var[prob.fb], Hbb, gb, n_free)
 
 
 def _linearize_all(T: Tensor, prob: _Problem, cfg: GlobalOptConfig, extra) -> tuple:
@@ -403,63 +391,100 @@ def _linearize_all(T: Tensor, prob: _Problem, cfg: GlobalOptConfig, extra) -> tu
     return cost, H, g, n_used
 
 
+def _to_host(*values) -> list:
+    """``values`` with every tensor among them replaced by its Python float, all fetched in ONE device to
+    host copy (the only host sync of a Gauss-Newton iteration); non-tensors pass through."""
+    out = list(values)
+    idx = [i for i, v in enumerate(values) if isinstance(v, Tensor)]
+    if idx:
+        fetched = torch.stack([values[i].detach().reshape(()).to(torch.float64) for i in idx]).tolist()
+        for i, v in zip(idx, fetched, strict=True):
+            out[i] = v
+    return out
+
+
 def gauss_newton(
     T_init: Tensor, fixed: Tensor, prob: _Problem, cfg: GlobalOptConfig, extra=None
 ) -> tuple[Tensor, dict]:
     """Damped Gauss-Newton on poses ``T_init [n, 8]`` (compute dtype) with ``fixed [n]`` bool.
 
     ``extra``: an optional additional term over the same factors with ``linearize(T) -> (cost, H [F, 7, 7],
-    g [F, 7], n_used)`` (the ICP term of :mod:`online3r_ros.slam.icp_edges`).
-    Returns the final poses and a dict of diagnostics (cost_history, iterations, status, ...).
+    g [F, 7], n_used)`` (the ICP term of :mod:`online3r_ros.slam.icp_edges`; cost and n_used may be 0-d
+    tensors). The solver is chosen by :func:`~online3r_ros.slam.normal_equations.select_solver`.
+    Host syncs: one at the start (initial cost) and ONE per iteration (new cost, used points, step norm and,
+    on the dense path, the solve's success flag, fetched together); the sparse path also moves the blocks
+    to the host for SuperLU. Stage timings are host times: on an accelerator the kernels run
+    asynchronously, so time spent waiting for them lands in the stage that syncs (the cost check, counted
+    as linearisation). Returns the final poses and a dict of diagnostics (cost_history, iterations,
+    status, solver, ...).
     """
     D = 7 if cfg.pose_model == "sim3" else 6
     n = T_init.shape[0]
-    free_idx = torch.nonzero(~fixed).flatten()
+    dev = T_init.device
+    free_idx = torch.nonzero(~fixed.cpu()).flatten()
     n_free = int(free_idx.numel())
-    free_idx = free_idx.to(T_init.device)
-    var = torch.full((n,), -1, dtype=torch.long, device=T_init.device)
-    var[free_idx] = torch.arange(n_free, device=T_init.device)
+    free_idx = free_idx.to(dev)
+    var = torch.full((n,), -1, dtype=torch.long, device=dev)
+    var[free_idx] = torch.arange(n_free, device=dev)
+    solver = select_solver(cfg.solver, dev, n_free * D)
     T = T_init.clone()
     info = {"cost_history": [], "damping_history": [], "iterations": 0, "status": "max_iters"}
+    info["solver"] = solver
     info.update(n_rejected_steps=0, n_factorization_failures=0, t_linearize=0.0, t_assemble=0.0, t_solve=0.0)
     t0 = time.perf_counter()
     cost, H_loc, g_loc, n_used = _linearize_all(T, prob, cfg, extra)
+    cost, n_used = _to_host(cost, n_used)
     info["t_linearize"] += time.perf_counter() - t0
-    info["n_used"] = n_used
+    info["n_used"] = int(n_used)
     info["cost_history"].append(cost)
     if n_used == 0:
         info["status"] = "nothing_to_optimize"  # no usable residual: leave the poses alone
         return T, info
     lam = cfg.lm_init
+
+    def failed() -> bool:
+        """Count a failed solve and raise the damping; True when it is exhausted."""
+        nonlocal lam
+        info["n_factorization_failures"] += 1
+        lam = max(lam * cfg.lm_factor, cfg.lm_min)
+        return lam > cfg.lm_max
+
     while info["iterations"] < cfg.max_iters:
         info["iterations"] += 1
         t0 = time.perf_counter()
-        Hs, g = _assemble(T, prob, var, H_loc, g_loc, n_free, D)
-        info["t_assemble"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        if lam > 0:
-            diag = Hs.diagonal()
-            floor = 1e-6 * max(float(diag.mean()), 1e-12)
-            Hs = Hs + scipy.sparse.diags(lam * np.maximum(diag, floor), format="csc")
-        x = solve_sparse(Hs, -g)
-        info["t_solve"] += time.perf_counter() - t0
+        H, g = _assemble(T, prob, var, H_loc, g_loc, n_free, D, solver)
+        t1 = time.perf_counter()
+        if solver == "dense":
+            x, solved = solve_dense(H, -g, lam)  # solved: a device flag, fetched with the new cost
+            step_norm = torch.linalg.vector_norm(x)
+        else:
+            x = solve_sparse(damp_sparse(H, lam), -g)
+            solved = x is not None
+            if solved:
+                step_norm = float(np.linalg.norm(x))
+                x = torch.from_numpy(x)
+        info["t_assemble"] += t1 - t0
+        info["t_solve"] += time.perf_counter() - t1
         info["damping_history"].append(lam)
-        if x is None:
-            info["n_factorization_failures"] += 1
-            lam = max(lam * cfg.lm_factor, cfg.lm_min)
-            if lam > cfg.lm_max:
+        if solved is False:  # known on the host (sparse path): no need to evaluate a step
+            if failed():
                 info["status"] = "no_progress"
                 break
             continue
-        delta = torch.from_numpy(x).to(T.device, T.dtype).reshape(n_free, D)
+        delta = x.to(dev, T.dtype).reshape(n_free, D)
         if D == 6:
             delta = torch.cat((delta, delta.new_zeros(n_free, 1)), dim=1)
         T_new = T.clone()
-        T_new[free_idx] = sim3_retract(T[free_idx], delta)
+        T_new[free_idx] = sim3_retract(T[free_idx], delta)  # dense failure: x = 0, T_new = T (discarded)
         t0 = time.perf_counter()
         new_cost, H_new, g_new, n_used = _linearize_all(T_new, prob, cfg, extra)
+        new_cost, n_used, step_norm, solved = _to_host(new_cost, n_used, step_norm, solved)
         info["t_linearize"] += time.perf_counter() - t0
-        step_norm = float(np.linalg.norm(x))
+        if not solved:
+            if failed():
+                info["status"] = "no_progress"
+                break
+            continue
         if not math.isfinite(new_cost) or new_cost > cost:
             if math.isfinite(new_cost) and (new_cost - cost) <= cfg.rel_error * cost:
                 info["status"] = "converged"  # at the noise floor: no further decrease possible
@@ -472,7 +497,7 @@ def gauss_newton(
             continue
         rel = (cost - new_cost) / cost if cost > 0 else 0.0
         T, cost, H_loc, g_loc = T_new, new_cost, H_new, g_new
-        info["n_used"] = n_used
+        info["n_used"] = int(n_used)
         info["cost_history"].append(cost)
         lam = lam / cfg.lm_factor
         if lam < cfg.lm_min:
@@ -530,7 +555,7 @@ class GlobalOptimizer:
         T0 = keyframes.get_poses(ids).to(device, dtype)
         if bool(fixed.all()):
             return OptResult(ids, T0.to(store_dtype), [], 0, True, "nothing_to_optimize")
-        T, info = gauss_newton(T0, fixed.to(device), prob, cfg, extra)
+        T, info = gauss_newton(T0, fixed, prob, cfg, extra)
         poses = T.to(store_dtype)
         if write_back:
             keyframes.set_poses(ids, poses)
@@ -553,4 +578,5 @@ class GlobalOptimizer:
             damping_history=info["damping_history"],
             n_residual_points=info["n_used"],
             timings=timings,
+            solver=info["solver"],
         )

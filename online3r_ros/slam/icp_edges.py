@@ -75,8 +75,11 @@ class IcpTerm:
     huber: float
     dist_thresh: float
 
-    def linearize(self, T: Tensor, with_jac: bool = True) -> tuple[float, Tensor | None, Tensor | None, int]:
-        """Robust cost, local Hessians ``[F, 7, 7]`` and gradients ``[F, 7]`` at poses ``T [n, 8]``."""
+    def linearize(
+        self, T: Tensor, with_jac: bool = True
+    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
+        """Robust cost (0-d), local Hessians ``[F, 7, 7]``, gradients ``[F, 7]`` and the number of used
+        points (0-d) at poses ``T [n, 8]``; no host sync (cost and count stay on the device)."""
         F = self.fa.numel()
         T_ab = sim3_compose(sim3_inverse(T[self.fa]), T[self.fb])
         M_ab = sim3_to_matrix(T_ab)[:, :3, :][self.point_factor]
@@ -84,8 +87,8 @@ class IcpTerm:
             M_ab, self.X_a, self.n_a, self.X_tab, self.valid_tab, self.K_b, self.dist_thresh
         )
         wr = torch.where(ok, r / self.sigma, torch.zeros_like(r))
-        cost = float(huber_cost(wr, self.huber).sum())
-        n_used = int(ok.sum())
+        cost = huber_cost(wr, self.huber).sum()
+        n_used = ok.sum()
         if not with_jac:
             return cost, None, None, n_used
         sw = ok.to(r.dtype) * torch.sqrt(huber_weight(wr, self.huber)) / self.sigma
