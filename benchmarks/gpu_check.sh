@@ -9,7 +9,7 @@
 #   tests     CUDA tests: CUDA-graph replay, fp32 parity fixtures on CUDA, half precision, optimiser, matching
 #   network   bench_gpu_network.py: tracking step per precision/graph, deviations, parity, tuning step
 #   tracking  bench_tracking_step.py: matching + tracking Gauss-Newton per frame, CPU and CUDA
-#   gopt      bench_global_opt.py: global optimisation of a 200-keyframe graph, CPU and CUDA
+#   gopt      bench_global_opt.py: global optimisation of a 200-keyframe graph, CUDA (float64, float32), CPU
 #   pipeline  bench_gpu_pipeline.py: end to end (RGB-D on CPU and CUDA, network in the loop, tuning on)
 # then gpu_summary.py prints the targets against the figures.
 set -uo pipefail
@@ -23,7 +23,7 @@ fi
 OUT=${GPU_CHECK_OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-FRAMES=${GPU_CHECK_FRAMES:-200}
+FRAMES=${GPU_CHECK_FRAMES:-150}
 T0=$SECONDS
 
 stage() {  # stage NAME LIMIT_S COMMAND...
@@ -48,8 +48,12 @@ stage tests 150 "$PY" -m pytest -q -p no:cacheprovider -k "cuda or graph or Cuda
     test/test_matching.py test/test_keyframes.py test/test_host_syncs.py
 stage network 150 "$PY" benchmarks/bench_gpu_network.py --device cuda --json "$OUT/network.json"
 stage tracking 60 "$PY" benchmarks/bench_tracking_step.py --device cpu cuda --json "$OUT/tracking.json"
-stage gopt 90 "$PY" benchmarks/bench_global_opt.py --sizes 200 --device cpu cuda --json "$OUT/gopt.json"
-for run in "cpu rgbd" "cpu rgbd thread" "cuda rgbd" "cuda rgbd thread" "cuda net+tune" "cuda net+tune thread"; do
+stage gopt_cuda 90 "$PY" benchmarks/bench_global_opt.py --sizes 200 --device cuda --json "$OUT/gopt_cuda.json"
+stage gopt_cuda_f32 60 "$PY" benchmarks/bench_global_opt.py --sizes 200 --device cuda --dtype float32 \
+    --calls 2 --repeats 2 --json "$OUT/gopt_cuda_f32.json"
+stage gopt_cpu 120 "$PY" benchmarks/bench_global_opt.py --sizes 200 --device cpu --threads 0 --calls 1 \
+    --repeats 1 --json "$OUT/gopt_cpu.json"
+for run in "cpu rgbd" "cuda rgbd" "cuda rgbd thread" "cuda net+tune" "cuda net+tune thread"; do
     set -- $run
     name="pipeline_$1_${2/+/_}${3:+_$3}"
     stage "$name" 75 "$PY" benchmarks/bench_gpu_pipeline.py --device "$1" --mode "$2" ${3:+--mapper-thread} \
