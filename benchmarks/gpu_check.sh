@@ -43,11 +43,15 @@ nvidia-smi -L 2>/dev/null || echo "nvidia-smi: not available"
 'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, 'cpus', torch.get_num_threads())"
 [[ -d ../shared/parity ]] || echo "WARNING: ../shared/parity not found: parity tests will skip"
 
-stage tests 150 "$PY" -m pytest -q -p no:cacheprovider -k "cuda or graph or Cuda or CUDA" \
-    test/test_graphs.py test/test_model_parity.py test/test_inference.py test/test_global_opt.py \
-    test/test_matching.py test/test_keyframes.py test/test_host_syncs.py
+tests=()
+for f in test_graphs test_model_parity test_inference test_global_opt test_matching test_keyframes \
+    test_host_syncs test_mapper_thread; do
+    [[ -f test/$f.py ]] && tests+=("test/$f.py")
+done
+stage tests 150 "$PY" -m pytest -q -p no:cacheprovider -k "cuda or graph or sync or thread" "${tests[@]}"
 stage network 150 "$PY" benchmarks/bench_gpu_network.py --device cuda --json "$OUT/network.json"
-stage tracking 60 "$PY" benchmarks/bench_tracking_step.py --device cpu cuda --json "$OUT/tracking.json"
+[[ -f benchmarks/bench_tracking_step.py ]] &&
+    stage tracking 60 "$PY" benchmarks/bench_tracking_step.py --device cuda --json "$OUT/tracking.json"
 stage gopt_cuda 90 "$PY" benchmarks/bench_global_opt.py --sizes 200 --device cuda --json "$OUT/gopt_cuda.json"
 stage gopt_cuda_f32 60 "$PY" benchmarks/bench_global_opt.py --sizes 200 --device cuda --dtype float32 \
     --calls 2 --repeats 2 --json "$OUT/gopt_cuda_f32.json"

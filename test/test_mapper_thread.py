@@ -16,12 +16,12 @@ from online3r_ros.synthetic import make_synthetic_sequence
 W, H = 96, 72
 
 
-def _config(thread: bool):
+def _config(thread: bool, device: str = "cpu"):
     return load_config(
         overrides={
             "source": {"width": W, "height": H},
             "tracking": {"match_frac_thresh": 0.6},
-            "system": {"mapper_thread": thread},
+            "system": {"mapper_thread": thread, "device": device},
         }
     )
 
@@ -31,8 +31,8 @@ def frames():
     return list(make_synthetic_sequence(width=W, height=H, seed=0, max_frames=40))
 
 
-def _system(thread: bool, hooks: BackendHooks | None = None) -> SlamSystem:
-    cfg = _config(thread)
+def _system(thread: bool, hooks: BackendHooks | None = None, device: str = "cpu") -> SlamSystem:
+    cfg = _config(thread, device)
     return SlamSystem(cfg, build_source(cfg), hooks)
 
 
@@ -43,8 +43,15 @@ def _ate(system: SlamSystem, frames) -> float:
     return compute_ate(traj.timestamps, traj.T_WC, gt_t, gt, alignment="se3").rmse
 
 
-def test_thread_builds_the_same_map_as_the_serial_host(frames) -> None:
-    serial, threaded = _system(False), _system(True)
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+    ],
+)
+def test_thread_builds_the_same_map_as_the_serial_host(frames, device: str) -> None:
+    serial, threaded = _system(False, device=device), _system(True, device=device)
     assert serial.mapper_thread is None and threaded.mapper_thread.alive
     for f in frames:
         serial.process(f)
