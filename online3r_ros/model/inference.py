@@ -252,6 +252,7 @@ class MASt3REngine:
         return (
             enc is not None
             and enc.shape == frame.shape
+            and enc.feat.device == self.device  # features another engine attached on another device
             and (self.stale_features == "reuse" or enc.prompt_version == self._prompt_version)
         )
 

@@ -288,7 +288,7 @@ class SourceConfig:
     )
     precision: str = _opt(
         "auto",
-        "MASt3R: weight precision of the encoder, decoder and descriptor MLP (auto: bfloat16 on CUDA, "
+        "MASt3R: weight precision of the encoder, decoder and descriptor MLP (auto: float16 on CUDA, "
         "float32 on CPU; the point/confidence heads stay float32)",
         choices=("auto", "float32", "bfloat16", "float16"),
     )
