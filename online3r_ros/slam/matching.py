@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from online3r_ros.geometry.camera import project
+from online3r_ros.utils.host_syncs import on_device
 
 Tensor = torch.Tensor
 
@@ -85,7 +86,7 @@ def ray_image(X: Tensor, eps: float = 1e-12) -> Tensor:
     r = X / X.norm(dim=-1, keepdim=True).clamp_min(eps)
     img = r.permute(0, 3, 1, 2).reshape(B * 3, 1, H, W)
     pad = F.pad(img, (1, 1, 1, 1), mode="reflect") if min(H, W) > 1 else F.pad(img, (1, 1, 1, 1), "replicate")
-    k = _DERIV_KERNEL.to(X.dtype).to(X.device)
+    k = on_device(_DERIV_KERNEL, X.device, X.dtype)
     kernels = torch.stack([k, k.t()]).unsqueeze(1)  # [2, 1, 3, 3]: d/du, d/dv
     g = F.conv2d(pad, kernels)  # [B*3, 2, H, W]
     g = g.reshape(B, 3, 2, H, W).permute(0, 3, 4, 2, 1).reshape(B, H, W, 6)  # [gu(3), gv(3)]
@@ -139,10 +140,10 @@ def iterative_projective_matching(
     """
     B, H, W, _ = X11.shape
     rimg = ray_image(X11).reshape(B, H * W, 9)
-    if min(H, W) > 2:
-        lo, hi = p_init.new_tensor([1.0, 1.0]), p_init.new_tensor([W - 2.0, H - 2.0])
-    else:
-        lo, hi = p_init.new_zeros(2), p_init.new_tensor([W - 1.0, H - 1.0])
+    m = 1 if min(H, W) > 2 else 0  # keep a pixel off the border when the image allows it
+    lo = p_init.new_full((2,), float(m))
+    hi = p_init.new_full((2,), float(W - 1 - m))
+    hi[1] = H - 1 - m  # (filled on the device: a tensor from a Python list would copy and sync)
     p = torch.minimum(torch.maximum(p_init, lo), hi)
     lam = torch.full(p.shape[:2], lambda_init, dtype=p.dtype, device=p.device)
     e, G, cost = _ray_cost(rimg, H, W, p, targets)
@@ -230,7 +231,7 @@ def _prepare_query(H: int, W: int, query: Tensor | None, device) -> Tensor:
     if query is None:
         return torch.arange(H * W, device=device)
     query = torch.as_tensor(query, device=device).long().reshape(-1)
-    if query.numel() and (int(query.min()) < 0 or int(query.max()) >= H * W):
+    if query.numel() and bool(((query < 0) | (query >= H * W)).any()):  # one host sync
         raise ValueError(
             f"query indices must lie in [0, {H * W}), got [{int(query.min())}, {int(query.max())}]"
         )
