@@ -192,13 +192,16 @@ def refine_matches_with_descriptors(
     p_int: Tensor,
     radius: int = 3,
     dilation_max: int = 5,
-    chunk_elems: int = 1 << 24,
+    chunk_elems: int | None = None,
 ) -> Tensor:
     """Move integer pixels ``p_int[B, N, 2]`` in image 1 to the best descriptor match of ``D21_q[B, N, d]``.
 
     For dilation d = ``dilation_max``..1 the window of ``(2·radius+1)^2`` pixels with stride d around the
     current best (clamped to the image) is scored by ``<D21_q, D11>`` and re-centred on the argmax.
-    ``D11[B, H, W, d]``. Processed in chunks of about ``chunk_elems`` gathered values (bounded memory).
+    ``D11[B, H, W, d]``. Processed in chunks of about ``chunk_elems`` gathered values (bounded memory;
+    default 2^24 on the CPU, 2^27 on other devices, where each chunk costs a dozen kernel launches per
+    dilation: 512x384 pixels with 24-d descriptors take 2 chunks instead of 14). The result does not depend
+    on the chunk size.
     """
     B, H, W, dd = D11.shape
     N = p_int.shape[1]
@@ -207,6 +210,8 @@ def refine_matches_with_descriptors(
     ov, ou = torch.meshgrid(off, off, indexing="ij")
     offsets = torch.stack([ou.reshape(-1), ov.reshape(-1)], dim=-1)  # [K, 2]
     Kw = offsets.shape[0]
+    if chunk_elems is None:
+        chunk_elems = 1 << 24 if p_int.device.type == "cpu" else 1 << 27
     chunk = max(1, chunk_elems // max(1, Kw * dd * B))
     out = p_int.clone()
     Dq = D21_q.to(D11.dtype)
