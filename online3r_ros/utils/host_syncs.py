@@ -152,7 +152,8 @@ def on_device(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | 
     key = (id(t), torch.device(device), dtype)
     hit = _ON_DEVICE.get(key)
     if hit is None:
-        hit = _ON_DEVICE[key] = t.to(device, dtype)
+        with torch.inference_mode(False):  # an ordinary tensor, usable with autograd later
+            hit = _ON_DEVICE[key] = t.to(device, dtype)
     return hit
 
 
