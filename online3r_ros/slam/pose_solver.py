@@ -10,9 +10,10 @@
 Host syncs: the Gauss-Newton loop keeps its whole state (pose, cost, damping, iteration count, outcome) in
 device tensors and freezes it with ``torch.where`` once the solve has stopped, so an iteration never waits
 for the device. Only the policy ``sync_every`` reads the outcome on the host, to leave the loop early: every
-iteration on the CPU (where reading a tensor costs nothing and early exit saves the remaining iterations),
+iteration on the CPU (where reading a tensor costs nothing and early exit saves the remaining iterations;
+there the damped retries of a failed Cholesky solve are also only computed when the host saw it fail),
 every :data:`CUDA_SYNC_EVERY` iterations on CUDA; 0 never (all ``max_iters`` iterations run, the finished
-ones masked). The result's numbers are read once, at the end.
+ones masked). The result's numbers are read once, at the end. Same results under every policy.
 """
 
 from __future__ import annotations
@@ -65,31 +66,43 @@ class PoseSolveResult:
     reason: str = ""
 
 
-def _solve_damped_device(H: Tensor, g: Tensor, max_tries: int = 4) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`solve_damped` without host syncs and without the least-squares fallback.
+def _cholesky_solve(H: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    """``(x, good)`` of ``H x = g`` by Cholesky for ``H [..., n, n]``, ``g [..., n]``: ``good [...]`` says the
+    factorisation worked and ``x`` is finite (decided on the device). Two triangular solves equal
+    ``cholesky_solve`` bit for bit on the CPU; on CUDA ``cholesky_solve`` of a batch reads MAGMA's info on
+    the host, ``cholesky_ex`` and triangular solves do not."""
+    L, info = torch.linalg.cholesky_ex(H)
+    y = torch.linalg.solve_triangular(L, g.unsqueeze(-1), upper=False)
+    x = torch.linalg.solve_triangular(L.mT, y, upper=True).squeeze(-1)
+    return x, (info == 0) & torch.isfinite(x).all(-1)
+
+
+def _solve_damped_device(
+    H: Tensor, g: Tensor, max_tries: int = 4, lazy: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`solve_damped` without the least-squares fallback, deciding on the device.
 
     The plain system and its ``max_tries`` damped versions ``H + lambda_i (diag|H| + mean|diag H| I)`` are
-    factorised in one batched ``cholesky_ex`` (``[1 + max_tries, n, n]``) and solved by triangular solves;
-    the first one that gives a finite solution is taken. Returns ``(x [n], failures, ok)``, the last two
-    0-d device tensors (int64, bool): ``failures`` = factorisations tried before it (``1 + max_tries`` if
-    none worked, then ``x`` = 0 and ``ok`` False); a damped solution of an all-zero ``H`` is not ``ok``.
+    solved in one batch (``[1 + max_tries, n, n]``) and the first finite solution is taken. ``lazy``
+    (allowed to read on the host, as :func:`optimize_pose` is when it syncs every iteration): the plain
+    system alone first, the batch only if its solution fails (same result, a quarter of the work). Returns
+    ``(x [n], failures, ok)``, the last two 0-d device tensors (int64, bool): ``failures`` = factorisations
+    tried before it (``1 + max_tries`` if none worked, then ``x`` = 0 and ``ok`` False); a damped solution
+    of an all-zero ``H`` is not ``ok``.
     """
+    if lazy:
+        x, good = _cholesky_solve(H, g)
+        if bool(good):
+            return x, torch.zeros((), dtype=torch.int64, device=H.device), good
     n = H.shape[-1]
-    eye = torch.eye(n, dtype=H.dtype, device=H.device)
-    scale = H.diagonal().abs().mean().clamp_min(1e-12)
-    lams = on_device(_RETRY_LAMBDAS_T, H.device, H.dtype)[:max_tries]
-    damp = torch.diag(H.diagonal().abs()) + scale * eye
-    Hb = torch.cat([H.unsqueeze(0), H + lams[:, None, None] * damp])  # [1 + max_tries, n, n]
-    L, info = torch.linalg.cholesky_ex(Hb)  # info stays on the device
-    # two triangular solves = cholesky_solve (bit for bit on the CPU), which on CUDA reads MAGMA's info for
-    # batches on the host
-    y = torch.linalg.solve_triangular(L, g.expand(1 + max_tries, n).unsqueeze(-1), upper=False)
-    xb = torch.linalg.solve_triangular(L.mT, y, upper=True).squeeze(-1)
-    good = (info == 0) & torch.isfinite(xb).all(-1)  # [1 + max_tries]
+    d = H.diagonal().abs()
+    damp = torch.diag(d) + d.mean().clamp_min(1e-12) * torch.eye(n, dtype=H.dtype, device=H.device)
+    lams = on_device(_RETRY_LAMBDAS_T, H.device, H.dtype)[:max_tries, None, None]
+    xb, good = _cholesky_solve(torch.cat([H.unsqueeze(0), H + lams * damp]), g.expand(1 + max_tries, n))
     any_good = good.any()
-    first = torch.argmax(good.to(torch.uint8))  # first True (0 when none)
-    x = torch.where(any_good, xb.index_select(0, first.reshape(1))[0], torch.zeros_like(g))
-    failures = torch.where(any_good, first, torch.full_like(first, 1 + max_tries))
+    first = torch.argmax(good.to(torch.uint8))  # the first good one (0 when none)
+    x = torch.where(any_good, xb.index_select(0, first.reshape(1))[0], 0.0)
+    failures = torch.where(any_good, first, 1 + max_tries)
     ok = any_good & ((first == 0) | (H.abs().sum() > 0))
     return x, failures, ok
 
@@ -121,7 +134,7 @@ def _linearize(residual_fn, T: Tensor, sqrt_w: Tensor, dof: int, huber: float):
         valid = valid.unsqueeze(-1) if valid.dim() == sqrt_w.dim() - 1 else valid
     s = sqrt_w if valid is None else sqrt_w * valid.to(sqrt_w.dtype)
     a = (s * r).abs()
-    hub = torch.where(a < huber, torch.ones_like(a), huber / a.clamp_min(1e-30))
+    hub = torch.where(a < huber, 1.0, huber / a.clamp_min(1e-30))
     cost = _huber_rho(a, huber).sum().to(torch.float64)
     s2 = s * hub.sqrt()
     A = (s2.unsqueeze(-1) * J[..., :dof]).reshape(-1, dof).to(torch.float64)
@@ -174,47 +187,40 @@ def optimize_pose(
     every = resolve_sync_every(sync_every, dev)
     T = T_init
     cost, Hm, g, n_active0 = _linearize(residual_fn, T, sqrt_w, dof, huber)
-    zero_i = torch.zeros((), dtype=torch.int64, device=dev)
-    status = torch.where(n_active0 < min_residuals, zero_i + _FEW, zero_i)
-    iters = zero_i
-    failures = zero_i
+    status = torch.where(n_active0 < min_residuals, _FEW, _RUNNING)  # int64 0-d, as are iters and failures
+    iters = failures = torch.zeros((), dtype=torch.int64, device=dev)
     lam = torch.zeros((), dtype=torch.float64, device=dev)
-    inf = torch.full((), float("inf"), dtype=torch.float64, device=dev)
     if every == 1 and bool(status != _RUNNING):
         max_iters = 0
     for it in range(1, max_iters + 1):
-        running = status == _RUNNING
-        iters = iters + running.to(torch.int64)
+        run = status == _RUNNING
+        iters = iters + run
         finite = torch.isfinite(Hm).all() & torch.isfinite(g).all()
-        status = torch.where(running & ~finite, zero_i + _NONFINITE, status)
         Hd = torch.where(lam > 0, Hm + lam * torch.diag(Hm.diagonal()), Hm)
-        delta, f, solved = _solve_damped_device(Hd, g)
-        failures = failures + torch.where(status == _RUNNING, f, zero_i)
-        status = torch.where((status == _RUNNING) & ~solved, zero_i + _SINGULAR, status)
-        running = status == _RUNNING
+        delta, f, solved = _solve_damped_device(Hd, g, lazy=every == 1)
         d7 = torch.cat([delta, delta.new_zeros(1)]) if dof == 6 else delta
         T_new = sim3_compose(sim3_exp(d7.to(T.dtype)), T)
-        dn = delta.norm()
         finite_T = torch.isfinite(T_new).all()
         # a non-finite step is evaluated at the current pose (residual functions index with the pose) and
         # counts as a cost increase
         cost_new, H_new, g_new, n_new = _linearize(
             residual_fn, torch.where(finite_T, T_new, T), sqrt_w, dof, huber
         )
-        cost_new = torch.where(finite_T, cost_new, inf)
-        accept = running & finite_T & (n_new >= min_residuals) & (cost_new <= cost)
-        reject = running & ~accept
-        rel = (cost - cost_new) / cost.clamp_min(1e-30)
+        step = run & finite & solved  # a step was computed
+        accept = step & finite_T & (n_new >= min_residuals) & (cost_new <= cost)
+        small = torch.linalg.vector_norm(delta) < delta_norm
         lam_up = torch.clamp_min(lam * 10.0, 1e-4)
-        small = dn < delta_norm
-        stop = (accept & ((rel < rel_error) | small)) | (reject & (small | (lam_up > 1e8)))
+        rel = (cost - cost_new) / cost.clamp_min(1e-30)
+        stop = torch.where(accept, (rel < rel_error) | small, small | (lam_up > 1e8))
+        code = torch.where(solved, torch.where(stop, _CONVERGED, _RUNNING), _SINGULAR)
+        status = torch.where(run, torch.where(finite, code, _NONFINITE), status)
+        failures = failures + torch.where(run & finite, f, 0)
         T = torch.where(accept, T_new, T)
         cost = torch.where(accept, cost_new, cost)
         Hm = torch.where(accept, H_new, Hm)
         g = torch.where(accept, g_new, g)
-        lam_down = torch.where(lam > 1e-6, lam / 10.0, torch.zeros_like(lam))
-        lam = torch.where(accept, lam_down, torch.where(reject & ~small, lam_up, lam))
-        status = torch.where(stop, zero_i + _CONVERGED, status)
+        lam_down = torch.where(lam > 1e-6, lam / 10.0, 0.0)
+        lam = torch.where(accept, lam_down, torch.where(step & ~small, lam_up, lam))
         if every and it % every == 0 and it < max_iters and bool(status != _RUNNING):
             break
     it_, st, fails, cost_f, n0 = torch.stack(
