@@ -90,6 +90,8 @@ def _solve_damped_device(
     tried before it (``1 + max_tries`` if none worked, then ``x`` = 0 and ``ok`` False); a damped solution
     of an all-zero ``H`` is not ``ok``.
     """
+    if not 0 <= max_tries <= len(_RETRY_LAMBDAS):
+        raise ValueError(f"max_tries must be in [0, {len(_RETRY_LAMBDAS)}], got {max_tries}")
     if lazy:
         x, good = _cholesky_solve(H, g)
         if bool(good):
