@@ -99,6 +99,12 @@ def test_descriptor_refinement_recovers_true_pixel():
         D11[None], q[None], start[None].float(), radius=3, dilation_max=3
     )
     assert torch.equal(out[0].long(), true)
+    # the chunking (per device by default) bounds memory only
+    for chunk_elems in (1, 7 * 49 * 3, 1 << 30):
+        out_c = matching.refine_matches_with_descriptors(
+            D11[None], q[None], start[None].float(), radius=3, dilation_max=3, chunk_elems=chunk_elems
+        )
+        assert torch.equal(out_c, out)
 
 
 def test_validity_rechecked_after_refinement():

@@ -84,7 +84,7 @@ def project(P: Tensor, K: Tensor, depth_eps: float = 1e-6) -> tuple[Tensor, Tens
     fx, fy, cx, cy = intrinsics_params(K.to(P.dtype))
     z = P[..., 2]
     valid = z > depth_eps
-    zs = torch.where(valid, z, torch.ones_like(z))
+    zs = torch.where(valid, z, 1.0)
     u = fx * P[..., 0] / zs + cx
     v = fy * P[..., 1] / zs + cy
     return torch.stack([u, v], dim=-1), valid
@@ -100,7 +100,7 @@ def project_with_jacobian(P: Tensor, K: Tensor, depth_eps: float = 1e-6) -> tupl
     fx, fy, cx, cy = intrinsics_params(K.to(P.dtype))
     x, y, z = P.unbind(-1)
     valid = z > depth_eps
-    zs = torch.where(valid, z, torch.ones_like(z))
+    zs = torch.where(valid, z, 1.0)
     iz = 1.0 / zs
     xz, yz = x * iz, y * iz
     meas = torch.stack([fx * xz + cx, fy * yz + cy, torch.log(zs)], dim=-1)

@@ -12,8 +12,12 @@ import torch.nn.functional as F
 
 from online3r_ros.geometry.camera import project
 from online3r_ros.geometry.lie import quat_to_matrix, sim3_act, sim3_inverse
+from online3r_ros.utils.host_syncs import on_device
 
 Tensor = torch.Tensor
+
+#: RGB -> grey weights (ITU-R BT.601)
+GREY_WEIGHTS = torch.tensor([0.299, 0.587, 0.114])
 
 __all__ = [
     "pointmap_normals",
@@ -128,7 +132,7 @@ def point_to_plane_information(
     dof: int = 6,
     stride: int = 2,
     size: int = 5,
-) -> tuple[Tensor, float]:
+) -> tuple[Tensor, Tensor]:
     """How well point-to-plane ICP at ``T_CkCf`` constrains each pose direction, after Gelfand et al.
     ("Geometrically stable sampling for the ICP algorithm", 3DIM 2003): ``(H [dof, dof] float64, length)``.
 
@@ -138,6 +142,7 @@ def point_to_plane_information(
     (m); the normals ``n`` come from the frame's smoothed pointmap (:func:`smoothed_normals`, window
     ``size``, of every ``stride``-th frame pixel) rotated into the keyframe, not from the keyframe's raw
     ones: depth noise would fake information along flat surfaces. ``(zeros, 1.0)`` without points.
+    ``length`` is a 0-d tensor (no host sync for it; the selection of associated points syncs once).
     """
     lin, ok = projective_association(T_CkCf, X_k, X_f, valid_f, K, dist_thresh)
     W = X_f.shape[1]
@@ -146,18 +151,18 @@ def point_to_plane_information(
     lin_s = (lin // W // stride) * Xs.shape[1] + (lin % W) // stride
     i = (ok & ok_s.reshape(-1)[lin_s]).nonzero().squeeze(-1)
     if i.numel() == 0:
-        return torch.zeros(dof, dof, dtype=torch.float64, device=X_k.device), 1.0
+        return torch.zeros(dof, dof, dtype=torch.float64, device=X_k.device), X_k.new_ones(())
     n = n_s.reshape(-1, 3)[lin_s[i]] @ quat_to_matrix(T_CkCf[3:7]).T
     X = X_k[i] - X_k[i].mean(0)
     J = torch.cat([n, torch.linalg.cross(X, n, dim=-1), (n * X).sum(-1, keepdim=True)], dim=-1)[:, :dof]
-    length = float(X.square().sum(-1).mean().sqrt())
+    length = X.square().sum(-1).mean().sqrt()
     return ((J * w[i].unsqueeze(-1)).T @ J).to(torch.float64), length
 
 
 def grey_and_gradients(image: Tensor) -> Tensor:
     """``[H, W, 3]`` grey level and its u/v derivatives (central differences, replicate border) of an RGB
     image ``[H, W, 3]`` in ``[0, 1]``."""
-    g = (image * image.new_tensor([0.299, 0.587, 0.114])).sum(-1)
+    g = (image * on_device(GREY_WEIGHTS, image.device, image.dtype)).sum(-1)
     gp = torch.nn.functional.pad(g[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
     gu = 0.5 * (gp[1:-1, 2:] - gp[1:-1, :-2])
     gv = 0.5 * (gp[2:, 1:-1] - gp[:-2, 1:-1])

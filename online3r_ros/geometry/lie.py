@@ -108,7 +108,7 @@ def _unit(q: Tensor) -> Tensor:
     """Renormalise quaternions ``[..., 4]``: products of float32 quaternions drift off the unit sphere, and
     repeated composition (motion models, re-anchoring) would otherwise compound the error until the rotation
     collapses."""
-    return q / q.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny)
+    return q / torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(torch.finfo(q.dtype).tiny)
 
 
 def quat_conjugate(q: Tensor) -> Tensor:
@@ -191,7 +191,7 @@ def so3_exp(w: Tensor) -> Tensor:
     w64 = w.to(torch.float64)
     t2 = (w64 * w64).sum(-1, keepdim=True)
     small = t2 < _QUAT_SERIES**2
-    t = torch.sqrt(torch.where(small, torch.ones_like(t2), t2))
+    t = torch.sqrt(torch.where(small, 1.0, t2))
     k = torch.where(small, 0.5 - t2 / 48.0 + t2 * t2 / 3840.0, torch.sin(0.5 * t) / t)
     c = torch.where(small, 1.0 - t2 / 8.0 + t2 * t2 / 384.0, torch.cos(0.5 * t))
     return torch.cat([w64 * k, c], dim=-1).to(w.dtype)
@@ -206,8 +206,8 @@ def so3_log(q: Tensor) -> Tensor:
     qw = q64[..., 3:]
     n2 = (v * v).sum(-1, keepdim=True)
     small = n2 < _QUAT_SERIES**2
-    n = torch.sqrt(torch.where(small, torch.ones_like(n2), n2))
-    qw_safe = torch.where(small, qw, torch.ones_like(qw))
+    n = torch.sqrt(torch.where(small, 1.0, n2))
+    qw_safe = torch.where(small, qw, 1.0)
     x2 = n2 / (qw_safe * qw_safe)
     # 2·atan(n/w)/n = (2/w)(1 - x²/3 + x⁴/5 - ...), x = n/w (w ≈ 1 in the series branch)
     f_small = (2.0 / qw_safe) * (1.0 - x2 / 3.0 + x2 * x2 / 5.0)
@@ -220,20 +220,34 @@ def so3_log(q: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------------------
 
 
+_SERIES_CONSTANTS: dict[tuple[torch.device, int], tuple[Tensor, Tensor, Tensor]] = {}
+
+
+def _series_constants(device: torch.device, n_max: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``k [K]``, ``1/k! [K]`` and ``n + k + 1 [n_max+1, K]`` (float64) of :func:`_f_moments`' power
+    series, made once per device (as ordinary tensors, also when first asked under inference mode)."""
+    key = (device, n_max)
+    hit = _SERIES_CONSTANTS.get(key)
+    if hit is None:
+        with torch.inference_mode(False):
+            k = torch.arange(_SERIES_TERMS, dtype=torch.float64, device=device)
+            inv_fact = torch.exp(-torch.lgamma(k + 1.0))
+            ns = torch.arange(n_max + 1, dtype=torch.float64, device=device)
+            hit = _SERIES_CONSTANTS[key] = (k, inv_fact, ns[:, None] + k[None, :] + 1.0)
+    return hit
+
+
 def _f_moments(sigma: Tensor, n_max: int) -> Tensor:
     """``f_n(sigma) = ∫_0^1 t^n e^{sigma t} dt`` for n = 0..n_max -> ``[..., n_max+1]`` (float64)."""
     small = sigma.abs() < _SIGMA_SERIES
     # power series: sum_k sigma^k / (k! (n+k+1))
-    k = torch.arange(_SERIES_TERMS, dtype=torch.float64, device=sigma.device)
-    s_small = torch.where(small, sigma, torch.zeros_like(sigma))
-    log_fact = torch.lgamma(k + 1.0)
+    k, inv_fact, denom = _series_constants(sigma.device, n_max)
+    s_small = torch.where(small, sigma, 0.0)
     powers = s_small[..., None] ** k  # [..., K]
-    terms = powers * torch.exp(-log_fact)
-    ns = torch.arange(n_max + 1, dtype=torch.float64, device=sigma.device)
-    denom = ns[:, None] + k[None, :] + 1.0  # [n, K]
+    terms = powers * inv_fact
     series = (terms[..., None, :] / denom).sum(-1)  # [..., n]
     # closed form by upward recursion, stable for |sigma| >= _SIGMA_SERIES
-    s_big = torch.where(small, torch.full_like(sigma, _SIGMA_SERIES), sigma)
+    s_big = torch.where(small, _SIGMA_SERIES, sigma)
     es = torch.exp(s_big)
     vals = [torch.expm1(s_big) / s_big]
     for m in range(1, n_max + 1):
@@ -250,10 +264,10 @@ def _w_coeffs(theta2: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     f = _f_moments(sigma, 6)
     a = f[..., 0]
     small = theta2 < _THETA_SERIES**2
-    t2s = torch.where(small, theta2, torch.zeros_like(theta2))
+    t2s = torch.where(small, theta2, 0.0)
     b_small = f[..., 1] - t2s / 6.0 * f[..., 3] + t2s * t2s / 120.0 * f[..., 5]
     c_small = f[..., 2] / 2.0 - t2s / 24.0 * f[..., 4] + t2s * t2s / 720.0 * f[..., 6]
-    th = torch.sqrt(torch.where(small, torch.ones_like(theta2), theta2))
+    th = torch.sqrt(torch.where(small, 1.0, theta2))
     es = torch.exp(sigma)
     den = sigma * sigma + th * th
     sin_t, cos_t = torch.sin(th), torch.cos(th)
@@ -293,6 +307,8 @@ def sim3_compose(a: Tensor, b: Tensor) -> Tensor:
     t = sa * quat_rotate(qa, b[..., :3]) + a[..., :3]
     q = _unit(quat_multiply(qa, b[..., 3:7]))
     s = sa * b[..., 7:]
+    if t.shape[:-1] == q.shape[:-1] == s.shape[:-1]:
+        return torch.cat([t, q, s], dim=-1)
     shape = torch.broadcast_shapes(t.shape[:-1], q.shape[:-1], s.shape[:-1])
     return torch.cat([t.expand(*shape, 3), q.expand(*shape, 4), s.expand(*shape, 1)], dim=-1)
 

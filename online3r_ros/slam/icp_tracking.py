@@ -32,7 +32,15 @@ from online3r_ros.sources.base import SourceFrame
 
 Tensor = torch.Tensor
 
-__all__ = ["IcpModel", "IcpTracker", "select_query"]
+__all__ = ["IcpModel", "IcpTracker", "select_query", "count_distinct"]
+
+
+def count_distinct(lin: Tensor, ok: Tensor, n_pixels: int) -> Tensor:
+    """Number (0-d int64) of distinct values among ``lin[ok]`` (``lin[N]`` in ``[0, n_pixels)``), with fixed
+    shapes and no host sync (``torch.unique`` of a masked selection syncs twice)."""
+    hit = torch.zeros(n_pixels + 1, dtype=torch.bool, device=lin.device)
+    hit[torch.where(ok, lin, n_pixels)] = True  # every write stores True: duplicates are harmless
+    return hit[:n_pixels].sum()
 
 
 def select_query(valid: Tensor, n: int) -> Tensor:
@@ -67,12 +75,16 @@ class IcpModel:
 
 class IcpTracker:
     """Builds ICP models (caching each keyframe's normals and query pixels until its pointmap changes) and
-    solves one frame's pose against a model."""
+    solves one frame's pose against a model. ``sync_every``: host-check period of the Gauss-Newton loop
+    (:func:`~online3r_ros.slam.pose_solver.optimize_pose`; ``None``: by device)."""
 
-    def __init__(self, tracking: TrackingConfig, points_per_frame: int, dof: int) -> None:
+    def __init__(
+        self, tracking: TrackingConfig, points_per_frame: int, dof: int, sync_every: int | None = None
+    ) -> None:
         self.tc = tracking
         self.points_per_frame = int(points_per_frame)
         self.dof = int(dof)
+        self.sync_every = sync_every
         self._normals: dict = {}  # kf_id -> (pointmap key, normals, query pixels)
 
     def _keyframe_normals(self, keyframe, cache: dict) -> tuple[Tensor, Tensor]:
@@ -135,7 +147,10 @@ class IcpTracker:
         if sigma > 0:
             sqrt_w = torch.cat([sqrt_w, torch.full_like(sqrt_w, 1.0 / sigma)], dim=-1)
         args = (self.dof, tc.max_iters, tc.icp_rel_error, tc.icp_delta_norm, tc.huber)
-        return optimize_pose(lambda T: residual_fn(T, sigma > 0), T_CkCf, sqrt_w, *args), n_weak
+        sol = optimize_pose(
+            lambda T: residual_fn(T, sigma > 0), T_CkCf, sqrt_w, *args, sync_every=self.sync_every
+        )
+        return sol, n_weak
 
     def degenerate_directions(
         self, frame: SourceFrame, model: IcpModel, T_CkCf: Tensor, sqrt_w: Tensor
@@ -156,13 +171,18 @@ class IcpTracker:
             self.tc.icp_dist,
             self.dof,
         )
-        return int((information_ratios(H.cpu(), length) < self.tc.icp_degenerate_ratio).sum())
+        # eigvalsh on the host (a 6x6 matrix): H and length come back in one copy
+        both = torch.cat([H.reshape(-1), length.to(H.dtype).reshape(1)]).cpu()
+        ratios = information_ratios(both[:-1].reshape(H.shape), both[-1])
+        return int((ratios < self.tc.icp_degenerate_ratio).sum())
 
     def overlap(self, frame: SourceFrame, model: IcpModel, T_CkCf: Tensor) -> tuple[float, float, int]:
         """``(match fraction, unique fraction, matches)`` of the keyframe's own model points under
-        ``T_CkCf``: associated / distinct frame pixels hit, per own point."""
+        ``T_CkCf``: associated / distinct frame pixels hit, per own point (one host sync)."""
+        X_f = frame.cache["X"]
         lin, ok = projective_association(
-            T_CkCf, model.X[: model.n_own], frame.cache["X"], frame.cache["C"] > 0, frame.K, self.tc.icp_dist
+            T_CkCf, model.X[: model.n_own], X_f, frame.cache["C"] > 0, frame.K, self.tc.icp_dist
         )
-        n_unique = int(torch.unique(lin[ok]).numel()) if bool(ok.any()) else 0
-        return float(ok.float().mean()), n_unique / model.n_own, int(ok.sum())
+        n_unique = count_distinct(lin, ok, X_f.shape[0] * X_f.shape[1])
+        frac, n_u, n_ok = torch.stack([ok.float().mean(), n_unique.float(), ok.sum().float()]).tolist()
+        return frac, int(n_u) / model.n_own, int(n_ok)

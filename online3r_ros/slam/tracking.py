@@ -31,7 +31,7 @@ from online3r_ros.geometry.camera import intrinsics_params
 from online3r_ros.geometry.lie import sim3_act, sim3_compose, sim3_inverse
 from online3r_ros.geometry.residuals import calib_residuals, ray_dist, ray_dist_residuals
 from online3r_ros.slam.config import SlamConfig
-from online3r_ros.slam.icp_tracking import IcpTracker, select_query
+from online3r_ros.slam.icp_tracking import IcpTracker, count_distinct, select_query
 from online3r_ros.slam.matching import match, match_by_projection
 from online3r_ros.slam.pose_solver import PoseSolveResult, optimize_pose
 from online3r_ros.sources.base import AsymmetricPrediction, PointmapSource, SourceFrame
@@ -146,9 +146,14 @@ class FrameTracker:
 
     Stateful only for caches: the matching warm start (:meth:`reset` forgets it) and the ICP model normals.
     ``pose_group``: ``"se3"`` (6 DoF) or ``"sim3"`` (7 DoF), already resolved for the source.
+    ``sync_every``: how often the Gauss-Newton loops read their stop state on the host
+    (:func:`~online3r_ros.slam.pose_solver.optimize_pose`; ``None``: every iteration on the CPU,
+    :data:`~online3r_ros.slam.pose_solver.CUDA_SYNC_EVERY` on CUDA; 0: never). It does not change results.
     """
 
-    def __init__(self, source: PointmapSource, config: SlamConfig, pose_group: str) -> None:
+    def __init__(
+        self, source: PointmapSource, config: SlamConfig, pose_group: str, sync_every: int | None = None
+    ) -> None:
         if pose_group not in ("sim3", "se3"):
             raise ValueError(f"pose_group must be 'sim3' or 'se3', got {pose_group!r}")
         self.source = source
@@ -160,6 +165,18 @@ class FrameTracker:
         self.dof = 6 if pose_group == "se3" else 7
         self._warm: tuple[int, Tensor, Tensor] | None = None  # (kf_id, query, idx)
         self._icp = IcpTracker(self.tc, self.points_per_frame, self.dof) if self.uses_icp_model else None
+        self.sync_every = sync_every
+
+    @property
+    def sync_every(self) -> int | None:
+        """Host-check period of the Gauss-Newton loops (see the class docstring)."""
+        return self._sync_every
+
+    @sync_every.setter
+    def sync_every(self, value: int | None) -> None:
+        self._sync_every = value
+        if self._icp is not None:
+            self._icp.sync_every = value
 
     @property
     def uses_icp_model(self) -> bool:
@@ -251,10 +268,13 @@ class FrameTracker:
             )
         idx_init = None
         H, W = X_ff.shape[:2]
-        if self._warm is not None and self._warm[0] == kf_id and torch.equal(self._warm[1], query):
-            idx_init = self._warm[2]
-        elif (H, W) != tuple(X_kf.shape[:2]):
+        if (H, W) != tuple(X_kf.shape[:2]):
             idx_init = query.clamp(max=H * W - 1)
+        warm = self._warm
+        if warm is not None and warm[0] == kf_id and warm[1].shape == query.shape:
+            # the previous matches when the query pixels are the same ones (decided on the device: no sync)
+            same = (warm[1] == query).all()
+            idx_init = torch.where(same, warm[2], query if idx_init is None else idx_init)
         m = match(
             X_ff,
             X_kf,
@@ -327,12 +347,18 @@ class FrameTracker:
             q = torch.ones(n_query, dtype=Pf.X.dtype, device=Pf.X.device)
             q_ok = torch.ones(n_query, dtype=torch.bool, device=Pf.X.device)
         valid_opt = m.valid & (Pf.C.reshape(-1)[idx] > tc.C_conf) & (C_k_canon[query] > tc.C_conf) & q_ok
-        n_unique = int(torch.unique(idx[m.valid]).numel()) if bool(m.valid.any()) else 0
+        n_unique = count_distinct(idx, m.valid, Pf.X.shape[0] * Pf.X.shape[1])
+        # the match statistics in one host sync
+        frac, frac_k, n_u, n_ok = torch.stack(
+            [
+                valid_opt.float().mean(),
+                (m.valid & q_ok).float().mean(),
+                n_unique.float(),
+                valid_opt.sum().float(),
+            ]
+        ).tolist()
         stats = dict(
-            match_frac=float(valid_opt.float().mean()),
-            match_frac_k=float((m.valid & q_ok).float().mean()),
-            unique_frac_f=n_unique / n_query,
-            n_matches=int(valid_opt.sum()),
+            match_frac=frac, match_frac_k=frac_k, unique_frac_f=int(n_u) / n_query, n_matches=int(n_ok)
         )
         if stats["match_frac"] < tc.min_match_frac:
             reason = f"match fraction {stats['match_frac']:.3f} < min_match_frac {tc.min_match_frac}"
@@ -342,9 +368,8 @@ class FrameTracker:
         residual_fn, sqrt_w = self._residuals(
             frame, (Hk, Wk), idx[sel], query[sel], X_f, X_k_canon[query[sel]], q[sel]
         )
-        sol = optimize_pose(
-            residual_fn, T_CkCf, sqrt_w, self.dof, tc.max_iters, tc.rel_error, tc.delta_norm, tc.huber
-        )
+        args = (self.dof, tc.max_iters, tc.rel_error, tc.delta_norm, tc.huber)
+        sol = optimize_pose(residual_fn, T_CkCf, sqrt_w, *args, sync_every=self.sync_every)
         if not sol.ok:
             return _solve_failed(sol, T_CkCf, prediction=pred, **stats)
         new_kf = min(stats["match_frac_k"], stats["unique_frac_f"]) < tc.match_frac_thresh

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from online3r_ros.geometry.camera import backproject_depth, project, resize_intrinsics
+from online3r_ros.geometry.icp import GREY_WEIGHTS
 from online3r_ros.geometry.lie import sim3_act, sim3_identity, sim3_inverse
 from online3r_ros.sources.base import (
     AsymmetricPrediction,
@@ -41,6 +42,7 @@ from online3r_ros.sources.base import (
     image_to_tensor,
     intrinsics_tensor,
 )
+from online3r_ros.utils.host_syncs import on_device
 
 Tensor = torch.Tensor
 
@@ -67,7 +69,7 @@ def patch_descriptors(
 
     Patch samples are ``stride`` pixels apart (a 5x5 patch with stride 2 spans 9x9 pixels).
     """
-    grey = (image * image.new_tensor([0.299, 0.587, 0.114])).sum(-1)[None, None]  # [1, 1, H, W]
+    grey = (image * on_device(GREY_WEIGHTS, image.device, image.dtype)).sum(-1)[None, None]  # [1, 1, H, W]
     r = (patch_size // 2) * stride
     pad = F.pad(grey, (r, r, r, r), mode="replicate")
     cols = F.unfold(pad, kernel_size=patch_size, dilation=stride)  # [1, p*p, H*W]
