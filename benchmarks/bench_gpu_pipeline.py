@@ -125,15 +125,30 @@ def run(args: argparse.Namespace) -> dict:
         warm.process(fr)
     warm.close()
     tracker_ms, mapper_ms, total = [], [], 0.0
+    stages: dict[str, list[float]] = {}
+    profiler = None
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
+        profiler = profile(activities=acts)
+        profiler.__enter__()
     for fr in frames:
         t = time.perf_counter()
         step = system.process(fr)
+        for k, v in step.timings_ms.items():
+            stages.setdefault(k, []).append(float(v))
         dt = (time.perf_counter() - t) * 1e3
         total += dt
         backend_ms = sum(step.map_update.timings_ms.values()) if step.map_update is not None else 0.0
         tracker_ms.append(dt if args.mapper_thread else dt - backend_ms)  # thread: not spent in this call
         if step.map_update is not None:
             mapper_ms.append(backend_ms)
+    if profiler is not None:
+        profiler.__exit__(None, None, None)
+        key = "self_cuda_time_total" if args.device.startswith("cuda") else "self_cpu_time_total"
+        for sort in ("self_cpu_time_total", key):
+            print(profiler.key_averages().table(sort_by=sort, row_limit=args.profile), flush=True)
     t = time.perf_counter()
     mapper_ms += [sum(u.timings_ms.values()) for u in system.flush()]  # the mapper's last keyframes
     total += (time.perf_counter() - t) * 1e3
@@ -159,6 +174,7 @@ def run(args: argparse.Namespace) -> dict:
         "posed": len(traj),
         "ate_se3_m": ate,
         "network_calls": getattr(source, "network_calls", 0),
+        "stage_ms_median": {k: statistics.median(v) for k, v in sorted(stages.items())},
     }
 
 
@@ -173,6 +189,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3, help="frames run once first on a throw-away system")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--profile", type=int, default=0, help="torch profiler: print the N costliest ops")
     args = ap.parse_args()
     if not args.data.is_dir():
         sys.exit(f"{args.data} not found (7-Scenes redkitchen frames, ../shared/data)")
@@ -187,6 +204,7 @@ def main() -> None:
         f"net_calls={res['network_calls']}",
         flush=True,
     )
+    print("stage ms (median over frames that ran it):", json.dumps(res["stage_ms_median"]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
 

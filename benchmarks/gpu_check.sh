@@ -9,7 +9,8 @@
 # Stages (each under its own time limit; a failed stage is reported and the others still run):
 #   tests     CUDA tests: CUDA-graph replay, fp32 parity fixtures on CUDA, half precision, optimiser, matching
 #   network   bench_gpu_network.py: tracking step per precision/graph, deviations, parity, tuning step
-#   tracking  bench_tracking_step.py: matching + tracking Gauss-Newton per frame, CPU and CUDA
+#   tracking  bench_tracking_step.py: matching + tracking Gauss-Newton per frame, CUDA (two host-check
+#             periods) and CPU
 #   gopt      bench_global_opt.py: global optimisation of a 200-keyframe graph, CUDA (float64, float32), CPU
 #   pipeline  bench_gpu_pipeline.py: end to end (RGB-D on CPU and CUDA, network in the loop, tuning on)
 # then gpu_summary.py prints the targets against the figures.
@@ -52,8 +53,11 @@ for f in test_graphs test_model_parity test_inference test_global_opt test_match
 done
 stage tests 150 "$PY" -m pytest -q -p no:cacheprovider -k "cuda or graph or sync or thread" "${tests[@]}"
 stage network 150 "$PY" benchmarks/bench_gpu_network.py --device cuda --json "$OUT/network.json"
-[[ -f benchmarks/bench_tracking_step.py ]] &&
-    stage tracking 60 "$PY" benchmarks/bench_tracking_step.py --device cuda --json "$OUT/tracking.json"
+stage tracking_cuda 60 "$PY" benchmarks/bench_tracking_step.py --device cuda --json "$OUT/tracking_cuda.json"
+stage tracking_cuda_sync1 45 "$PY" benchmarks/bench_tracking_step.py --device cuda --sync-every 1 \
+    --sync-frames 0 --json "$OUT/tracking_cuda_sync1.json"
+stage tracking_cpu 90 "$PY" benchmarks/bench_tracking_step.py --device cpu --frames 5 --warmup 1 \
+    --sync-frames 0 --json "$OUT/tracking_cpu.json"
 stage gopt_cuda 90 "$PY" benchmarks/bench_global_opt.py --sizes 200 --device cuda --json "$OUT/gopt_cuda.json"
 stage gopt_cuda_f32 60 "$PY" benchmarks/bench_global_opt.py --sizes 200 --device cuda --dtype float32 \
     --calls 2 --repeats 2 --json "$OUT/gopt_cuda_f32.json"
@@ -65,5 +69,7 @@ for run in "cpu rgbd" "cuda rgbd" "cuda rgbd thread" "cuda net+tune" "cuda net+t
     stage "$name" 75 "$PY" benchmarks/bench_gpu_pipeline.py --device "$1" --mode "$2" ${3:+--mapper-thread} \
         --frames "$FRAMES" --json "$OUT/$name.json"
 done
+stage profile_cuda_rgbd 60 "$PY" benchmarks/bench_gpu_pipeline.py --device cuda --mode rgbd --frames 40 \
+    --profile 25
 echo "=== summary (after $((SECONDS - T0)) s)"
 "$PY" benchmarks/gpu_summary.py "$OUT"

@@ -156,27 +156,23 @@ class _Problem:
 
 
 def _gather(store, batch: FactorBatch, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, ...]:
-    """Points and average confidences of both ends of every match: Xa, Ca, Xb, Cb (one call per keyframe)."""
+    """Points and average confidences of both ends of every match: Xa, Ca, Xb, Cb (one call per keyframe).
+
+    The requests are grouped by keyframe with a stable sort on ``device`` (on a GPU a 12M-entry sort takes
+    milliseconds; on the host it took ~1.4 s of every call at 200 keyframes) and one host read of the groups.
+    """
     M = batch.n_points
-    kf_a = batch.a[batch.point_factor].cpu()
-    kf_b = batch.b[batch.point_factor].cpu()
-    req_kf = torch.cat((kf_a, kf_b))
-    req_pix = torch.cat((batch.pix_a, batch.pix_b))
+    pf = batch.point_factor.to(device)
+    req_kf = torch.cat((batch.a.to(device)[pf], batch.b.to(device)[pf]))
+    req_pix = torch.cat((batch.pix_a, batch.pix_b)).to(device)
     order = torch.argsort(req_kf, stable=True)
     kfs, counts = torch.unique_consecutive(req_kf[order], return_counts=True)
-    pix_sorted = req_pix[order.to(req_pix.device)]
-    parts_X, parts_C = [], []
-    start = 0
-    for k, c in zip(kfs.tolist(), counts.tolist(), strict=True):
-        Xk, Ck = store.gather_points(k, pix_sorted[start : start + c], device)
-        parts_X.append(Xk)
-        parts_C.append(Ck)
-        start += c
-    order = order.to(device)
+    groups = req_pix[order].split(counts.tolist())
+    parts = [store.gather_points(k, pix, device) for k, pix in zip(kfs.tolist(), groups, strict=True)]
     X = torch.empty(2 * M, 3, dtype=dtype, device=device)
     C = torch.empty(2 * M, dtype=dtype, device=device)
-    X[order] = torch.cat(parts_X).to(dtype)
-    C[order] = torch.cat(parts_C).to(dtype)
+    X[order] = torch.cat([x for x, _ in parts]).to(dtype)
+    C[order] = torch.cat([c for _, c in parts]).to(dtype)
     return X[:M], C[:M], X[M:], C[M:]
 
 
