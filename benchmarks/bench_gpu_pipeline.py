@@ -108,7 +108,10 @@ def tuning_hooks(source: NetworkInTheLoop, tuner: StandInTuner) -> BackendHooks:
 
 
 def run(args: argparse.Namespace) -> dict:
-    cfg = load_config(overrides={"system": {"device": args.device, "mapper_thread": args.mapper_thread}})
+    system_keys = {"device": args.device, "mapper_thread": args.mapper_thread}
+    if args.no_deterministic:
+        system_keys["deterministic"] = False
+    cfg = load_config(overrides={"system": system_keys})
     frames = list(open_dataset(args.data, max_frames=args.frames))
     rgbd = RGBDSource.from_config(cfg, device=args.device)
     source: PointmapSource = rgbd
@@ -164,6 +167,7 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "mode": args.mode,
         "mapper_thread": args.mapper_thread,
+        "deterministic": not args.no_deterministic,
         "device": args.device,
         "frames": len(frames),
         "fps": len(frames) / (total / 1e3),
@@ -190,6 +194,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--profile", type=int, default=0, help="torch profiler: print the N costliest ops")
+    ap.add_argument("--no-deterministic", action="store_true", help="system.deterministic: false (CUDA)")
     args = ap.parse_args()
     if not args.data.is_dir():
         sys.exit(f"{args.data} not found (7-Scenes redkitchen frames, ../shared/data)")

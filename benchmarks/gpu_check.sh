@@ -69,6 +69,8 @@ for run in "cpu rgbd" "cuda rgbd" "cuda rgbd thread" "cuda net+tune" "cuda net+t
     stage "$name" 75 "$PY" benchmarks/bench_gpu_pipeline.py --device "$1" --mode "$2" ${3:+--mapper-thread} \
         --frames "$FRAMES" --json "$OUT/$name.json"
 done
+stage pipeline_cuda_rgbd_thread_nondet 75 "$PY" benchmarks/bench_gpu_pipeline.py --device cuda --mode rgbd \
+    --mapper-thread --no-deterministic --frames "$FRAMES" --json "$OUT/pipeline_cuda_rgbd_thread_nondet.json"
 stage profile_cuda_rgbd 60 "$PY" benchmarks/bench_gpu_pipeline.py --device cuda --mode rgbd --frames 40 \
     --profile 25
 echo "=== summary (after $((SECONDS - T0)) s)"
