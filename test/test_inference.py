@@ -258,16 +258,17 @@ def test_cuda_half_precision_encoder_decoder_float32_heads(model, precision: str
     ref = MASt3REngine(copy.deepcopy(model), device="cpu").mono(f)
     eng = MASt3REngine(copy.deepcopy(model), device="cuda", precision=precision)
     seen: dict[str, torch.dtype] = {}
+
+    def record(name: str, pick):  # a forward hook that returns a value would replace the module's output
+        def hook(module, inputs, output) -> None:
+            seen.setdefault(name, pick(output))
+
+        return hook
+
     hooks = [
-        eng.model.enc_blocks[0].attn.qkv.register_forward_hook(
-            lambda m, i, o: seen.setdefault("enc", o.dtype)
-        ),
-        eng.model.dec_blocks[0].mlp.fc1.register_forward_hook(
-            lambda m, i, o: seen.setdefault("dec", o.dtype)
-        ),
-        eng.model.downstream_head1.register_forward_hook(
-            lambda m, i, o: seen.setdefault("head", o["pts3d"].dtype)
-        ),
+        eng.model.enc_blocks[0].attn.qkv.register_forward_hook(record("enc", lambda o: o.dtype)),
+        eng.model.dec_blocks[0].mlp.fc1.register_forward_hook(record("dec", lambda o: o.dtype)),
+        eng.model.downstream_head1.register_forward_hook(record("head", lambda o: o["pts3d"].dtype)),
     ]
     pred = eng.mono(f)
     for h in hooks:
