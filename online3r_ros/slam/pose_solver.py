@@ -38,8 +38,11 @@ __all__ = [
 
 #: Default ``sync_every`` of :func:`optimize_pose` on CUDA: the host reads the solve's state (one sync)
 #: after every this many iterations; at most ``CUDA_SYNC_EVERY - 1`` masked iterations run after
-#: convergence.
-CUDA_SYNC_EVERY = 4
+#: convergence. Measured on an H200 (``bench_tracking_step.py``, 7-Scenes, 20 frames): with 1 the
+#: matching + Gauss-Newton step took 39.6 ms and the ICP step 62.3 ms, with 4 53.4 and 75.2 ms (the masked
+#: iterations after convergence cost more than the syncs they save while the loop is launch-bound).
+#: 0 (never) is what a CUDA-graph capture of the loop will need.
+CUDA_SYNC_EVERY = 1
 
 # Levenberg damping factors of the retries in solve_damped: 1e-6, then x100 per retry (as Python floats, so
 # that the batched retries equal the former sequential ones bit for bit).
