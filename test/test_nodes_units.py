@@ -171,6 +171,40 @@ def test_map_save_load_round_trip_is_atomic(cfg, pipeline, tmp_path) -> None:
         other.load(tmp_path / "missing.pt")
 
 
+def test_a_new_session_never_replaces_the_saved_map(cfg, frames, tmp_path) -> None:
+    from online3r_ros.slam.map_files import map_file_session
+
+    path = tmp_path / "online3r_map.pt"
+    maps = {}
+    for session in (7, 8, 7, 9):  # a time jump, a looped bag coming back to an old session id, another
+        fe = TrackerFrontend(cfg, build_source(cfg), session=session)
+        be = MapperBackend(cfg, build_source(cfg), wait_s=1e9)
+        for f in frames[:6]:
+            st = fe.process(f.rgb, f.depth, f.K, f.timestamp)
+            for p in (st.observation, st.keyframe):
+                if p is not None:
+                    (be.submit_keyframe if hasattr(p, "prev_observations") else be.submit_observation)(p)
+            be.step(now=0.0)
+        be.save(path)
+        maps[session] = be.keyframe_poses()
+        be.save(path)  # the same session again: replaced in place, no backup
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        "online3r_map.pt",
+        "online3r_map.session-7-2.pt",  # the second session-7 map, kept when session 9 saved
+        "online3r_map.session-7.pt",
+        "online3r_map.session-8.pt",
+    ]
+    assert map_file_session(path) == 9 and map_file_session(tmp_path / "online3r_map.session-8.pt") == 8
+    assert be.last_backup is None  # the last save was the same session's
+    loaded = MapperBackend(cfg, build_source(cfg))
+    loaded.load(tmp_path / "online3r_map.session-8.pt")  # load_map can name any session's file
+    assert loaded.session == 8
+    torch.testing.assert_close(loaded.keyframe_poses(), maps[8])
+    (tmp_path / "junk.pt").write_bytes(b"not a map")
+    assert map_file_session(tmp_path / "junk.pt") is None and map_file_session(tmp_path / "none.pt") is None
+
+
 def test_process_rejects_time_going_backwards_without_changing_state(cfg, frames) -> None:
     fe = TrackerFrontend(cfg, build_source(cfg))
     fe.process(frames[1].rgb, frames[1].depth, frames[1].K, frames[1].timestamp)

@@ -46,6 +46,7 @@ from .edges import build_edges
 from .frame_store import FrameStore
 from .global_opt import OptResult
 from .map_export import MapPoints, keyframe_points
+from .map_files import keep_other_session
 from .neighbours import proximity_candidates
 from .packets import KeyframePacket, MapperState, MapUpdate, ObservationPacket
 
@@ -140,6 +141,7 @@ class MapperBackend:
         self.calibrated = uses_calibration(config, source)
         self._optimizer = make_optimizer(config, source)
         self.generation = 0
+        self.last_backup: Path | None = None  # where the last save kept another session's map
         self.reset()
 
     def reset(self) -> None:
@@ -360,7 +362,11 @@ class MapperBackend:
         self.session = None if state["session"] is None else int(state["session"])
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the map (keyframes, poses, graph, frames, session) atomically to the file ``path``."""
+        """Write the map (keyframes, poses, graph, frames, session) atomically to the file ``path``. A map of
+        another session already there is first renamed to ``<stem>.session-<id><suffix>``
+        (:func:`~online3r_ros.slam.map_files.keep_other_session`): no session's map is silently replaced.
+        The backup's path, if any, is kept in :attr:`last_backup`."""
+        self.last_backup = keep_other_session(path, self.session)
         return save_atomic(self.state_dict(), path)
 
     def load(self, path: str | os.PathLike) -> None:

@@ -160,10 +160,11 @@ class MapperNode(Node):
             with self._lock:
                 n = self.backend.num_keyframes
                 self.backend.save(self.map_path)
+                kept = self._report_backup()
         except (OSError, RuntimeError) as exc:
             response.success, response.message = False, f"cannot save {self.map_path}: {exc}"
             return response
-        response.success, response.message = True, f"{n} keyframes saved to {self.map_path}"
+        response.success, response.message = True, f"{n} keyframes saved to {self.map_path}{kept}"
         return response
 
     def _srv_load_map(self, request: Any, response: Any) -> Any:
@@ -288,6 +289,7 @@ class MapperNode(Node):
         try:
             t0 = time.perf_counter()
             self.backend.save(self.map_path)
+            self._report_backup()
             self._last_save = time.monotonic()
             self._unsaved = False
             self.stats.add_times({"autosave": 1000 * (time.perf_counter() - t0)})
@@ -295,6 +297,15 @@ class MapperNode(Node):
         except (OSError, RuntimeError) as exc:
             self.stats.error(f"autosave failed: {exc}")
             self._log_once(self.get_logger().error, f"autosave to {self.p.map_path} failed: {exc}")
+
+    def _report_backup(self) -> str:
+        """Log where the last save kept another session's map (``''`` when it kept none)."""
+        backup = self.backend.last_backup
+        if backup is None:
+            return ""
+        self.stats.count("maps_kept")
+        self.get_logger().info(f"the previous session's map at {self.map_path} is kept as {backup}")
+        return f" (the previous session's map is kept as {backup})"
 
     def _after_map_change(self) -> None:
         self._publish_state()

@@ -168,7 +168,11 @@ class TrackerParams(NodeParams):
 class MapperParams(NodeParams):
     """Parameters of the mapper node."""
 
-    map_path: str = param("online3r_map.pt", "~/save_map, ~/load_map and autosave file")
+    map_path: str = param(
+        "online3r_map.pt",
+        "~/save_map, ~/load_map and autosave file; a map of an earlier session found there is first renamed "
+        "to <stem>.session-<id>.pt (never replaced)",
+    )
     autosave: bool = param(True, "save the map to map_path (atomically) after optimisations and at shutdown")
     autosave_period: float = param(
         5.0, "autosave at most this often (s; 0: after every keyframe)", 0.0, 3600.0
