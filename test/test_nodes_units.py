@@ -469,3 +469,26 @@ def test_demo_nodes_run_the_default_config(tmp_path) -> None:
     with pytest.raises(CliError, match="not found") as err:
         demo_slam_config(tmp_path / "missing.yaml")
     assert err.value.code == EXIT_INPUT
+
+
+def test_log_once_limits_each_kind_of_message_and_stays_bounded() -> None:
+    from online3r_ros.ros.nodes.common import LogOnce
+
+    clock = [0.0]
+    lines: list[str] = []
+    log = LogOnce(period=2.0, max_kinds=4)
+    log._time = lambda: clock[0]
+    for i in range(5):  # per-frame stamps in the text: still one kind of message
+        log(lines.append, f"no depth image with the stamp of image {100 + 0.2 * i:.6f} within 0.5 s")
+        clock[0] += 0.2
+    log(lines.append, "invalid camera info at 4.000000: fx must be > 0")  # another kind: logged at once
+    clock[0] = 3.0
+    log(lines.append, "no depth image with the stamp of image 103.000000 within 0.5 s")
+    assert lines == [
+        "no depth image with the stamp of image 100.000000 within 0.5 s",
+        "invalid camera info at 4.000000: fx must be > 0",
+        "no depth image with the stamp of image 103.000000 within 0.5 s (and 4 similar in the last 3 s)",
+    ]
+    for i in range(100):
+        log(lines.append, f"kind {chr(65 + i % 26)}{chr(65 + i // 26)}")
+    assert len(log._last) == 4  # bounded, whatever the variety of messages

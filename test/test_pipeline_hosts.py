@@ -119,18 +119,61 @@ def _msg(sec: float) -> SimpleNamespace:
     )
 
 
+def _info(sec: float, fx: float = 500.0) -> SimpleNamespace:
+    """A CameraInfo-like message (duck-typed) stamped ``sec`` with focal length ``fx``."""
+    zero = SimpleNamespace(x_offset=0, y_offset=0, width=0, height=0, do_rectify=False)
+    return SimpleNamespace(
+        header=SimpleNamespace(stamp=_msg(sec).header.stamp, frame_id="camera"),
+        width=64,
+        height=48,
+        distortion_model="plumb_bob",
+        d=[0.0] * 5,
+        k=[fx, 0.0, 32.0, 0.0, 500.0, 24.0, 0.0, 0.0, 1.0],
+        r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+        p=[fx, 0.0, 32.0, 0.0, 0.0, 500.0, 24.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+        binning_x=0,
+        binning_y=0,
+        roi=zero,
+    )
+
+
+def test_input_sync_takes_the_camera_info_of_the_image_stamp() -> None:
+    sync = InputSync(need_depth=False, need_info=True, sync_tolerance=0.002, sync_wait=0.5)
+    old, new = _info(1.0, fx=400.0), _info(3.0, fx=600.0)
+    assert sync.put_info(new) is None and sync.put_info(old) is None  # any arrival order
+    sync.put_image(_msg(2.0), now=0.0)
+    assert sync.take(now=0.0)[2] is old  # the latest one at or before the image, not the newest
+    sync.put_image(_msg(3.0005), now=0.0)
+    assert sync.take(now=0.0)[2] is new  # its own stamp, within the tolerance
+    bad = _info(4.0, fx=-1.0)
+    assert "invalid camera info at 4.000000" in sync.put_info(bad)
+    sync.put_image(_msg(4.0), now=0.0)
+    assert sync.take(now=0.0)[2] is bad  # the frame of the bad calibration gets it (and is rejected)
+    sync.put_image(_msg(5.0), now=0.0)
+    assert sync.take(now=0.0)[2] is new  # an invalid CameraInfo is never used for another frame
+    assert "bad stamp" in sync.put_info(SimpleNamespace(header=_msg(-1.0).header))
+    late = InputSync(need_depth=False, need_info=True, sync_tolerance=0.002, sync_wait=0.5)
+    late.put_image(_msg(7.0), now=0.0)
+    assert late.take(now=0.1) is None  # waits for a CameraInfo
+    late.put_info(_info(7.0))
+    assert late.take(now=0.2)[2] is not None
+    late.put_image(_msg(6.0), now=1.0)
+    assert late.take(now=1.1) is None and late.take(now=1.6)[2] is None  # none at or before: handed out alone
+
+
 def test_input_sync_pairs_depth_by_stamp_and_waits_for_it() -> None:
     sync = InputSync(need_depth=True, need_info=True, sync_tolerance=0.002, sync_wait=0.5)
     assert sync.take(now=0.0) is None
     assert not sync.put_image(_msg(10.0), now=0.0)
     assert sync.put_image(_msg(10.1), now=0.0)  # replaced an untaken image: a drop
-    sync.info = "info"
+    info = _info(9.0)
+    assert sync.put_info(info) is None
     sync.depths.append(_msg(10.0))
     assert sync.take(now=0.1) is None  # no depth with the newest image's stamp yet
     depth = _msg(10.101)
     sync.depths.append(depth)
-    image, d, info = sync.take(now=0.1)
-    assert d is depth and info == "info" and sync.image is None
+    image, d, got = sync.take(now=0.1)
+    assert d is depth and got is info and sync.image is None
     sync.put_image(_msg(11.0), now=1.0)
     assert sync.take(now=1.2) is None
     image, d, _ = sync.take(now=1.6)  # waited sync_wait: handed out without depth, for the caller to reject

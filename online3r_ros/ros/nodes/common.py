@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import threading
@@ -107,19 +108,32 @@ def stop_worker(node: Any, timeout: float = 5.0) -> None:
     node._worker.join(timeout=timeout)
 
 
-class LogOnce:
-    """Log a repeated message at most once per ``period`` seconds (keyed by text)."""
+_NUMBERS = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
-    def __init__(self, period: float = 2.0) -> None:
+
+class LogOnce:
+    """Log each kind of message at most once per ``period`` seconds. The kind is the text with its numbers
+    masked, so per-frame stamps or counts do not defeat the limit; the next line of a kind says how many
+    were held back. At most ``max_kinds`` kinds are remembered (the oldest forgotten): bounded memory."""
+
+    def __init__(self, period: float = 2.0, max_kinds: int = 256) -> None:
         self._time = time.monotonic
         self.period = period
-        self._last: dict[str, float] = {}
+        self.max_kinds = max_kinds
+        self._last: dict[str, tuple[float, int]] = {}  # kind -> (time logged, held back since)
 
     def __call__(self, log: Callable[[str], Any], text: str) -> None:
+        kind = _NUMBERS.sub("#", text)
         now = self._time()
-        if now - self._last.get(text, -1e9) >= self.period:
-            self._last[text] = now
-            log(text)
+        last, held = self._last.pop(kind, (-1e9, 0))
+        if now - last >= self.period:
+            log(text if not held else f"{text} (and {held} similar in the last {now - last:.0f} s)")
+            last, held = now, 0
+        else:
+            held += 1
+        self._last[kind] = (last, held)  # re-inserted: the dict's order is least recently seen first
+        while len(self._last) > self.max_kinds:
+            del self._last[next(iter(self._last))]
 
 
 def _checkpoint_error(exc: BaseException) -> BaseException | None:

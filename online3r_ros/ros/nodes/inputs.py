@@ -63,10 +63,16 @@ def decode_inputs(image_msg: Any, depth_msg: Any, info_msg: Any, compressed: boo
 
 class InputSync:
     """The tracker's input slots (ROS-free; messages duck-typed): the newest image, recent depth images and
-    the latest CameraInfo. :meth:`take` hands out the newest image with its depth (the one with the closest
-    stamp within ``sync_tolerance``) and CameraInfo once both are there, or after ``sync_wait`` seconds
-    without them (the image is then handed out alone, for the caller to reject). Not thread-safe: the caller
-    holds its lock."""
+    recent CameraInfos. :meth:`take` hands out the newest image with its depth (the closest stamp within
+    ``sync_tolerance``, arrived before or after the image) and its CameraInfo (below) once both are there,
+    or after ``sync_wait`` seconds without them (the image is then handed out alone, for the caller to
+    reject). Not thread-safe: the caller holds its lock.
+
+    CameraInfo by stamp: the one with the image's own stamp (within ``sync_tolerance``) if it arrived, else
+    the latest *valid* one stamped before the image, so a calibration change applies from its own frame on,
+    whatever the arrival order. An invalid CameraInfo is never used for another frame; the frame with its
+    stamp gets it (and is rejected by the conversion). :meth:`put_info` says why one is invalid.
+    """
 
     def __init__(
         self,
@@ -81,13 +87,28 @@ class InputSync:
         self.sync_wait = float(sync_wait)
         self.image: tuple[Any, float] | None = None  # (msg, monotonic arrival)
         self.depths: deque = deque(maxlen=depth_history)
-        self.info: Any = None
+        self.infos: deque = deque(maxlen=depth_history)  # (stamp ns, msg, valid)
 
     def put_image(self, msg: Any, now: float) -> bool:
         """Keep ``msg`` as the newest image; True when it replaced one that was never taken (a drop)."""
         dropped = self.image is not None
         self.image = (msg, now)
         return dropped
+
+    def put_info(self, msg: Any) -> str | None:
+        """Keep a CameraInfo; returns why it is unusable (``None`` when valid). One with a stamp that is no
+        time is not kept."""
+        try:
+            stamp_ns = stamp_to_ns(msg.header.stamp)
+        except ValueError as exc:
+            return f"camera info with a bad stamp ignored: {exc}"
+        try:
+            camera_info_to_intrinsics(msg)
+        except ValueError as exc:  # CameraInfoError
+            self.infos.append((stamp_ns, msg, False))
+            return f"invalid camera info at {stamp_ns * 1e-9:.6f} (its frame is rejected): {exc}"
+        self.infos.append((stamp_ns, msg, True))
+        return None
 
     def _match_depth(self, stamp_ns: int) -> Any:
         best = None
@@ -101,6 +122,13 @@ class InputSync:
                 best = (dt, d)
         return None if best is None else best[1]
 
+    def _match_info(self, stamp_ns: int) -> Any:
+        own = [m for s, m, _ in self.infos if abs(s - stamp_ns) <= self.tolerance_ns]
+        if own:
+            return own[-1]  # the image's own calibration, valid or not (the latest arrival wins)
+        before = [(s, m) for s, m, ok in self.infos if ok and s < stamp_ns]
+        return max(before, key=lambda sm: sm[0])[1] if before else None
+
     def take(self, now: float) -> tuple[Any, Any, Any] | None:
         """``(image, depth or None, info or None)`` when ready (see the class docstring), else ``None``.
         Raises ``ValueError`` for an image stamp that is no time (the image is dropped)."""
@@ -113,8 +141,9 @@ class InputSync:
             self.image = None
             raise
         depth = self._match_depth(stamp_ns) if self.need_depth else None
-        missing = (self.need_depth and depth is None) or (self.need_info and self.info is None)
+        info = self._match_info(stamp_ns) if self.need_info else None
+        missing = (self.need_depth and depth is None) or (self.need_info and info is None)
         if missing and now - arrived < self.sync_wait:
             return None
         self.image = None
-        return msg, depth, self.info
+        return msg, depth, info

@@ -139,7 +139,12 @@ class TrackerParams(NodeParams):
     tf_static_wait: float = param(
         1.0, "how long to wait for /tf_static before the first frame (s)", 0.0, 60.0
     )
-    sync_tolerance: float = param(0.002, "max |image stamp - depth stamp| of a pair (s)", 0.0, 1.0)
+    sync_tolerance: float = param(
+        0.002,
+        "max |image stamp - depth stamp| of a pair, and of an image and its own camera_info (s)",
+        0.0,
+        1.0,
+    )
     sync_wait: float = param(
         0.5, "how long the newest image waits for its depth / camera_info (s)", 0.0, 10.0
     )

@@ -187,8 +187,10 @@ class TrackerNode(Node):
 
     def _on_info(self, msg: Any) -> None:
         with self._wake:
-            self._inputs.info = msg
+            problem = self._inputs.put_info(msg)
             self._wake.notify()
+        if problem is not None:
+            self._input_error(problem)
 
     def _on_poses(self, msg: Any) -> None:
         try:
@@ -333,6 +335,12 @@ class TrackerNode(Node):
         if self.p.depth_topic and depth_msg is None:
             t = stamp_to_sec(stamp)
             self._reject(f"no depth image with the stamp of image {t:.6f} within {self.p.sync_wait} s")
+            return
+        if self.p.camera_info_topic and info_msg is None:
+            t = stamp_to_sec(stamp)
+            self._reject(
+                f"no camera info at or before the stamp of image {t:.6f} within {self.p.sync_wait} s"
+            )
             return
         try:
             rgb, depth, K = decode_inputs(
