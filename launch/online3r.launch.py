@@ -35,8 +35,11 @@ def _node_actions(context, *args, **kwargs):
                 ros_arguments=["--log-level", spec.log_level],
                 output="screen",
                 emulate_tty=True,
-                # as `online3r launch`: a required node exiting stops the whole system
+                # as `online3r launch`: a required node exiting stops the whole system, a respawning one is
+                # started again
                 on_exit=launch.actions.Shutdown(reason=f"{spec.name} exited") if spec.required else None,
+                respawn=spec.respawn,
+                respawn_delay=spec.respawn_delay,
             )
         )
     return actions

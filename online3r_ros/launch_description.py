@@ -48,6 +48,7 @@ PACKAGE = "online3r_ros"
 NODE_PARAMS_FILE = "online3r_ros.yaml"
 RVIZ_FILE = "online3r.rviz"
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
+MAPPER_RESPAWN_S = 2.0  # seconds between a mapper's exit and its restart
 
 
 class LaunchSpecError(ValueError):
@@ -72,7 +73,8 @@ class NodeSpec:
     rviz2, started from ``PATH``); ``name``: node name (``__node``); ``namespace``: '' or ``/ns``;
     ``parameter_files``: YAML files in order; ``parameters``: overrides applied after the files;
     ``remappings``: ``(from, to)`` pairs; ``arguments``: plain command-line arguments (before ``--ros-args``);
-    ``log_level``; ``required``: the whole system stops when this node exits.
+    ``log_level``; ``required``: the whole system stops when this node exits; ``respawn``: a node that is not
+    required is started again ``respawn_delay`` seconds after it exits (as ``launch_ros``'s ``respawn``).
     """
 
     name: str
@@ -86,6 +88,14 @@ class NodeSpec:
     arguments: tuple[str, ...] = ()
     log_level: str = "info"
     required: bool = True
+    respawn: bool = False
+    respawn_delay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.required and self.respawn:
+            raise LaunchSpecError(f"node {self.name}: a required node stops the system, it cannot respawn")
+        if self.respawn_delay < 0:
+            raise LaunchSpecError(f"node {self.name}: respawn_delay must be >= 0, got {self.respawn_delay}")
 
 
 def config_dir() -> Path:
@@ -233,6 +243,12 @@ def node_specs(
         per_node[node].update(params)
 
     files = (values["config"],) if values["config"] else ()
+    # the tracker is required (no odometry without it); a mapper that dies is started again: it reloads its
+    # autosaved map and the tracker re-sends what it lacks, while odometry keeps flowing
+    lifecycle = {
+        "tracker": {},
+        "mapper": {"required": False, "respawn": True, "respawn_delay": MAPPER_RESPAWN_S},
+    }
     specs = [
         NodeSpec(
             name=name,
@@ -243,6 +259,7 @@ def node_specs(
             parameter_files=files,
             parameters=per_node[name],
             log_level=log_level,
+            **lifecycle[name],
         )
         for name in ("tracker", "mapper")
     ]

@@ -13,9 +13,11 @@ domain and stops them with SIGINT (marked ``ros``).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -141,6 +143,7 @@ def launch_file_nodes(monkeypatch, overrides: dict[str, str]) -> list[dict]:
                 "arguments": list(kw.get("arguments") or []),
                 "log_level": ros_args[ros_args.index("--log-level") + 1],
                 "stops_system": kw.get("on_exit") is not None,
+                "respawn": (bool(kw.get("respawn")), float(kw.get("respawn_delay") or 0.0)),
             }
         )
     return out
@@ -202,7 +205,10 @@ def launcher_plan(overrides: dict[str, str]) -> list[dict]:
     for line in buf.getvalue().splitlines():
         label, _, command = line.partition(": ")
         name = label.split()[0]
-        plan.append(parse_command(name, shlex.split(command)))
+        node = parse_command(name, shlex.split(command))
+        delay = re.search(r"\[respawn after ([\d.]+) s\]", label)
+        node["respawn"] = (delay is not None, float(delay.group(1)) if delay else 0.0)
+        plan.append(node)
     return plan
 
 
@@ -238,7 +244,12 @@ def test_launch_file_and_launcher_start_the_same_nodes(monkeypatch, overrides):
             assert node[key] == planned[key], (node["name"], key)
         assert node["parameters"] == planned["parameters"], node["name"]
         assert node["log_level"] == planned["log_level"]
-        assert node["stops_system"] == (node["name"] != "rviz2")
+        assert node["stops_system"] == (node["name"] == "tracker")  # the mapper respawns instead
+        assert (
+            node["respawn"]
+            == planned["respawn"]
+            == ((True, 2.0) if node["name"] == "mapper" else (False, 0.0))
+        )
 
 
 def test_arguments_reach_the_nodes(monkeypatch):
@@ -405,6 +416,38 @@ def test_a_node_ignoring_sigint_is_terminated(tmp_path):
     assert group.running() == []
 
 
+def test_a_respawning_node_is_started_again_and_the_others_keep_running(tmp_path):
+    specs = _child_specs(tmp_path, {"tracker": "wait"})
+    specs += [
+        dataclasses.replace(s, required=False, respawn=True, respawn_delay=0.2)
+        for s in _child_specs(tmp_path, {"mapper": "die"})
+    ]
+    echo = io.StringIO()
+    group = _group(tmp_path, specs, echo)
+    group.start()
+
+    def interrupt() -> None:  # Ctrl-C once the mapper died and came back twice
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and echo.getvalue().count("[mapper] child die up") < 3:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=interrupt, daemon=True)
+    thread.start()
+    try:
+        code = group.wait(poll_period=0.02)
+    finally:
+        codes = group.stop(grace=2.0)
+        thread.join(timeout=5)
+    text = echo.getvalue()
+    assert code == 0 and group.respawns["mapper"] >= 2
+    assert "respawning mapper in 0.2 s" in text and "ended unexpectedly" not in text
+    assert codes["tracker"] == 0 and (tmp_path / "tracker.signal").read_text() == "SIGINT"
+    assert (tmp_path / "logs" / "mapper.log").read_text().count("child die up") >= 3  # one log, appended
+    with pytest.raises(LaunchSpecError, match="cannot respawn"):
+        dataclasses.replace(specs[0], respawn=True)
+
+
 def test_missing_non_python_executable_is_skipped(tmp_path):
     spec = NodeSpec(
         name="viewer", package="none", executable="no-such-viewer-xyz", module=None, required=False
@@ -453,6 +496,15 @@ def test_online3r_launch_starts_and_stops_the_real_nodes(tmp_path, dds_domain):
             p.read_text()[-2000:] for p in logs if p.exists()
         ]
         assert "image=launch_test/image" in logs[0].read_text()
+        # kill -9 the mapper: the launcher starts it again, the tracker keeps running
+        mapper = [pid for pid in _children(proc.pid) if "online3r_ros.ros.nodes.mapper" in _cmdline(pid)]
+        assert len(mapper) == 1
+        os.kill(mapper[0], signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and logs[1].read_text().count("ready") < 2:
+            time.sleep(0.2)
+        assert logs[1].read_text().count("ready") == 2, logs[1].read_text()[-2000:]
+        assert proc.poll() is None
         os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -463,6 +515,28 @@ def test_online3r_launch_starts_and_stops_the_real_nodes(tmp_path, dds_domain):
     assert proc.returncode == 0, text
     assert "SIGINT received" in text
     assert "tracker (pid" in text and "mapper (pid" in text and "stopped with code" in text
+    assert "respawning mapper in 2 s" in text and "ended unexpectedly" not in text
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def test_launch_executables_are_console_scripts_of_the_same_modules():

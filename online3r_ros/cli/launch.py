@@ -4,13 +4,14 @@ Starts the nodes of :func:`online3r_ros.launch_description.node_specs` (the desc
 uses too) as child processes of this one: Python nodes with ``<this python> -m <module> --ros-args ...``,
 rviz2 from ``PATH`` (skipped with a note when it is not installed). Their output is prefixed with the node
 name. SIGINT/SIGTERM are forwarded to every node; a node that does not stop within ``--grace`` seconds is
-terminated, then killed. When a required node (tracker, mapper) exits while the system runs, the others are
-stopped and ``online3r launch`` exits non-zero.
+terminated, then killed. When a required node (the tracker) exits while the system runs, the others are
+stopped and ``online3r launch`` exits non-zero; a node with ``respawn`` (the mapper) is started again
+``respawn_delay`` seconds after it exits, as ``ros2 launch`` does.
 
 Exit codes: 0 the nodes were stopped on request (Ctrl-C, SIGTERM), 1 a required node ended on its own (the
 others are then stopped), 2 usage error (bad launch argument).  ``--dry-run`` prints one line per node,
-``name: command`` (shell-quoted; ``name [not on PATH]: ...`` for a missing non-Python executable), and
-starts nothing.
+``name: command`` (shell-quoted; ``name [not on PATH]: ...`` for a missing non-Python executable,
+``name [respawn after N s]: ...`` for a respawning node), and starts nothing.
 
 Library use (``online3r demo`` does this)::
 
@@ -121,6 +122,8 @@ class NodeGroup:
         self.python = python
         self.processes: list[NodeProcess] = []
         self.skipped: list[tuple[str, str]] = []
+        self.respawns: dict[str, int] = {}  # times each node was started again
+        self._respawn_at: dict[str, float] = {}  # monotonic time a node that exited starts again
         self._stopping = False
 
     def start(self) -> None:
@@ -129,37 +132,57 @@ class NodeGroup:
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         for spec in self.specs:
-            cmd = command_for(spec, self.python)
-            if cmd is None:
-                reason = f"'{spec.executable}' is not on PATH (install a ROS 2 distro with {spec.package})"
-                self.skipped.append((spec.name, reason))
-                self._say(f"[launch] not starting {spec.name}: {reason}")
-                continue
-            log_path = self.log_dir / f"{spec.name}.log" if self.log_dir is not None else None
-            log = open(log_path, "wb") if log_path is not None else None  # noqa: SIM115 - closed by the pump
-            try:
-                popen = subprocess.Popen(
-                    cmd,
-                    env=self.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # our signals are forwarded explicitly, once
-                )
-            except OSError:
-                if log is not None:
-                    log.close()
-                self.stop()
-                raise
-            pump = threading.Thread(
-                target=self._pump_and_close,
-                args=(popen.stdout, f"[{spec.name}] ", log),
-                name=f"output-{spec.name}",
-                daemon=True,
+            proc = self._start_one(spec)
+            if proc is not None:
+                self.processes.append(proc)
+
+    def _start_one(self, spec: NodeSpec, append_log: bool = False) -> NodeProcess | None:
+        """Start one node; ``None`` when its executable is not installed (recorded in :attr:`skipped`)."""
+        cmd = command_for(spec, self.python)
+        if cmd is None:
+            reason = f"'{spec.executable}' is not on PATH (install a ROS 2 distro with {spec.package})"
+            self.skipped.append((spec.name, reason))
+            self._say(f"[launch] not starting {spec.name}: {reason}")
+            return None
+        log_path = self.log_dir / f"{spec.name}.log" if self.log_dir is not None else None
+        log = open(log_path, "ab" if append_log else "wb") if log_path is not None else None  # noqa: SIM115
+        try:
+            popen = subprocess.Popen(
+                cmd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # our signals are forwarded explicitly, once
             )
-            pump.start()
-            self.processes.append(NodeProcess(spec, popen, pump, log_path))
-            self._say(f"[launch] started {spec.name} (pid {popen.pid}): {shlex.join(cmd)}")
+        except OSError:
+            if log is not None:
+                log.close()
+            self.stop()
+            raise
+        pump = threading.Thread(
+            target=self._pump_and_close,
+            args=(popen.stdout, f"[{spec.name}] ", log),
+            name=f"output-{spec.name}",
+            daemon=True,
+        )
+        pump.start()
+        self._say(f"[launch] started {spec.name} (pid {popen.pid}): {shlex.join(cmd)}")
+        return NodeProcess(spec, popen, pump, log_path)
+
+    def respawn_due(self, now: float) -> list[str]:
+        """Start again the respawning nodes whose delay has passed; returns their names."""
+        due = [name for name, at in self._respawn_at.items() if at <= now]
+        for name in due:
+            del self._respawn_at[name]
+            i = next(i for i, p in enumerate(self.processes) if p.spec.name == name)
+            old = self.processes[i]
+            old.pump.join(timeout=2.0)
+            proc = self._start_one(old.spec, append_log=True)
+            if proc is not None:
+                self.processes[i] = proc
+                self.respawns[name] = self.respawns.get(name, 0) + 1
+        return due
 
     def _pump_and_close(self, stream: IO[bytes], prefix: str, log: IO[bytes] | None) -> None:
         try:
@@ -218,7 +241,8 @@ class NodeGroup:
         return {p.spec.name: p.popen.returncode for p in self.processes}
 
     def wait(self, poll_period: float = 0.1) -> int:
-        """Block until a stop is requested (SIGINT/SIGTERM to this process) or a node exits.
+        """Block until a stop is requested (SIGINT/SIGTERM to this process) or a required node exits; nodes
+        with ``respawn`` are started again meanwhile.
 
         Returns :data:`EXIT_OK` after a requested stop (or when only optional nodes ran and all ended), else
         :data:`EXIT_NODE_DIED` (a required node ended on its own)."""
@@ -232,17 +256,19 @@ class NodeGroup:
         try:
             while not requested:
                 ended = self.poll()
-                died = [
-                    (n, c)
-                    for n, c in ended
-                    if next(p for p in self.processes if p.spec.name == n).spec.required
-                ]
+                specs = {p.spec.name: p.spec for p in self.processes}
+                died = [(n, c) for n, c in ended if specs[n].required]
                 if died:
                     names = ", ".join(f"{n} (code {c})" for n, c in died)
                     self._say(f"[launch] required node(s) ended unexpectedly: {names}; stopping the others")
                     code = EXIT_NODE_DIED
                     break
-                if not self.running():
+                for name, _ in ended:
+                    if specs[name].respawn:
+                        self._respawn_at[name] = time.monotonic() + specs[name].respawn_delay
+                        self._say(f"[launch] respawning {name} in {specs[name].respawn_delay:g} s")
+                self.respawn_due(time.monotonic())
+                if not self.running() and not self._respawn_at:
                     break
                 time.sleep(poll_period)
             if requested:
@@ -292,7 +318,10 @@ def launch_command(args: argparse.Namespace) -> int:
         for spec in specs:
             missing = command_for(spec) is None
             cmd = command_for(spec, installed_only=False)
-            print(f"{spec.name}{' [not on PATH]' if missing else ''}: {shlex.join(cmd)}")
+            notes = (" [not on PATH]" if missing else "") + (
+                f" [respawn after {spec.respawn_delay:g} s]" if spec.respawn else ""
+            )
+            print(f"{spec.name}{notes}: {shlex.join(cmd)}")
         return EXIT_OK
     group = NodeGroup(specs, log_dir=args.log_dir)
     try:
