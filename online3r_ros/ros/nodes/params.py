@@ -75,7 +75,7 @@ def param(
 #: Prefix of the node keys in the parameter file: ``/**/`` matches the node in any namespace.
 NODE_KEY_PREFIX = "/**/"
 
-_QOS = ("sensor_data", "best_effort", "reliable", "system_default")
+_QOS = ("auto", "sensor_data", "best_effort", "reliable", "system_default")
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,12 @@ class TrackerParams(NodeParams):
     )
     camera_info_topic: str = param("camera_info", "CameraInfo topic (calibrated mode); empty: none")
     depth_topic: str = param("depth", "aligned depth image topic (16UC1 mm / 32FC1 m); empty: none")
-    image_qos: str = param("sensor_data", "QoS of the input subscriptions", choices=_QOS)
+    image_qos: str = param(
+        "auto",
+        "QoS of the input subscriptions; auto: reliable while every publisher is, best effort when one is "
+        "(best-effort large images are mostly lost on one machine)",
+        choices=_QOS,
+    )
     odom_frame: str = param("odom", "REP-105 odometry frame")
     base_frame: str = param("base_link", "robot base frame")
     publish_tf: bool = param(True, "publish TF at all (master switch)")

@@ -34,6 +34,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
+from rclpy.qos import ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
@@ -41,6 +42,7 @@ from tf2_msgs.msg import TFMessage
 
 from online3r_ros.eval import write_tum
 from online3r_ros.ros import topics as T
+from online3r_ros.ros.adaptive_qos import AdaptiveSubscription
 from online3r_ros.ros.frames import ExternalOdometry, RobotFrames, StaticTfChain
 from online3r_ros.ros.nodes.common import (
     LogOnce,
@@ -74,6 +76,7 @@ from online3r_ros.synthetic import make_synthetic_sequence
 
 __all__ = ["TrackerNode", "main", "decode_inputs"]
 
+INPUT_QUEUE = 10  # keep-last depth of the image / depth / camera_info readers (image_qos: auto)
 _STATE_NAMES = {"init": "initialising", "tracking": "tracking", "reloc": "tracking", "lost": "lost"}
 
 
@@ -135,7 +138,6 @@ class TrackerNode(Node):
 
     def _build_io(self) -> None:
         p = self.p
-        qos_in = qos_from_parameter(p.image_qos)
         self.pub_odom = self.create_publisher(Odometry, T.ODOMETRY.name, T.qos_for(T.ODOMETRY))
         self.pub_pose = self.create_publisher(PoseStamped, T.CAMERA_POSE.name, T.qos_for(T.CAMERA_POSE))
         self.pub_status = self.create_publisher(String, T.TRACKER_STATUS.name, T.qos_for(T.TRACKER_STATUS))
@@ -144,11 +146,15 @@ class TrackerNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, T.DIAGNOSTICS.name, T.qos_for(T.DIAGNOSTICS))
         self.tf = TfBroadcaster(self) if p.publish_tf else None
         image_type = CompressedImage if p.image_transport == "compressed" else Image
-        self.create_subscription(image_type, p.image_topic, self._on_image, qos_in)
-        if p.depth_topic:
-            self.create_subscription(Image, p.depth_topic, self._on_depth, qos_in)
-        if p.camera_info_topic:
-            self.create_subscription(CameraInfo, p.camera_info_topic, self._on_info, qos_in)
+        inputs = [(image_type, p.image_topic, self._on_image)]
+        inputs += [(Image, p.depth_topic, self._on_depth)] if p.depth_topic else []
+        inputs += [(CameraInfo, p.camera_info_topic, self._on_info)] if p.camera_info_topic else []
+        if p.image_qos == "auto":  # follow the publishers' reliability (ros/adaptive_qos.py)
+            self._adaptive = [AdaptiveSubscription(self, *args, depth=INPUT_QUEUE) for args in inputs]
+            self.create_timer(1.0, self._match_publishers)
+        else:
+            for msg_type, topic, callback in inputs:
+                self.create_subscription(msg_type, topic, callback, qos_from_parameter(p.image_qos))
         self.create_subscription(
             Float64MultiArray, T.KEYFRAME_SIM3.name, self._on_poses, T.qos_for(T.KEYFRAME_SIM3)
         )
@@ -191,6 +197,13 @@ class TrackerNode(Node):
             self._wake.notify()
         if problem is not None:
             self._input_error(problem)
+
+    def _match_publishers(self) -> None:
+        for sub in self._adaptive:
+            change = sub.refresh()
+            if change is not None:
+                best_effort = sub.reliability == ReliabilityPolicy.BEST_EFFORT
+                (self.get_logger().warning if best_effort else self.get_logger().info)(change)
 
     def _on_poses(self, msg: Any) -> None:
         try:
