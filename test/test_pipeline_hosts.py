@@ -164,17 +164,31 @@ def test_input_sync_takes_the_camera_info_of_the_image_stamp() -> None:
 def test_input_sync_pairs_depth_by_stamp_and_waits_for_it() -> None:
     sync = InputSync(need_depth=True, need_info=True, sync_tolerance=0.002, sync_wait=0.5)
     assert sync.take(now=0.0) is None
-    assert not sync.put_image(_msg(10.0), now=0.0)
-    assert sync.put_image(_msg(10.1), now=0.0)  # replaced an untaken image: a drop
+    sync.put_image(_msg(10.0), now=0.0)
+    sync.put_image(_msg(10.1), now=0.0)
     info = _info(9.0)
     assert sync.put_info(info) is None
-    sync.depths.append(_msg(10.0))
-    assert sync.take(now=0.1) is None  # no depth with the newest image's stamp yet
-    depth = _msg(10.101)
-    sync.depths.append(depth)
-    image, d, got = sync.take(now=0.1)
-    assert d is depth and got is info and sync.image is None
-    sync.put_image(_msg(11.0), now=1.0)
-    assert sync.take(now=1.2) is None
-    image, d, _ = sync.take(now=1.6)  # waited sync_wait: handed out without depth, for the caller to reject
-    assert d is None
+    assert sync.take(now=0.1) is None  # no depth yet
+    depth0 = _msg(10.0)
+    sync.depths.append(depth0)
+    image, d, got = sync.take(now=0.1)  # the older image is complete: taken while the newer waits
+    assert d is depth0 and got is info and image.header.stamp.sec == 10 and len(sync.images) == 1
+    depth1 = _msg(10.101)
+    sync.depths.append(depth1)
+    image, d, _ = sync.take(now=0.1)
+    assert d is depth1 and not sync.images and sync.drain_stale() == 0
+    for t in (11.0, 11.1, 11.2):
+        sync.put_image(_msg(t), now=1.0)
+    sync.depths.append(_msg(11.2))  # depth of the newest first (either order)
+    image, _, _ = sync.take(now=1.0)
+    assert image.header.stamp.nanosec == _msg(11.2).header.stamp.nanosec and sync.drain_stale() == 2
+    sync.put_image(_msg(12.0), now=2.0)
+    assert sync.take(now=2.2) is None
+    image, d, _ = sync.take(now=2.6)  # waited sync_wait: handed out without depth, for the caller to reject
+    assert d is None and not sync.images
+    for t in range(20):  # bounded: the oldest waiting images are dropped as stale
+        sync.put_image(_msg(20.0 + t), now=3.0)
+    assert len(sync.images) == sync.max_images and sync.drain_stale() == 20 - sync.max_images
+    sync.put_image(SimpleNamespace(header=_msg(-1.0).header), now=3.0)
+    with pytest.raises(ValueError):
+        sync.take(now=3.0)

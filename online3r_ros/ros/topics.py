@@ -2,9 +2,11 @@
 
 Names are relative (they follow the nodes' namespace); ``~/`` names are private to the node. Input topic names
 are parameters of the tracker (``image_topic``, ``camera_info_topic``, ``depth_topic``); everything else is
-fixed here. QoS names refer to :mod:`online3r_ros.ros.qos` (``sensor_data``: best effort, volatile, depth 5;
-``reliable``: reliable, volatile; ``latched``: reliable, transient local). ``{map}``, ``{odom}``, ``{base}``,
-``{camera}`` are the frame parameters (defaults ``map``, ``odom``, ``base_link``, ``camera_optical_frame``).
+fixed here. Inputs follow their publishers' reliability (``auto``, :mod:`online3r_ros.ros.adaptive_qos`)
+unless the ``image_qos`` parameter fixes it. QoS names refer to :mod:`online3r_ros.ros.qos` (``sensor_data``:
+best effort, volatile, depth 5; ``reliable``: reliable, volatile; ``latched``: reliable, transient local).
+``{map}``, ``{odom}``, ``{base}``, ``{camera}`` are the frame parameters (defaults ``map``, ``odom``,
+``base_link``, ``camera_optical_frame``).
 
 Node-to-node traffic uses standard messages only (see :mod:`online3r_ros.ros.nodes.msgs` for the packing):
 
@@ -279,11 +281,11 @@ def topic_table_markdown() -> str:
     rows = [
         "| topic | type | QoS | frame | from -> to | content |",
         "|---|---|---|---|---|---|",
-        "| `image_topic` (param, `image`) | sensor_msgs/Image or CompressedImage | sensor_data | camera | "
-        "camera -> tracker | colour image, any encoding the conversion layer reads |",
-        "| `camera_info_topic` (param, `camera_info`) | sensor_msgs/CameraInfo | sensor_data | camera | "
-        "camera -> tracker | optional: calibrated mode (required by the RGB-D source) |",
-        "| `depth_topic` (param, `depth`; empty: none) | sensor_msgs/Image | sensor_data | camera | "
+        "| `image_topic` (param, `image`) | sensor_msgs/Image or CompressedImage | auto (image_qos) | "
+        "camera | camera -> tracker | colour image, any encoding the conversion layer reads |",
+        "| `camera_info_topic` (param, `camera_info`) | sensor_msgs/CameraInfo | auto (image_qos) | "
+        "camera | camera -> tracker | optional: calibrated mode (required by the RGB-D source) |",
+        "| `depth_topic` (param, `depth`; empty: none) | sensor_msgs/Image | auto (image_qos) | camera | "
         "camera -> tracker | aligned depth (16UC1 mm / 32FC1 m), same stamps as the images |",
     ]
     for t in TOPICS:

@@ -62,11 +62,14 @@ def decode_inputs(image_msg: Any, depth_msg: Any, info_msg: Any, compressed: boo
 
 
 class InputSync:
-    """The tracker's input slots (ROS-free; messages duck-typed): the newest image, recent depth images and
-    recent CameraInfos. :meth:`take` hands out the newest image with its depth (the closest stamp within
-    ``sync_tolerance``, arrived before or after the image) and its CameraInfo (below) once both are there,
-    or after ``sync_wait`` seconds without them (the image is then handed out alone, for the caller to
-    reject). Not thread-safe: the caller holds its lock.
+    """The tracker's input slots (ROS-free; messages duck-typed): recent images, depth images and CameraInfos.
+
+    :meth:`take` hands out the newest image that is complete: its depth (the closest stamp within
+    ``sync_tolerance``) and its CameraInfo (below) are there, whichever arrived first. Older waiting images
+    are then stale and dropped (counted in :attr:`stale`): a frame whose depth is late never costs the frame
+    before it. When no image is complete, the oldest one that waited ``sync_wait`` seconds is handed out
+    alone, for the caller to reject. Queues are bounded (``history``). Not thread-safe: the caller holds its
+    lock.
 
     CameraInfo by stamp: the one with the image's own stamp (within ``sync_tolerance``) if it arrived, else
     the latest *valid* one stamped before the image, so a calibration change applies from its own frame on,
@@ -80,20 +83,28 @@ class InputSync:
         need_info: bool,
         sync_tolerance: float,
         sync_wait: float,
-        depth_history: int = 30,
+        history: int = 30,
     ) -> None:
         self.need_depth, self.need_info = bool(need_depth), bool(need_info)
         self.tolerance_ns = int(sync_tolerance * 1e9)
         self.sync_wait = float(sync_wait)
-        self.image: tuple[Any, float] | None = None  # (msg, monotonic arrival)
-        self.depths: deque = deque(maxlen=depth_history)
-        self.infos: deque = deque(maxlen=depth_history)  # (stamp ns, msg, valid)
+        self.images: deque = deque()  # (msg, monotonic arrival), oldest first
+        self.max_images = max(1, int(history) // 3)
+        self.depths: deque = deque(maxlen=history)
+        self.infos: deque = deque(maxlen=history)  # (stamp ns, msg, valid)
+        self.stale = 0  # images dropped because a newer one was ready (or the queue was full)
 
-    def put_image(self, msg: Any, now: float) -> bool:
-        """Keep ``msg`` as the newest image; True when it replaced one that was never taken (a drop)."""
-        dropped = self.image is not None
-        self.image = (msg, now)
-        return dropped
+    def put_image(self, msg: Any, now: float) -> None:
+        """Queue an image (the oldest waiting one is dropped as stale when the queue is full)."""
+        if len(self.images) >= self.max_images:
+            self.images.popleft()
+            self.stale += 1
+        self.images.append((msg, now))
+
+    def drain_stale(self) -> int:
+        """Images dropped as stale since the last call."""
+        n, self.stale = self.stale, 0
+        return n
 
     def put_info(self, msg: Any) -> str | None:
         """Keep a CameraInfo; returns why it is unusable (``None`` when valid). One with a stamp that is no
@@ -131,19 +142,26 @@ class InputSync:
 
     def take(self, now: float) -> tuple[Any, Any, Any] | None:
         """``(image, depth or None, info or None)`` when ready (see the class docstring), else ``None``.
-        Raises ``ValueError`` for an image stamp that is no time (the image is dropped)."""
-        if self.image is None:
-            return None
-        msg, arrived = self.image
-        try:
-            stamp_ns = stamp_to_ns(msg.header.stamp)
-        except ValueError:
-            self.image = None
-            raise
-        depth = self._match_depth(stamp_ns) if self.need_depth else None
-        info = self._match_info(stamp_ns) if self.need_info else None
-        missing = (self.need_depth and depth is None) or (self.need_info and info is None)
-        if missing and now - arrived < self.sync_wait:
-            return None
-        self.image = None
-        return msg, depth, info
+        Raises ``ValueError`` for an image stamp that is no time (that image is dropped)."""
+        stamps = []
+        for i, (msg, _) in enumerate(self.images):
+            try:
+                stamps.append(stamp_to_ns(msg.header.stamp))
+            except ValueError:
+                del self.images[i]
+                raise
+        for i in range(len(self.images) - 1, -1, -1):  # newest first
+            depth = self._match_depth(stamps[i]) if self.need_depth else None
+            info = self._match_info(stamps[i]) if self.need_info else None
+            if (depth is not None or not self.need_depth) and (info is not None or not self.need_info):
+                msg = self.images[i][0]
+                for _ in range(i + 1):
+                    self.images.popleft()
+                self.stale += i
+                return msg, depth, info
+        if self.images and now - self.images[0][1] >= self.sync_wait:
+            msg, _ = self.images.popleft()
+            depth = self._match_depth(stamps[0]) if self.need_depth else None
+            info = self._match_info(stamps[0]) if self.need_info else None
+            return msg, depth, info
+        return None

@@ -8,9 +8,9 @@ protocol (:class:`~online3r_ros.slam.session.MapperLink`), the REP-105 algebra
 (:class:`~online3r_ros.ros.frames.RobotFrames`, :class:`~online3r_ros.ros.frames.ExternalOdometry`) and the
 input pairing (:class:`~online3r_ros.ros.nodes.inputs.InputSync`).
 
-- Never queues stale frames: the image callback keeps only the newest image (a replaced one counts as
-  ``dropped``); a worker thread processes it once its depth and CameraInfo are there (or ``sync_wait``
-  passed), so the ROS callbacks never wait for the SLAM work.
+- Never processes stale frames: the worker takes the newest image whose depth and CameraInfo are there
+  (either may arrive first); older waiting images count as ``dropped``; one still incomplete after
+  ``sync_wait`` is rejected. The ROS callbacks only queue, so they never wait for the SLAM work.
 - Bad input is rejected with a log line and ``/diagnostics`` at ERROR; the node keeps running.
 - ``map`` is the base frame at the first image, ``odom`` follows the continuous odometry, ``map -> odom``
   carries the mapper's corrections; with ``external_odometry`` another node owns ``odom -> base`` and the
@@ -182,8 +182,7 @@ class TrackerNode(Node):
         self.stats.count("received")
         self.stats.input_seen()
         with self._wake:
-            if self._inputs.put_image(msg, time.monotonic()):
-                self.stats.count("dropped")
+            self._inputs.put_image(msg, time.monotonic())
             self._wake.notify()
 
     def _on_depth(self, msg: Any) -> None:
@@ -283,6 +282,7 @@ class TrackerNode(Node):
                 item = self._inputs.take(time.monotonic())
             except ValueError as exc:  # a stamp that is no time (negative, ...): that input is dropped
                 self._reject(f"bad stamp: {exc}")
+            self.stats.count("dropped", self._inputs.drain_stale())
         return reset, poses, state, item
 
     def _work(self) -> None:
