@@ -251,8 +251,11 @@ class Harness:
         )
         pytest.fail(f"timed out after {timeout} s waiting for {what}\n{logs}")
 
-    def publish_frame(self, frame, stamp_ns: int, *, rgb=None, info_size=None, image_msg=None) -> None:
-        """CameraInfo, depth (32FC1) and image (rgb8, or ``image_msg``) of ``frame`` with one stamp."""
+    def publish_frame(
+        self, frame, stamp_ns: int, *, rgb=None, info_size=None, image_msg=None, info_fx=None
+    ) -> None:
+        """CameraInfo (focal length ``info_fx`` if given), depth (32FC1) and image (rgb8, or ``image_msg``) of
+        ``frame`` with one stamp."""
         from online3r_ros.ros.camera_info import Intrinsics, intrinsics_to_camera_info
         from online3r_ros.ros.image import metres_to_depth_image, numpy_to_image
 
@@ -265,6 +268,8 @@ class Harness:
             frame_id="camera_optical_frame",
             stamp=stamp_ns,
         )
+        if info_fx is not None:
+            info.k[0] = info_fx  # Intrinsics validates; a bad CameraInfo is made by hand
         self.pub_info.publish(info)
         depth = frame.depth if frame.depth.shape == (h, w) else frame.depth[::2, ::2].copy()
         self.pub_depth.publish(
@@ -540,7 +545,7 @@ def _raw_image(height: int, width: int, encoding: str, stamp_ns: int, bytes_per_
 def test_bad_input_gives_diagnostics_errors_and_the_node_keeps_running(session) -> None:
     procs, h = session()
     procs.start("tracker")
-    frames = list(_sequence(8))
+    frames = list(_sequence(10))
     h.wait_subscribers(procs=procs)
     t0 = time.time_ns()
     _stream(h, frames[:3], t0, period=0.3)
@@ -574,15 +579,27 @@ def test_bad_input_gives_diagnostics_errors_and_the_node_keeps_running(session) 
     small = frames[6].rgb[::2, ::2].copy()
     h.publish_frame(frames[6], stamp(6), rgb=small)
     expect_error("size changed", errors)
+    errors = _status(h, "tracker_status")["errors"]
+    # a row step that disagrees with the width
+    bad_step = _raw_image(H, W, "rgb8", stamp(7))
+    bad_step.step = 3 * W - 3
+    h.publish_frame(frames[7], stamp(7), image_msg=bad_step)
+    expect_error("step", errors)
+    errors = _status(h, "tracker_status")["errors"]
+    # a CameraInfo with fx < 0: reported when it arrives, and its frame gets no pose
+    h.clear("pose")
+    h.publish_frame(frames[8], stamp(8), info_fx=-100.0)
+    expect_error("fx", errors)
     diag = h.messages("diagnostics")[-1].status[0]
     assert diag.level == b"\x02" and diag.name == "tracker: slam"
     log = procs.log("tracker")
-    assert "encoding" in log and "CameraInfo" in log and "size changed" in log
+    assert "encoding" in log and "CameraInfo" in log and "size changed" in log and "step" in log
     # still alive: a good frame is tracked
-    h.clear("pose")
-    h.publish_frame(frames[7], stamp(7))
+    h.publish_frame(frames[9], stamp(9))
     h.wait_for(lambda: h.messages("pose"), 15, "a pose after the bad input", procs)
-    assert _stamp_ns(h.messages("pose")[-1]) == stamp(7)
+    assert [_stamp_ns(m) for m in h.messages("pose")] == [stamp(9)]  # none for the bad CameraInfo's frame
+    status = _status(h, "tracker_status")
+    assert status["rejected_ImageLayoutError"] >= 2 and status["rejected_CameraInfoError"] >= 2, status
     assert procs.procs["tracker"].poll() is None
 
 

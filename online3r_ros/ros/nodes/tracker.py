@@ -266,8 +266,11 @@ class TrackerNode(Node):
         self.stats.error(text)
         self._log_once(self.get_logger().error, text)
 
-    def _reject(self, text: str) -> None:
+    def _reject(self, kind: str, text: str) -> None:
+        """A frame not processed: counted (``rejected`` and ``rejected_<kind>`` in the status), logged
+        (rate-limited per kind) and ERROR in ``/diagnostics``."""
         self.stats.count("rejected")
+        self.stats.count(f"rejected_{kind}")
         self._input_error(text)
 
     def _take(self) -> tuple[bool, Any, Any, Any]:
@@ -281,7 +284,7 @@ class TrackerNode(Node):
             try:
                 item = self._inputs.take(time.monotonic())
             except ValueError as exc:  # a stamp that is no time (negative, ...): that input is dropped
-                self._reject(f"bad stamp: {exc}")
+                self._reject("bad_stamp", f"bad stamp: {exc}")
             self.stats.count("dropped", self._inputs.drain_stale())
         return reset, poses, state, item
 
@@ -304,9 +307,11 @@ class TrackerNode(Node):
             except Exception as exc:  # noqa: BLE001 - the node must survive anything one frame does
                 if not self._running or not self.context.ok():  # shutting down: nothing to report
                     return
+                text = f"frame failed: {type(exc).__name__}: {exc}"
                 if item is not None:
-                    self.stats.count("rejected")
-                self._input_error(f"frame failed: {type(exc).__name__}: {exc}")
+                    self._reject("internal", text)
+                else:
+                    self._input_error(text)
 
     def _after_reset(self, why: str) -> None:
         """Bookkeeping after the frontend started a new session."""
@@ -347,12 +352,15 @@ class TrackerNode(Node):
         stamp = msg.header.stamp
         if self.p.depth_topic and depth_msg is None:
             t = stamp_to_sec(stamp)
-            self._reject(f"no depth image with the stamp of image {t:.6f} within {self.p.sync_wait} s")
+            self._reject(
+                "no_depth", f"no depth image with the stamp of image {t:.6f} within {self.p.sync_wait} s"
+            )
             return
         if self.p.camera_info_topic and info_msg is None:
             t = stamp_to_sec(stamp)
             self._reject(
-                f"no camera info at or before the stamp of image {t:.6f} within {self.p.sync_wait} s"
+                "no_camera_info",
+                f"no camera info at or before the stamp of image {t:.6f} within {self.p.sync_wait} s",
             )
             return
         try:
@@ -360,7 +368,7 @@ class TrackerNode(Node):
                 msg, depth_msg, info_msg, self.p.image_transport == "compressed", self._rectify_cache
             )
         except ValueError as exc:  # ConversionError subclasses ValueError
-            self._reject(f"{type(exc).__name__}: {exc}")
+            self._reject(type(exc).__name__, f"{type(exc).__name__}: {exc}")
             return
         with self._lock:
             if self.frames is None:
@@ -372,7 +380,7 @@ class TrackerNode(Node):
             try:
                 step = self.frontend.process(rgb, depth, K, stamp_to_sec(stamp))
             except (SourceError, ValueError) as exc:
-                self._reject(f"{type(exc).__name__}: {exc}")
+                self._reject(type(exc).__name__, f"{type(exc).__name__}: {exc}")
                 return
             if step.reset_reason:
                 self._after_reset(step.reset_reason)
