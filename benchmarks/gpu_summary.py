@@ -54,7 +54,7 @@ def main() -> None:
     print("all figures:")
     for k, v in figs.items():
         print(f"  {k} = {v:.6g}")
-    step = first(figs, "network.step_ms[cuda bfloat16 graph]")
+    step = first(figs, "network.step_ms[cuda float16 graph]")  # source.precision auto on CUDA
     tune = first(figs, "network.tune_step_ms[cuda bfloat16]")
     track_gpu = first(figs, "tracking_cuda.results[0].median_ms")  # matching + GN (MASt3R's path)
     track_cpu = first(figs, "tracking_cpu.results[0].median_ms")
@@ -64,8 +64,7 @@ def main() -> None:
     gopt_gpu = ms(first(figs, "gopt_cuda.sizes[0].per_call_s"))
     gopt_gpu32 = ms(first(figs, "gopt_cuda_f32.sizes[0].per_call_s"))
     gopt_cpu = ms(first(figs, "gopt_cpu.sizes[0].per_call_s"))
-    runs = ("cpu_rgbd", "cuda_rgbd", "cuda_rgbd_thread", "cuda_rgbd_thread_nondet", "cuda_net_tune")
-    runs += ("cuda_net_tune_thread",)
+    runs = ("cpu_rgbd", "cuda_rgbd", "cuda_rgbd_thread_nondet", "cuda_net_tune", "cuda_net_tune_thread")
     fps = {k: first(figs, f"pipeline_{k}.fps") for k in runs}
 
     def below(v: float | None, limit: float) -> bool | None:
@@ -95,9 +94,8 @@ def main() -> None:
         None if fps["cuda_rgbd"] is None or fps["cpu_rgbd"] is None else fps["cuda_rgbd"] > fps["cpu_rgbd"]
     )
     print(row("RGB-D source, serial, frames/s", fps["cuda_rgbd"], fps["cpu_rgbd"], "GPU > CPU", faster))
-    print(row("RGB-D source, mapper thread, frames/s", fps["cuda_rgbd_thread"], None, "-", None))
     nondet = fps["cuda_rgbd_thread_nondet"]
-    print(row("  same, system.deterministic false, frames/s", nondet, None, "-", None))
+    print(row("RGB-D source, mapper thread, deterministic false, frames/s", nondet, None, "-", None))
     par = first(figs, "network.parity_cuda_vs_cpu_fp32")
     print(row("full-size fp32 CUDA vs CPU, max rel", par, None, "<= 1e-4", below(par, 1e-4)))
     for p in ("bfloat16 graph", "float16 graph"):
