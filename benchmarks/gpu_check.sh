@@ -6,7 +6,8 @@
 #   bash benchmarks/gpu_check.sh     # figures (JSON) and logs under $GPU_CHECK_OUT (default /tmp/gpu_check)
 #   GPU_CHECK_SKIP="" bash benchmarks/gpu_check.sh        # also the CPU global optimisation (default: skipped)
 #   GPU_CHECK_SKIP="pipeline_cpu_rgbd" GPU_CHECK_FRAMES=60 bash benchmarks/gpu_check.sh   # shorter
-# Two runs on an H200 took 270 s and 383 s (docs/gpu.md); the stages below fit about 5.5 minutes.
+# Two runs on an H200 took 270 s and 383 s (docs/gpu.md); from run 2's stage times the stages below should take
+# about 5.5 minutes (not run since they were trimmed).
 #
 # Stages (each under its own time limit; a failed stage is reported and the others still run):
 #   tests     CUDA tests: CUDA-graph replay, fp32 parity fixtures on CUDA, half precision, optimiser, matching
