@@ -492,3 +492,30 @@ def test_log_once_limits_each_kind_of_message_and_stays_bounded() -> None:
     for i in range(100):
         log(lines.append, f"kind {chr(65 + i % 26)}{chr(65 + i // 26)}")
     assert len(log._last) == 4  # bounded, whatever the variety of messages
+
+
+def test_a_mapper_behind_integrates_its_keyframes_and_optimises_once(cfg, monkeypatch) -> None:
+    """Keyframes that arrive while the backend is busy are integrated together with one optimisation."""
+    frames = list(make_synthetic_sequence(n_frames=160, width=96, height=72, max_frames=40))
+    fe = TrackerFrontend(cfg, build_source(cfg), session=3)
+    packets = []
+    for f in frames:
+        st = fe.process(f.rgb, f.depth, f.K, f.timestamp)
+        packets += [p for p in (st.observation, st.keyframe) if p is not None]
+    n_kf = sum(hasattr(p, "prev_observations") for p in packets)
+    assert n_kf >= 3
+    be = MapperBackend(cfg, build_source(cfg), wait_s=1e9)
+    calls = []
+    optimize = be._optimizer.optimize
+    monkeypatch.setattr(be._optimizer, "optimize", lambda *a, **k: calls.append(1) or optimize(*a, **k))
+    for p in packets:  # everything queued before the backend runs: a mapper that fell behind
+        (be.submit_keyframe if hasattr(p, "prev_observations") else be.submit_observation)(p)
+    updates = be.step(now=0.0)
+    assert [u.kf_id for u in updates] == list(range(n_kf)) and len(calls) == 1
+    assert [u.opt_info.get("status") for u in updates[1:-1]] == ["deferred"] * (n_kf - 2)
+    assert updates[-1].optimised and not any(u.optimised for u in updates[:-1])
+    torch.testing.assert_close(updates[-1].T_WC, be.keyframe_poses())
+    # in step with the frontend (one keyframe ready at a time) every keyframe is optimised, as before
+    calls.clear()
+    _, be_live, _ = _run(cfg, frames)
+    assert be_live.num_keyframes == n_kf

@@ -26,6 +26,7 @@ Persistence: :meth:`MapperBackend.save` writes one file atomically (temp file, f
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import time
@@ -55,6 +56,7 @@ Tensor = torch.Tensor
 __all__ = ["MapperBackend", "BackendHooks", "edge_candidates", "source_frame_from_keyframe", "MAP_FORMAT"]
 
 MAP_FORMAT = "online3r_ros.mapper"
+DEFERRED = "deferred"  # opt_info status of a keyframe whose optimisation a later keyframe's covers
 MAP_VERSION = 1
 
 LoopCandidateFn = Callable[["MapperBackend", int], Sequence[int]]
@@ -258,12 +260,19 @@ class MapperBackend:
             if nxt > 0 and self.obs_count[nxt - 1] < pkt.prev_observations and t - since < self.wait_s:
                 break
             del self._pending_kf[nxt]
-            updates.append(self.integrate(pkt))
+            # behind (the next keyframe is already here): integrate it too before optimising, once
+            updates.append(self.integrate(pkt, optimise=(nxt + 1) not in self._pending_kf))
+        if updates and updates[-1].opt_info.get("status") == DEFERRED:  # the next one was not ready after all
+            updates[-1] = self._optimise(updates[-1])
         return updates
 
     # ---------------------------------------------------------------------------------------- integration
-    def integrate(self, pkt: KeyframePacket) -> MapUpdate:
-        """Add keyframe ``pkt`` (must be the next id), build its edges and run the global optimisation."""
+    def integrate(self, pkt: KeyframePacket, optimise: bool = True) -> MapUpdate:
+        """Add keyframe ``pkt`` (must be the next id), build its edges and run the global optimisation
+        (``optimise=False``: leave it to a later keyframe's; the update's ``opt_info`` says ``deferred``).
+
+        :meth:`step` defers when the next keyframe is already waiting: a mapper that fell behind integrates
+        the keyframes it holds and optimises once, so it catches up instead of falling further behind."""
         if pkt.kf_id != len(self.keyframes):
             raise ValueError(f"keyframe {pkt.kf_id} integrated out of order (map has {len(self.keyframes)})")
         watch = Stopwatch(cuda_sync=self.device.type == "cuda")
@@ -274,13 +283,16 @@ class MapperBackend:
         if kf_id > 0:
             added = self._connect(kf_id)
             watch.lap("edges")
-            opt = self._optimizer.optimize(self.keyframes, self.graph)
-            watch.lap("optimise")
-            info = _opt_info(opt)
+            if optimise:
+                opt = self._optimizer.optimize(self.keyframes, self.graph)
+                watch.lap("optimise")
+                info = _opt_info(opt)
+            else:
+                info = {"status": DEFERRED}
         update = MapUpdate(
             kf_id=kf_id,
             edges=tuple(added),
-            optimised=info.get("status", "nothing_to_optimize") != "nothing_to_optimize",
+            optimised=info.get("status", "nothing_to_optimize") not in ("nothing_to_optimize", DEFERRED),
             T_WC=self.keyframe_poses(),
             opt_info=info,
             timings_ms=watch.ms,
@@ -288,6 +300,19 @@ class MapperBackend:
         if self.hooks.on_keyframe is not None:
             self.hooks.on_keyframe(self, update)
         return update
+
+    def _optimise(self, update: MapUpdate) -> MapUpdate:
+        """``update`` (a deferred integration) completed with the global optimisation it skipped."""
+        watch = Stopwatch(cuda_sync=self.device.type == "cuda")
+        info = _opt_info(self._optimizer.optimize(self.keyframes, self.graph))
+        watch.lap("optimise")
+        return dataclasses.replace(
+            update,
+            optimised=info.get("status", "nothing_to_optimize") not in ("nothing_to_optimize", DEFERRED),
+            T_WC=self.keyframe_poses(),
+            opt_info=info,
+            timings_ms={**update.timings_ms, **watch.ms},
+        )
 
     def _add_keyframe(self, pkt: KeyframePacket) -> int:
         sf = source_frame_from_keyframe(self.source, pkt)
