@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_gpu_network import StandInTuner, build_network  # noqa: E402
+from bench_gpu_network import DATA, StandInTuner, build_network  # noqa: E402
 
 from online3r_ros.datasets import open_dataset  # noqa: E402
 from online3r_ros.eval.umeyama import ate_rmse  # noqa: E402
@@ -47,8 +47,6 @@ from online3r_ros.slam.config import load_config  # noqa: E402
 from online3r_ros.slam.system import SlamSystem  # noqa: E402
 from online3r_ros.sources.base import PointmapSource  # noqa: E402
 from online3r_ros.sources.rgbd import RGBDSource  # noqa: E402
-
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "7scenes_redkitchen_0000_0499"
 
 
 class NetworkInTheLoop(PointmapSource):

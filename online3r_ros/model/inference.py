@@ -115,9 +115,11 @@ class Prediction:
     def __getitem__(self, idx: int | slice) -> Prediction:
         return Prediction(self.X[idx], self.C[idx], self.D[idx], self.Q[idx])
 
+    RESULT_KEYS = ("pts3d", "conf", "desc", "desc_conf")  # the head's result keys of X, C, D, Q
+
     @classmethod
     def from_result(cls, res: dict[str, torch.Tensor]) -> Prediction:
-        return cls(res["pts3d"], res["conf"], res["desc"], res["desc_conf"])
+        return cls(*(res[k] for k in cls.RESULT_KEYS))
 
     @classmethod
     def cat(cls, preds: Sequence[Prediction]) -> Prediction:
@@ -338,8 +340,6 @@ class MASt3REngine:
         res1, res2 = self.model.heads(dec1, dec2, shape1, shape2)
         return Prediction.from_result(res1), Prediction.from_result(res2)
 
-    _FIELDS = ("pts3d", "conf", "desc", "desc_conf")
-
     def _tracking_fn(
         self, img: torch.Tensor, kf_feat: torch.Tensor, kf_pos: torch.Tensor, *prompts: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
@@ -349,7 +349,8 @@ class MASt3REngine:
         feat, pos = self.model.encode(img, None, prompts=prompts[0] if prompts else None)
         dec1, dec2 = self.model.decode(feat, pos, kf_feat, kf_pos)
         res1, res2 = self.model.heads(dec1, dec2, shape, shape)
-        return (feat, pos, *(res1[k] for k in self._FIELDS), *(res2[k] for k in self._FIELDS))
+        keys = Prediction.RESULT_KEYS
+        return (feat, pos, *(res1[k] for k in keys), *(res2[k] for k in keys))
 
     def _graphed_asymmetric(
         self, frame: NetImage, keyframe: NetImage

@@ -236,6 +236,13 @@ class MapperBackend:
         self._pending_obs.setdefault(pkt.kf_id, []).append(pkt)
         return True
 
+    def submit(self, observation: ObservationPacket | None, keyframe: KeyframePacket | None) -> None:
+        """One frame's packets, either may be ``None`` (the observation first, as the frontend made them)."""
+        if observation is not None:
+            self.submit_observation(observation)
+        if keyframe is not None:
+            self.submit_keyframe(keyframe)
+
     def _fuse_pending(self) -> None:
         for kf_id in [k for k in self._pending_obs if k < len(self.keyframes)]:
             for obs in sorted(self._pending_obs.pop(kf_id), key=lambda o: o.seq):

@@ -124,8 +124,5 @@ class MapperThread:
 
     def _feed(self, batch: list) -> list[MapUpdate]:
         for observation, keyframe, _ in batch:
-            if observation is not None:
-                self.backend.submit_observation(observation)
-            if keyframe is not None:
-                self.backend.submit_keyframe(keyframe)
+            self.backend.submit(observation, keyframe)
         return self.backend.step()

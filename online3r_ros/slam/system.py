@@ -99,10 +99,7 @@ class SlamSystem:
             self.mapper_thread.submit(step.observation, step.keyframe)
             updates = self.mapper_thread.updates()  # finished ones only: the tracker never waits
         else:
-            if step.observation is not None:
-                self.backend.submit_observation(step.observation)
-            if step.keyframe is not None:
-                self.backend.submit_keyframe(step.keyframe)
+            self.backend.submit(step.observation, step.keyframe)
             updates = self.backend.step()
         for update in updates:
             self.frontend.apply_keyframe_poses(update.T_WC)

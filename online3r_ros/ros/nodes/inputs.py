@@ -150,7 +150,8 @@ class InputSync:
             except ValueError:
                 del self.images[i]
                 raise
-        for i in range(len(self.images) - 1, -1, -1):  # newest first
+        depth = info = None
+        for i in range(len(self.images) - 1, -1, -1):  # newest first; ends on the oldest's matches
             depth = self._match_depth(stamps[i]) if self.need_depth else None
             info = self._match_info(stamps[i]) if self.need_info else None
             if (depth is not None or not self.need_depth) and (info is not None or not self.need_info):
@@ -160,8 +161,5 @@ class InputSync:
                 self.stale += i
                 return msg, depth, info
         if self.images and now - self.images[0][1] >= self.sync_wait:
-            msg, _ = self.images.popleft()
-            depth = self._match_depth(stamps[0]) if self.need_depth else None
-            info = self._match_info(stamps[0]) if self.need_info else None
-            return msg, depth, info
+            return self.images.popleft()[0], depth, info  # incomplete, for the caller to reject
         return None
