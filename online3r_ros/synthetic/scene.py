@@ -177,17 +177,29 @@ class SyntheticScene:
         return np.minimum(room, self._object_distance(p))
 
 
-def default_scene(seed: int = 0, n_boxes: int = 3, n_spheres: int = 2) -> SyntheticScene:
-    """Room 6 x 5 x 3 m with ``n_boxes`` floor-standing boxes and ``n_spheres`` floating spheres placed
-    (seeded) on a ring of radius 1.5-2.0 m around the room centre, leaving the central
-    1.1 m free for cameras."""
-    rng = np.random.default_rng(seed)
+def default_scene(
+    seed: int = 0,
+    n_boxes: int = 3,
+    n_spheres: int = 2,
+    room_size: tuple[float, float, float] = (6.0, 5.0, 3.0),
+    layout_seed=None,
+) -> SyntheticScene:
+    """Room ``room_size`` (x, y, z metres; centred on the origin, floor at z = 0; default 6 x 5 x 3 m) with
+    ``n_boxes`` floor-standing boxes and ``n_spheres`` floating spheres placed (seeded by ``layout_seed``,
+    default ``seed``) on a ring of radius 1.5-2.0 m around the room centre (less in rooms narrower than
+    4.8 m, so objects keep 0.1 m from the walls), leaving the central 1.1 m free for cameras. ``seed`` also
+    seeds the texture (:class:`~online3r_ros.synthetic.texture.SolidTexture`)."""
+    sx, sy, sz = (float(v) for v in room_size)
+    ring_max = min(2.0, min(sx, sy) / 2 - 0.4)
+    if ring_max < 1.5 or sz < 2.2:
+        raise ValueError(f"room_size {room_size} is too small (needs >= 3.8 x 3.8 x 2.2 m)")
+    rng = np.random.default_rng(seed if layout_seed is None else layout_seed)
     n = n_boxes + n_spheres
     angles = 2 * np.pi * (np.arange(n) + rng.uniform(-0.2, 0.2, n)) / max(n, 1) + rng.uniform(0, 2 * np.pi)
     order = rng.permutation(n)
     boxes, spheres = [], []
     for k, idx in enumerate(order):
-        r = rng.uniform(1.5, 2.0)
+        r = rng.uniform(1.5, ring_max)
         cx, cy = r * np.cos(angles[idx]), r * np.sin(angles[idx])
         tint = tuple(float(v) for v in rng.uniform(0.3, 0.95, 3))
         if k < n_boxes:
@@ -196,4 +208,25 @@ def default_scene(seed: int = 0, n_boxes: int = 3, n_spheres: int = 2) -> Synthe
             boxes.append(Box((cx - hx, cy - hy, 0.0), (cx + hx, cy + hy, top), tint))
         else:
             spheres.append(Sphere((cx, cy, rng.uniform(1.0, 1.7)), float(rng.uniform(0.18, 0.3)), tint))
-    return SyntheticScene(boxes=boxes, spheres=spheres, seed=seed)
+    return SyntheticScene(
+        room_lo=(-sx / 2, -sy / 2, 0.0), room_hi=(sx / 2, sy / 2, sz), boxes=boxes, spheres=spheres, seed=seed
+    )
+
+
+#: Rooms of :func:`room_scene`: keyword arguments of :func:`default_scene` (room 0 is the default scene).
+ROOMS: tuple[dict, ...] = (
+    {},
+    {"room_size": (5.0, 4.2, 2.6), "n_boxes": 4, "n_spheres": 1},
+)
+
+
+def room_scene(room: int = 0, seed: int = 0) -> SyntheticScene:
+    """Scene of room ``room`` (an index into :data:`ROOMS`): room 0 is :func:`default_scene(seed)
+    <default_scene>`; room 1 is smaller (5 x 4.2 x 2.6 m) with four boxes and one sphere laid out from
+    another random stream. The texture depends on ``seed`` alone, so rooms with the same ``seed`` are covered
+    by the same solid texture (same statistics, same colours) but differ in geometry: the false-loop case of
+    two look-alike places."""
+    if not 0 <= room < len(ROOMS):
+        raise ValueError(f"room must be in 0..{len(ROOMS) - 1}, got {room}")
+    layout_seed = None if room == 0 else [int(seed), int(room)]
+    return default_scene(seed, **ROOMS[room], layout_seed=layout_seed)

@@ -3,6 +3,7 @@ records as the real readers, so the pipeline consumes it unchanged)."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,9 +11,9 @@ import cv2
 import numpy as np
 
 from ..datasets.base import Frame, FrameReader
-from .scene import SyntheticScene, default_scene
+from .scene import SyntheticScene, room_scene
 from .texture import SolidTexture
-from .trajectory import orbit_trajectory, wall_trajectory
+from .trajectory import loop_trajectory, orbit_trajectory, wall_trajectory
 
 CHUNK = 16384
 
@@ -182,8 +183,18 @@ class SyntheticSequence(FrameReader):
         """Frame ``source_index`` of the full sequence (no stride), with ``index == source_index``."""
         return self._load(int(source_index))
 
+    def gt_pose(self, source_index: int) -> np.ndarray:
+        """Ground-truth ``T_WC`` of frame ``source_index`` without rendering it."""
+        return self.poses[int(source_index)].copy()
+
     def gt_trajectory(self) -> tuple[np.ndarray, np.ndarray]:
         return self.timestamps.copy(), self.poses.copy()
+
+
+def _pop_kwargs(kwargs: dict, fn) -> dict:
+    """Remove and return the entries of ``kwargs`` that are parameters of ``fn``."""
+    names = set(inspect.signature(fn).parameters)
+    return {k: kwargs.pop(k) for k in list(kwargs) if k in names}
 
 
 def make_synthetic_sequence(
@@ -195,17 +206,49 @@ def make_synthetic_sequence(
     depth_noise: DepthNoise | None = None,
     scene: SyntheticScene | None = None,
     poses: np.ndarray | None = None,
+    room: int = 0,
     **kwargs,
 ) -> SyntheticSequence:
-    """Default test sequence: :func:`default_scene(seed)` and an :func:`orbit_trajectory` closed loop.
+    """Default test sequence: :func:`default_scene(seed)` (or room ``room`` of
+    :func:`~online3r_ros.synthetic.scene.room_scene`) and an :func:`orbit_trajectory` closed loop.
 
     One lap of the default orbit is ~4.4 m and 360°: with the default 240 frames the camera steps ~1.8 cm and
     1.5° per frame (7-Scenes redkitchen: 0.7 cm and 1.5°); the step scales with ``laps / n_frames``.
     Extra keyword arguments go to :class:`SyntheticSequence` (``K``, ``fps``, ``stride``, ``max_frames``,
     ``noise_seed``, ...).
     """
-    scene = default_scene(seed) if scene is None else scene
+    scene = room_scene(room, seed) if scene is None else scene
     poses = orbit_trajectory(n_frames, laps=laps) if poses is None else poses
+    return SyntheticSequence(scene, poses, width, height, depth_noise=depth_noise, **kwargs)
+
+
+def make_loop_sequence(
+    n_frames: int = 400,
+    width: int = 160,
+    height: int = 120,
+    seed: int = 0,
+    depth_noise: DepthNoise | None = None,
+    overlap: float = 0.1,
+    room: int = 0,
+    scene: SyntheticScene | None = None,
+    **kwargs,
+) -> SyntheticSequence:
+    """Loop-closure test sequence: room ``room`` of :func:`~online3r_ros.synthetic.scene.room_scene` (or
+    ``scene``) seen along a :func:`loop_trajectory` centred on the room (1.4 m high): one lap of ~2.8 m at
+    ~0.8 cm and ~1° per frame (400 frames), back at the start at frame
+    :func:`~online3r_ros.synthetic.trajectory.loop_lap_frames(n_frames, overlap) <loop_lap_frames>`, then
+    the first ``overlap`` fraction of the lap again, a few cm and degrees off the first pass.
+    Extra keyword arguments go to :func:`loop_trajectory` (``half_extents``, ``look``, ``bob``, ...) or to
+    :class:`SyntheticSequence` (``K``, ``fps``, ``stride``, ``max_frames``, ``noise_seed``, ...). Raises
+    ``ValueError`` when the path comes within 0.3 m of a surface.
+    """
+    traj_kw = _pop_kwargs(kwargs, loop_trajectory)
+    scene = room_scene(room, seed) if scene is None else scene
+    lo, hi = np.asarray(scene.room_lo), np.asarray(scene.room_hi)
+    traj_kw.setdefault("center", ((lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, 1.4))
+    poses = loop_trajectory(n_frames, overlap=overlap, **traj_kw)
+    if not scene.contains_free_point(poses[:, :3, 3], margin=0.3).all():
+        raise ValueError("the loop passes within 0.3 m of a surface of the scene; shrink half_extents")
     return SyntheticSequence(scene, poses, width, height, depth_noise=depth_noise, **kwargs)
 
 
@@ -224,8 +267,7 @@ def make_wall_sequence(
     1). Extra keyword arguments go to :func:`wall_trajectory` (``slide``, ``bob``, ``roll``) or to
     :class:`SyntheticSequence` (``K``, ``fps``, ``noise_seed``, ...).
     """
-    traj_keys = {"slide", "bob", "roll"}
-    traj_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in traj_keys}
+    traj_kw = _pop_kwargs(kwargs, wall_trajectory)
     scene = SyntheticScene(seed=seed)
     poses = wall_trajectory(n_frames, wall_x=scene.room_hi[0], distance=distance, **traj_kw)
     return SyntheticSequence(scene, poses, width, height, depth_noise=depth_noise, **kwargs)

@@ -27,6 +27,14 @@ def look_at(
     return T
 
 
+def heading_forward(heading: np.ndarray, pitch: float | np.ndarray = 0.0) -> np.ndarray:
+    """Unit forward vectors ``[N, 3]`` for world-frame ``heading`` angles (radians from +x towards +y) tilted
+    by ``pitch`` radians (negative = looking down)."""
+    heading = np.asarray(heading, dtype=np.float64).reshape(-1)
+    pitch = np.broadcast_to(np.asarray(pitch, dtype=np.float64), heading.shape)
+    return np.stack([np.cos(heading) * np.cos(pitch), np.sin(heading) * np.cos(pitch), np.sin(pitch)], axis=1)
+
+
 def orbit_trajectory(
     n_frames: int,
     radii: tuple[float, float] = (0.8, 0.6),
@@ -54,16 +62,7 @@ def orbit_trajectory(
     eye = np.stack(
         [cx + radii[0] * np.cos(theta), cy + radii[1] * np.sin(theta), cz + bob * np.sin(2 * theta)], axis=1
     )
-    heading = theta + yaw_offset
-    fwd = np.stack(
-        [
-            np.cos(heading) * np.cos(pitch),
-            np.sin(heading) * np.cos(pitch),
-            np.full_like(theta, np.sin(pitch)),
-        ],
-        axis=1,
-    )
-    T = look_at(eye, eye + look_distance * fwd)
+    T = look_at(eye, eye + look_distance * heading_forward(theta + yaw_offset, pitch))
     if endpoint and abs(laps - round(laps)) < 1e-12 and n_frames > 1:
         T[-1] = T[0] if round(laps) >= 1 else T[-1]  # exact closure despite floating-point cos/sin
     return T
@@ -106,3 +105,73 @@ def wall_trajectory(
     Rz[:, 0, 0], Rz[:, 0, 1], Rz[:, 1, 0], Rz[:, 1, 1], Rz[:, 2, 2] = c, -sn, sn, c, 1.0
     T[:, :3, :3] = T[:, :3, :3] @ Rz
     return T
+
+
+def loop_lap_frames(n_frames: int, overlap: float = 0.1) -> int:
+    """Frame index at which :func:`loop_trajectory` is back at its start (``round(n_frames·(1 - overlap))``);
+    frames from there on revisit frames ``0 .. n_frames - 1 - loop_lap_frames(...)``."""
+    if not 0.0 <= overlap < 0.5:
+        raise ValueError(f"overlap must be in [0, 0.5), got {overlap}")
+    lap = int(round(n_frames * (1.0 - overlap)))
+    if lap < 4:
+        raise ValueError(f"n_frames={n_frames} is too few for a loop (the lap needs >= 4 frames)")
+    return lap
+
+
+def _superellipse(phi: np.ndarray, half_extents: tuple[float, float], squareness: float) -> np.ndarray:
+    """Points ``[N, 2]`` of ``|x/a|^p + |y/b|^p = 1`` at parameter angles ``phi`` (p = 2: ellipse)."""
+    c, s = np.cos(phi), np.sin(phi)
+    e = 2.0 / squareness
+    return np.stack(
+        [half_extents[0] * np.sign(c) * np.abs(c) ** e, half_extents[1] * np.sign(s) * np.abs(s) ** e], axis=1
+    )
+
+
+def loop_trajectory(
+    n_frames: int = 400,
+    half_extents: tuple[float, float] = (0.45, 0.3),
+    center: tuple[float, float, float] = (0.0, 0.0, 1.4),
+    squareness: float = 4.0,
+    overlap: float = 0.1,
+    look: str = "out",
+    yaw_offset: float = 0.3,
+    pitch: float = -0.1,
+    bob: float = 0.02,
+    yaw_wobble: float = 0.035,
+    wobble_cycles: float = 3.5,
+    revisit_offset: float = 0.03,
+    look_distance: float = 2.0,
+) -> np.ndarray:
+    """A handheld-like closed loop: the camera walks once around a rounded rectangle at constant speed,
+    is back at its start at frame :func:`loop_lap_frames(n_frames, overlap) <loop_lap_frames>` and goes on
+    for the last ``overlap`` fraction of the frames, re-seeing what the first frames saw (a loop closure).
+
+    Path: the superellipse ``|x/a|^p + |y/b|^p = 1`` (``half_extents`` a, b around ``center``; ``squareness``
+    p = 2 is an ellipse, 4 a rounded rectangle), parameterised by arc length. The defaults give a 2.8 m loop;
+    with 400 frames the camera steps ~0.8 cm and ~1° per frame (a handheld camera at 30 Hz).
+    Heading: ``look = "out"`` faces away from the centre (the walls and the objects around the path),
+    ``"in"`` towards it (and the far side of the room), turned by ``yaw_offset`` rad towards the direction of
+    travel and tilted by ``pitch``. Wobble: height ``± bob`` m and yaw ``± yaw_wobble`` rad, ``wobble_cycles``
+    per lap (not an integer, so the second pass is not a replay of the first); the path also drifts outwards
+    by ``revisit_offset`` m per lap. The revisit is thus a few cm and degrees off the first pass: close enough
+    to see the same surfaces, never bit-identical. Returns ``[n_frames, 4, 4]`` float64 ``T_WC``.
+    """
+    if look not in ("out", "in"):
+        raise ValueError(f"look must be 'out' or 'in', got {look!r}")
+    if squareness < 2.0:
+        raise ValueError(f"squareness must be >= 2 (2 = ellipse), got {squareness}")
+    lap = loop_lap_frames(n_frames, overlap)
+    u = np.arange(n_frames, dtype=np.float64) / lap  # laps travelled
+    # constant speed: interpolate a dense polyline of the lap by arc length (sub-mm chords)
+    dense = _superellipse(np.linspace(0.0, 2 * np.pi, 1 << 14), half_extents, squareness)
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(dense, axis=0), axis=1))])
+    s = (u - np.floor(u)) * arc[-1]
+    xy = np.column_stack([np.interp(s, arc, dense[:, 0]), np.interp(s, arc, dense[:, 1])])
+    radial = xy / np.linalg.norm(xy, axis=1, keepdims=True)
+    xy = xy + revisit_offset * u[:, None] * radial
+    wobble = 2 * np.pi * wobble_cycles * u
+    eye = np.column_stack([center[0] + xy[:, 0], center[1] + xy[:, 1], center[2] + bob * np.sin(wobble)])
+    heading = np.arctan2(radial[:, 1], radial[:, 0]) + yaw_offset + yaw_wobble * np.cos(wobble)
+    if look == "in":
+        heading = heading + np.pi
+    return look_at(eye, eye + look_distance * heading_forward(heading, pitch))
