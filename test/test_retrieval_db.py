@@ -88,6 +88,18 @@ def test_codebook_bad_files(tmp_path):
         Codebook.load(tmp_path / "cb.pkl")
 
 
+def test_codebook_loads_an_asmk_pickle(tmp_path):
+    import pickle
+
+    pytest.importorskip("online3r_ros.retrieval.mast3r_files", reason="MASt3R .pkl loading not merged yet")
+    c = np.random.default_rng(1).standard_normal((16, 8)).astype(np.float32)
+    state = {"type": "Codebook", "params": {"size": 16}, "state": {"centroids": c}}
+    (tmp_path / "x_codebook.pkl").write_bytes(pickle.dumps(state))
+    cb = Codebook.load(tmp_path / "x_codebook.pkl")
+    assert cb.kind == "mast3r"
+    np.testing.assert_array_equal(cb.centroids, c)
+
+
 def test_default_codebook(codebook):
     assert (codebook.size, codebook.dim, codebook.kind) == (1024, 128, "sift")
 
