@@ -18,7 +18,7 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
     ],
     install_requires=["setuptools", "numpy", "scipy", "pyyaml"],
-    zip_safe=True,
+    zip_safe=False,  # the shipped SIFT vocabulary is read from the package folder
     maintainer="online3r_ros maintainers",
     maintainer_email="maintainers@online3r-ros.dev",
     description="Online3R dense SLAM (MASt3R + Sim(3) tracking + prompt tuning) for ROS 2",
@@ -29,6 +29,7 @@ setup(
             "online3r = online3r_ros.cli.main:main",
             "tracker = online3r_ros.ros.nodes.tracker:main",
             "mapper = online3r_ros.ros.nodes.mapper:main",
+            "retrieval = online3r_ros.ros.nodes.retrieval:main",
         ],
     },
 )

@@ -1,8 +1,9 @@
 """``ros2 launch online3r_ros online3r.launch.py [image:=...] [depth:=...] [checkpoint:=...] [rviz:=true]``
 
-Starts the tracker and mapper nodes (and rviz2 with ``rviz:=true``). Every node, executable, parameter file,
-parameter override and remapping comes from :mod:`online3r_ros.launch_description`, the description that
-``online3r launch`` (no ROS distro needed) also starts from; see that module for the arguments and defaults.
+Starts the tracker, mapper and retrieval nodes (and rviz2 with ``rviz:=true``). Every node, executable,
+parameter file, parameter override and remapping comes from :mod:`online3r_ros.launch_description`, the
+description that ``online3r launch`` (no ROS distro needed) also starts from; see that module for the
+arguments and defaults.
 ``ros2 launch online3r_ros online3r.launch.py --show-args`` lists them.
 
 ``launch``/``launch_ros`` are imported inside the functions so the file can be imported (and tested) without a

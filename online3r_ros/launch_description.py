@@ -10,8 +10,8 @@ Launch arguments (:data:`LAUNCH_ARGUMENTS`; ``name:=value`` on both command line
   ``depth`` (``/camera/aligned_depth_to_color/image_raw``; '' none), ``image_transport`` (``raw`` or
   ``compressed``): the tracker's ``image_topic``, ``camera_info_topic``, ``depth_topic``, ``image_transport``.
   The RealSense-style defaults fit an RGB-D driver; point them at your camera.
-- ``config`` (``<config dir>/online3r_ros.yaml``): the node parameter file (``/**/tracker:``/``/**/mapper:``,
-  so it applies in any ``namespace``).
+- ``config`` (``<config dir>/online3r_ros.yaml``): the node parameter file (``/**/tracker:``,
+  ``/**/mapper:``, ``/**/retrieval:``, so it applies in any ``namespace``).
 - ``slam_config``, ``source`` (depth / mast3r), ``checkpoint``, ``device``, ``torch_threads``: both nodes'
   parameters of the same names; '' (the default) keeps the parameter file's value, so that file stays
   the one place for everything not overridden here. A ``checkpoint`` without ``source`` selects
@@ -48,7 +48,7 @@ PACKAGE = "online3r_ros"
 NODE_PARAMS_FILE = "online3r_ros.yaml"
 RVIZ_FILE = "online3r.rviz"
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
-MAPPER_RESPAWN_S = 2.0  # seconds between a mapper's exit and its restart
+MAPPER_RESPAWN_S = 2.0  # seconds between a mapper's (or the retrieval node's) exit and its restart
 
 
 class LaunchSpecError(ValueError):
@@ -236,19 +236,19 @@ def node_specs(
         depth_topic=values["depth"],
         image_transport=values["image_transport"],
     )
-    per_node = {"tracker": tracker_params, "mapper": dict(common)}
+    per_node = {"tracker": tracker_params, "mapper": dict(common), "retrieval": dict(common)}
     for node, params in (extra_parameters or {}).items():
         if node not in per_node:
-            raise LaunchSpecError(f"extra parameters for unknown node {node!r} (known: tracker, mapper)")
+            known_nodes = ", ".join(per_node)
+            raise LaunchSpecError(f"extra parameters for unknown node {node!r} (known: {known_nodes})")
         per_node[node].update(params)
 
     files = (values["config"],) if values["config"] else ()
     # the tracker is required (no odometry without it); a mapper that dies is started again: it reloads its
-    # autosaved map and the tracker re-sends what it lacks, while odometry keeps flowing
-    lifecycle = {
-        "tracker": {},
-        "mapper": {"required": False, "respawn": True, "respawn_delay": MAPPER_RESPAWN_S},
-    }
+    # autosaved map and the tracker re-sends what it lacks, while odometry keeps flowing; so is the retrieval
+    # node (it reloads its database; relocalisation never needed it)
+    respawn = {"required": False, "respawn": True, "respawn_delay": MAPPER_RESPAWN_S}
+    lifecycle = {"tracker": {}, "mapper": respawn, "retrieval": respawn}
     specs = [
         NodeSpec(
             name=name,
@@ -261,7 +261,7 @@ def node_specs(
             log_level=log_level,
             **lifecycle[name],
         )
-        for name in ("tracker", "mapper")
+        for name in ("tracker", "mapper", "retrieval")
     ]
     if rviz:
         specs.append(

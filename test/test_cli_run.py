@@ -205,8 +205,8 @@ def test_unposed_run_exits_1(seven_scenes, tmp_path, monkeypatch):
     """If no frame can be posed the trajectories stay empty and the exit code says so."""
     from online3r_ros.slam import frontend
 
-    def never(self, sf, watch):
-        return self._no_pose(sf, frontend.SlamState.INIT, "test: initialisation refused", {})
+    def never(self, inp, watch):
+        return self._no_pose(inp.sf, frontend.SlamState.INIT, "test: initialisation refused", {})
 
     monkeypatch.setattr(frontend.TrackerFrontend, "_initialise", never)
     out = tmp_path / "out"

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 from dataclasses import replace
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,9 +27,10 @@ from online3r_ros.slam.runner import MissingComponentError, build_source, build_
 from online3r_ros.slam.tracking import FrameTracker, TrackingKeyframe
 from online3r_ros.sources.base import AsymmetricPrediction, Pointmap
 from online3r_ros.sources.rgbd import RGBDSource
-from online3r_ros.synthetic import make_synthetic_sequence
+from online3r_ros.synthetic import make_loop_sequence, make_synthetic_sequence
 from online3r_ros.synthetic.sequence import save_seven_scenes
 
+PARITY = Path(__file__).resolve().parents[1] / ".." / "shared" / "parity" / "retrieval"
 W, H = 64, 48
 BASE = {"source": {"width": W, "height": H}, "tracking": {"match_frac_thresh": 0.75}}  # keyframes close by
 
@@ -203,6 +205,87 @@ def probe_dataset(cfg, tmp: str) -> str:
     return _digest(result.n_input, result.system.trajectory().timestamps)
 
 
+@cache
+def _place_frames() -> tuple:
+    """Six 320x240 views of the loop sequence: five along the path, the last near the first (a revisit)."""
+    seq = make_loop_sequence(n_frames=120, width=320, height=240, seed=0)
+    return tuple(seq[i] for i in (0, 5, 10, 15, 20, 2))
+
+
+@cache
+def _codebook_file(tmp: str) -> str:
+    from online3r_ros.retrieval.codebook import train_codebook
+
+    desc = torch.nn.functional.normalize(
+        torch.randn(2000, 128, generator=torch.Generator().manual_seed(0)), dim=1
+    )
+    path = f"{tmp}/other_codebook.npz"
+    train_codebook(desc.numpy(), 64, seed=0, kind="sift").save(path)
+    return path
+
+
+def _places(cfg):
+    from online3r_ros.slam.places import make_describer, make_place_recognizer
+
+    try:
+        source = build_source(cfg)
+        return make_describer(cfg, source), make_place_recognizer(cfg), source
+    except (MissingComponentError, ValueError, OSError) as exc:
+        return f"{type(exc).__name__}: {str(exc)[:60]}", None, None
+
+
+def probe_places(cfg) -> str:
+    """Features of six views, the loop candidates as they join the database, and the last view's
+    candidates with their RANSAC reports."""
+    describe, places, source = _places(cfg)
+    if places is None or describe is None:
+        return str(describe)
+    frames = _place_frames()
+    sfs = [source.prepare(f.rgb, K=f.K) if describe.kind == "mast3r" else None for f in frames]
+    feats = [describe(sf, f.rgb, f.depth, f.K) for sf, f in zip(sfs, frames, strict=True)]
+    loops = [places.loop_candidates(i, f, cfg.retrieval.exclude_recent) for i, f in enumerate(feats[:-1])]
+    cands = places.candidates(feats[-1], verified=False)
+    return _digest(
+        [(f.desc, f.points) for f in feats],
+        [[(c.kf_id, round(c.score, 6)) for c in found] for found in loops],
+        [(c.kf_id, round(c.score, 6), c.pose and (c.pose.n_inliers, c.pose.ok)) for c in cands],
+    )
+
+
+def probe_place_tracking(cfg) -> str:
+    """The guard on a wrong pose and relocalisation, with a tracker that always fails (its calls counted)."""
+    from online3r_ros.geometry.lie import sim3_identity
+    from online3r_ros.slam.place_tracking import FrameInput, PlaceTracking
+    from online3r_ros.slam.tracking import TrackingState, TrackResult
+
+    describe, places, _ = _places(cfg)
+    frames = _place_frames()
+    pt = PlaceTracking(cfg, describe, places)
+    for i, f in enumerate(frames[:-1]):
+        pt.add_keyframe(i, FrameInput(None, f.rgb, f.depth, f.K))
+    calls: list[int] = []
+
+    def track(sf, kf_id, guess):
+        calls.append(kf_id)
+        return TrackResult(TrackingState.LOST, guess, guess, reason="test")
+
+    last = frames[-1]
+    wrong = sim3_identity(dtype=torch.float64)
+    wrong[0] = 0.5
+    res = TrackResult(TrackingState.TRACKING, wrong, wrong, match_frac=0.5)
+    out = pt.guard(
+        FrameInput(None, last.rgb, last.depth, last.K),
+        0,
+        res,
+        track,
+        lambda k: sim3_identity(dtype=torch.float64),
+    )
+    found = pt.relocalise(
+        FrameInput(None, last.rgb, last.depth, last.K), track, lambda k: sim3_identity(dtype=torch.float64)
+    )
+    return _digest(out.state.value, found, calls)
+
+
 # ---------------------------------------------------------------------------------------------- the table
 # key -> (changed value, probe, base overrides of the probe's configuration)
 PROBES: dict[str, tuple] = {
@@ -258,6 +341,24 @@ PROBES: dict[str, tuple] = {
     "local_opt.icp_dist_thresh": (0.005, "pipeline", {"local_opt": {"icp_sigma": 0.01}}),
     "local_opt.icp_normal_step": (10.0, "pipeline", {"local_opt": {"icp_sigma": 0.01}}),
     "reloc.min_match_frac": (0.99, "pipeline", {}),
+    "retrieval.enabled": (False, "places", {}),
+    "retrieval.features": ("mast3r", "places", {}),
+    "retrieval.checkpoint": (
+        "RETRIEVAL",
+        "places",
+        {"retrieval": {"features": "mast3r"}, "source": {"kind": "mast3r", "checkpoint": "CHECKPOINT"}},
+    ),
+    "retrieval.codebook": ("CODEBOOK", "places", {}),
+    "retrieval.max_features": (100, "places", {}),
+    "retrieval.sift_contrast": (0.04, "places", {}),
+    "retrieval.sift_max_side": (160, "places", {}),
+    "retrieval.k": (1, "places", {}),
+    "retrieval.min_score": (0.9, "places", {}),
+    "retrieval.exclude_recent": (1, "places", {}),
+    "retrieval.reloc_candidates": (1, "place_tracking", {}),
+    "retrieval.min_inliers": (500, "places", {}),
+    "retrieval.inlier_dist": (0.0001, "places", {}),
+    "retrieval.guard_match_frac": (0.0, "place_tracking", {}),
     "source.kind": ("mast3r", "source_kind", {}),
     "source.checkpoint": (
         "CHECKPOINT",
@@ -321,6 +422,13 @@ def _config(base: dict, tmp: str, key: str | None = None, value=None):
     for v in over.get("source", {}).items():
         if v[1] == "CHECKPOINT":
             over["source"][v[0]] = _checkpoint(tmp)
+    files = {
+        "RETRIEVAL": lambda: str(PARITY / "P3_retrieval_trainingfree.pth"),
+        "CODEBOOK": lambda: _codebook_file(tmp),
+    }
+    for name, v in list(over.get("retrieval", {}).items()):
+        if v in files:
+            over["retrieval"][name] = files[v]()
     return load_config(overrides=over)
 
 
@@ -329,6 +437,8 @@ def test_changing_the_key_changes_the_behaviour(key: str, tmp_path_factory) -> N
     torch.set_num_threads(1)
     tmp = str(tmp_path_factory.getbasetemp())
     value, probe, base = PROBES[key]
+    if value == "RETRIEVAL" and not PARITY.is_dir():
+        pytest.skip(f"{PARITY} (the retrieval parity fixture) is absent")
     run = globals()[f"probe_{probe}"]
     args = (tmp,) if probe == "dataset" else ()
     baseline = _baseline(probe, repr(sorted(base.items())), tmp, base, run, args)

@@ -117,7 +117,7 @@ def test_demo_end_to_end_over_dds(tmp_path, dds_domain):
     assert summary["dds"] == {"ROS_DOMAIN_ID": domain, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     assert summary["frames_sent"] == 6
     assert summary["frames_with_pose"] >= 3
-    assert summary["node_exit_codes"] == {"tracker": 0, "mapper": 0}
+    assert summary["node_exit_codes"] == {"tracker": 0, "mapper": 0, "retrieval": 0}
     assert {"map->odom", "odom->base_link"} <= set(summary["tf_edges"])
     ids = summary["frame_ids"]
     assert ids["odometry"] == "odom->base_link"

@@ -244,18 +244,19 @@ def test_launch_file_and_launcher_start_the_same_nodes(monkeypatch, overrides):
             assert node[key] == planned[key], (node["name"], key)
         assert node["parameters"] == planned["parameters"], node["name"]
         assert node["log_level"] == planned["log_level"]
-        assert node["stops_system"] == (node["name"] == "tracker")  # the mapper respawns instead
+        assert node["stops_system"] == (node["name"] == "tracker")  # mapper and retrieval respawn instead
         assert (
             node["respawn"]
             == planned["respawn"]
-            == ((True, 2.0) if node["name"] == "mapper" else (False, 0.0))
+            == ((True, 2.0) if node["name"] in ("mapper", "retrieval") else (False, 0.0))
         )
 
 
 def test_arguments_reach_the_nodes(monkeypatch):
     nodes = {n["name"]: n for n in launch_file_nodes(monkeypatch, ARGUMENT_SETS[1])}
-    assert set(nodes) == {"tracker", "mapper"}
+    assert set(nodes) == {"tracker", "mapper", "retrieval"}
     tracker, mapper = nodes["tracker"]["parameters"], nodes["mapper"]["parameters"]
+    assert nodes["retrieval"]["parameters"] == mapper
     assert tracker["image_topic"] == "/robot/cam/image_raw"
     assert tracker["camera_info_topic"] == "/robot/cam/info"
     assert tracker["depth_topic"] == ""

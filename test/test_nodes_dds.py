@@ -427,7 +427,7 @@ def test_pipeline_over_dds_frames_stamps_and_ate(session) -> None:
     assert h.messages("map")[-1].header.frame_id == "map" and len(cloud.xyz) > 100
     assert np.isfinite(cloud.xyz).all() and cloud.rgb is not None
     markers = h.messages("markers")[-1].markers
-    assert {m.ns for m in markers} == {"keyframes", "edges"} and all(
+    assert {m.ns for m in markers} == {"keyframes", "edges", "loops"} and all(
         m.header.frame_id == "map" for m in markers
     )
     status = _status(h, "tracker_status")

@@ -274,8 +274,12 @@ def test_node_parameter_file_lists_every_parameter_with_its_default() -> None:
     text = (REPO / "config" / "online3r_ros.yaml").read_text()
     assert text == P.documented_yaml(), "config/online3r_ros.yaml is stale: regenerate it (see its header)"
     doc = yaml.safe_load(text)
-    assert set(doc) == {"/**/tracker", "/**/mapper"}  # the wildcard: any namespace
-    for node, cls in (("tracker", P.TrackerParams), ("mapper", P.MapperParams)):
+    assert set(doc) == {"/**/tracker", "/**/mapper", "/**/retrieval"}  # the wildcard: any namespace
+    for node, cls in (
+        ("tracker", P.TrackerParams),
+        ("mapper", P.MapperParams),
+        ("retrieval", P.RetrievalParams),
+    ):
         values = doc[P.NODE_KEY_PREFIX + node]["ros__parameters"]
         expected = {k: v for k, v in P.defaults(cls).items() if v != ()}
         assert values == expected
@@ -381,12 +385,23 @@ def test_packets_round_trip_through_pointcloud2_exactly(pipeline) -> None:
     msg = M.keyframe_to_cloud(pkt, 1_700_000_000_123_456_789, T_LINK_OPTICAL)
     back, T_bc = M.cloud_to_keyframe(msg)
     for f in dataclasses.fields(pkt):
+        if f.name == "features":  # on their own topic (below)
+            continue
         a, b = getattr(pkt, f.name), getattr(back, f.name)
         if torch.is_tensor(a):
             assert torch.equal(a.to(b.dtype), b), f.name
         else:
             assert a == b, f.name
     np.testing.assert_allclose(T_bc, T_LINK_OPTICAL, atol=1e-12)
+    from online3r_ros.ros.nodes.retrieval_msgs import array_to_features, features_to_array
+
+    assert pkt.features is not None and len(pkt.features) > 0
+    session, kf_id, feats = array_to_features(features_to_array(pkt.session, pkt.kf_id, pkt.features))
+    assert (session, kf_id, feats.kind, feats.image_size) == (pkt.session, 1, "sift", pkt.features.image_size)
+    for name in ("desc", "xy", "points"):
+        torch.testing.assert_close(
+            getattr(feats, name), getattr(pkt.features, name).float(), rtol=0, atol=0, equal_nan=True
+        )
     obs = next(s.observation for s in steps if s.observation is not None)
     back_obs = M.cloud_to_observation(M.observation_to_cloud(obs, 5))
     assert torch.equal(back_obs.X_kk, obs.X_kk) and torch.equal(back_obs.T_CkCf, obs.T_CkCf)

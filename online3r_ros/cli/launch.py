@@ -285,7 +285,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``launch`` subcommand."""
     p = subparsers.add_parser(
         "launch",
-        help="start the ROS 2 nodes (tracker, mapper[, rviz2]) as processes, as the launch file does",
+        help="start the ROS 2 nodes (tracker, mapper, retrieval[, rviz2]) as processes, like the launch file",
         description=(
             "Start the nodes described by online3r_ros.launch_description (the description "
             "launch/online3r.launch.py uses too) as separate processes, no ROS distro needed. Arguments "

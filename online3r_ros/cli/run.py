@@ -57,6 +57,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--stride", type=_positive_int, default=None, help="use every N-th frame")
     p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames")
     p.add_argument(
+        "--frames",
+        default=None,
+        metavar="RANGES",
+        help="feed these frames in this order, e.g. 0-299,60-139,300-499 (a kidnapped camera; re-timed at "
+        "the dataset's rate, ground truth kept)",
+    )
+    p.add_argument(
         "--config", type=Path, default=None, help="YAML config overriding config/online3r.yaml keys"
     )
     p.add_argument(
@@ -119,6 +126,7 @@ def run_command(args: argparse.Namespace) -> int:
             cfg,
             max_frames=args.max_frames,
             intrinsics=args.intrinsics,
+            frames=args.frames,
             progress=not args.quiet,
         )
     except runner.MissingComponentError as exc:

@@ -24,6 +24,26 @@ from .base import DatasetError, Frame, FrameReader, SkipFrame
 _POLICY_KEYS = ("bad_depth", "min_valid_depth_fraction", "strict")
 
 
+def parse_frame_ranges(text: str) -> list[int]:
+    """Frame indices of ``"a-b,c,d-e"`` (inclusive ranges, in the order written; repeats allowed):
+    ``"0-2,1"`` -> ``[0, 1, 2, 1]``. :class:`DatasetError` for anything else.
+
+    >>> parse_frame_ranges("0-2,10,5-4")
+    [0, 1, 2, 10, 5, 4]
+    """
+    out: list[int] = []
+    for part in str(text).split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            a, b = int(lo), int(hi if sep else lo)
+        except ValueError as exc:
+            raise DatasetError(f"frame range {part!r} is not N or N-M (in {text!r})") from exc
+        if a < 0 or b < 0:
+            raise DatasetError(f"frame range {part!r}: indices must be >= 0")
+        out.extend(range(a, b + 1) if a <= b else range(a, b - 1, -1))
+    return out
+
+
 def entry_pose(reader: FrameReader, source_index: int) -> np.ndarray | None:
     """Ground-truth ``T_WC`` of entry ``source_index`` of ``reader`` (``None`` when unknown or the frame is
     unreadable), cheaply where the reader allows: ``reader.gt_pose(i)`` (synthetic sequences, views), the

@@ -22,7 +22,8 @@ class LocalFeatures:
 
     Attributes:
         kind: extractor name (``"sift"``, ``"mast3r"``); databases refuse to mix kinds.
-        desc: ``[N, D]`` float32 L2-normalised descriptors (the ASMK input).
+        desc: ``[N, D]`` float32 descriptors, the ASMK input (SIFT: RootSIFT, L2-normalised; MASt3R: the
+            retrieval head's post-whitened features as they are, the space its codebook was trained in).
         xy: ``[N, 2]`` float32 pixel coordinates ``(x, y)`` in the image they were computed on, or ``None``.
         points: ``[N, 3]`` float32 camera-frame points (m) at ``xy`` from depth (NaN: no valid depth), or
             ``None`` (no depth).

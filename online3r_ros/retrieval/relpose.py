@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
-from online3r_ros.geometry.lie import matrix_to_quat, sim3_act_jacobian
+from online3r_ros.geometry.lie import matrix_to_quat, sim3_act, sim3_act_jacobian
 from online3r_ros.retrieval.features import LocalFeatures
 
 Tensor = torch.Tensor
 
-__all__ = ["RelPose", "RelPoseConfig", "estimate_relative_pose", "match_features"]
+__all__ = ["RelPose", "RelPoseConfig", "estimate_relative_pose", "match_features", "pose_support"]
 
 
 def match_features(a: LocalFeatures, b: LocalFeatures, ratio: float = 0.8) -> tuple[Tensor, Tensor, Tensor]:
@@ -87,6 +87,8 @@ class RelPose:
     query-camera points into the ref camera, or ``None`` when rejected (``ok`` False, ``reason`` says why).
     ``ia``/``ib`` ``[M]``: the matches (query / ref indices); ``inlier_mask [M]``: inliers of the final fit.
     ``inlier_frac`` is over the ``n_valid`` matches with depth in both images; ``rmse_m`` over the inliers.
+    ``T_best``: RANSAC's best hypothesis (refitted) even when verification rejected it, or ``None`` when there
+    was none: a starting point for another method that verifies on its own (tracking + :func:`pose_support`).
     """
 
     T_ref_query: Tensor | None
@@ -101,6 +103,7 @@ class RelPose:
     ib: Tensor | None = None
     inlier_mask: Tensor | None = None
     pose_std: tuple[float, float] = (float("nan"), float("nan"))
+    T_best: Tensor | None = None
 
 
 def _umeyama(src: Tensor, dst: Tensor, w: Tensor, with_scale: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -221,6 +224,7 @@ def estimate_relative_pose(
     if n >= 3:
         pred = s[0] * P[inl] @ R[0].T + t[0]
         out.pose_std = _pose_std(pred, t[0], max(out.rmse_m, 0.01), cfg.with_scale)
+        out.T_best = torch.cat([t[0], matrix_to_quat(R[0]), s]).to(torch.float64)
     std_m, std_deg = out.pose_std
 
     # --- verification (conservative)
@@ -243,6 +247,29 @@ def estimate_relative_pose(
                 out.reason = f"inliers cover too small an image region ({sp:.3f} < {cfg.min_image_spread})"
                 return out
         out.ok, out.reason = True, "ok"
-        q = matrix_to_quat(R[0])
-        out.T_ref_query = torch.cat([t[0], q, s]).to(torch.float64)
+        out.T_ref_query = out.T_best
     return out
+
+
+def pose_support(
+    query: LocalFeatures,
+    ref: LocalFeatures,
+    rel: RelPose,
+    T_ref_query: Tensor,
+    cfg: RelPoseConfig | None = None,
+    tolerance: float = 1.0,
+) -> tuple[int, int]:
+    """How many of ``rel``'s matches (with depth in both images) a given pose ``T_ref_query`` (Sim(3) ``[8]``,
+    e.g. a tracker's) explains within ``tolerance`` times the RANSAC inlier threshold: ``(n_support,
+    n_valid)``. An independent check of a pose found another way: the right pose explains a share of the
+    matches like RANSAC's best; a wrong one explains about none of them."""
+    cfg = cfg or RelPoseConfig()
+    if rel.ia is None or rel.ib is None or query.points is None or ref.points is None or rel.ia.numel() == 0:
+        return 0, 0
+    P = query.points.to(torch.float64)[rel.ia.cpu()]
+    Q = ref.points.to(torch.float64)[rel.ib.cpu()]
+    valid = torch.isfinite(P).all(-1) & torch.isfinite(Q).all(-1) & (P[:, 2] > 0) & (Q[:, 2] > 0)
+    P, Q = P[valid], Q[valid]
+    pred = sim3_act(T_ref_query.detach().to("cpu", torch.float64).expand(P.shape[0], 8), P)
+    tau = tolerance * (cfg.inlier_thresh_m + cfg.inlier_thresh_rel * Q[:, 2])
+    return int(((pred - Q).norm(dim=-1) < tau).sum()), int(P.shape[0])

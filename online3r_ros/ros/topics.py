@@ -1,4 +1,4 @@
-"""The topic contract of the tracker and mapper nodes: names, message types, QoS, frame ids (one place).
+"""The topic contract of the tracker, mapper and retrieval nodes: names, types, QoS, frames (one place).
 
 Names are relative (they follow the nodes' namespace); ``~/`` names are private to the node. Input topic names
 are parameters of the tracker (``image_topic``, ``camera_info_topic``, ``depth_topic``); everything else is
@@ -17,7 +17,11 @@ Node-to-node traffic uses standard messages only (see :mod:`online3r_ros.ros.nod
   published as ``geometry_msgs/PoseArray`` in ``{map}`` for users (rigid part; index = keyframe id; the scale
   is not representable in a ``Pose``, it is listed in the mapper status);
 - the mapper announces its state (generation, session, number of keyframes) as latched JSON; the tracker
-  re-sends keyframes the mapper lacks after a mapper restart.
+  re-sends keyframes the mapper lacks after a mapper restart;
+- place recognition: each keyframe's local features go to the retrieval node as ``std_msgs/Float32MultiArray``
+  and its verified loop candidates to the mapper as ``std_msgs/Float64MultiArray``
+  (:mod:`online3r_ros.ros.nodes.retrieval_msgs`). Relocalisation needs no round trip: the tracker queries its
+  own database of its keyframes, so a lost camera comes back even while the retrieval node is down.
 
 :func:`topic_table_markdown` renders :data:`TOPICS` as the README table.
 """
@@ -35,6 +39,9 @@ __all__ = [
     "OBSERVATIONS",
     "KEYFRAME_SIM3",
     "MAPPER_STATE",
+    "KEYFRAME_FEATURES",
+    "LOOP_CANDIDATES",
+    "RETRIEVAL_STATUS",
     "ODOMETRY",
     "CAMERA_POSE",
     "TRACKER_STATUS",
@@ -117,6 +124,38 @@ MAPPER_STATE = TopicSpec(
     "tracker",
     'JSON {"generation", "session", "num_keyframes", "reset"}: the tracker re-sends what a (re)started '
     "mapper lacks",
+)
+KEYFRAME_FEATURES = TopicSpec(
+    "online3r/keyframe_features",
+    "std_msgs/msg/Float32MultiArray",
+    "reliable",
+    100,
+    "-",
+    "tracker",
+    "retrieval",
+    "local features of each new keyframe [N, C] (x y, X Y Z, descriptor; dim 0 label "
+    "'online3r/feat;session=..;id=..;kind=..;H=..;W=..;xy=..;points=..')",
+)
+LOOP_CANDIDATES = TopicSpec(
+    "online3r/loop_candidates",
+    "std_msgs/msg/Float64MultiArray",
+    "reliable",
+    100,
+    "-",
+    "retrieval",
+    "mapper",
+    "verified loop candidates of a keyframe [M, 11] (kf score has_pose tx ty tz qx qy qz qw s; dim 0 label "
+    "'online3r/loops;session=..;kf=..')",
+)
+RETRIEVAL_STATUS = TopicSpec(
+    "online3r/retrieval_status",
+    "std_msgs/msg/String",
+    "reliable",
+    10,
+    "-",
+    "retrieval",
+    "users",
+    "JSON: keyframes indexed, queries, loop candidates found, query/add times, session",
 )
 ODOMETRY = TopicSpec(
     "online3r/odometry",
@@ -210,7 +249,8 @@ MARKERS = TopicSpec(
     "{map}",
     "mapper",
     "users",
-    "keyframe frusta (ns 'keyframes') and graph edges (ns 'edges'), after every optimisation",
+    "keyframe frusta (ns 'keyframes'), graph edges (ns 'edges') and loop-closure edges (ns 'loops'), after "
+    "every optimisation",
 )
 MAPPER_STATUS = TopicSpec(
     "online3r/mapper_status",
@@ -228,7 +268,7 @@ DIAGNOSTICS = TopicSpec(
     "reliable",
     10,
     "-",
-    "tracker, mapper",
+    "tracker, mapper, retrieval",
     "users",
     "one DiagnosticStatus per node at 1 Hz (OK / WARN lost or no input / ERROR bad input)",
 )
@@ -238,6 +278,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     OBSERVATIONS,
     KEYFRAME_SIM3,
     MAPPER_STATE,
+    KEYFRAME_FEATURES,
+    LOOP_CANDIDATES,
     ODOMETRY,
     CAMERA_POSE,
     TRACKER_STATUS,
@@ -248,6 +290,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     MAP_UPDATES,
     MARKERS,
     MAPPER_STATUS,
+    RETRIEVAL_STATUS,
     DIAGNOSTICS,
 )
 
@@ -260,6 +303,8 @@ SERVICES: dict[str, str] = {
     "mapper/~/load_map": "replace the map with map_path; the tracker re-sends what the loaded map lacks",
     "mapper/~/save_trajectory": "all frames + keyframes as TUM (trajectory_path, *_keyframes.txt; atomic)",
     "mapper/~/publish_map": "publish the full map now",
+    "retrieval/~/reset": "forget every keyframe of the database",
+    "retrieval/~/save_database": "the indexed keyframe features to database_path (atomic)",
 }
 
 

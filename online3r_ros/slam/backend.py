@@ -16,8 +16,11 @@ Sessions: the map belongs to one frontend session. Keyframe 0 of another session
 packet of another session clears the map and bumps :attr:`MapperBackend.generation`, which tells the
 frontend (through :meth:`MapperBackend.state`) to re-send its keyframes (:mod:`~online3r_ros.slam.session`).
 
-Hooks for the next stages (:class:`BackendHooks`): loop candidates of a new keyframe (loop closure) and
-work after each integrated keyframe (prompt tuning).
+Hooks for the next stages (:class:`BackendHooks`): loop candidates of a new keyframe (loop closure, e.g.
+:class:`~online3r_ros.slam.loops.LoopCloser`) and work after each integrated keyframe (prompt tuning).
+Loop candidates found later (the retrieval node answers after the keyframe was integrated) go to
+:meth:`MapperBackend.close_loops`. A candidate is a keyframe id or a
+:class:`~online3r_ros.retrieval.place.PlaceCandidate` whose prior-free pose guides the edge's matching.
 
 Persistence: :meth:`MapperBackend.save` writes one file atomically (temp file, fsync, ``os.replace``);
 :meth:`MapperBackend.load` restores it (a new generation).
@@ -33,12 +36,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..eval.timing import Stopwatch
 from ..geometry.lie import sim3_identity
+from ..retrieval.features import LocalFeatures
 from ..sources.base import PointmapSource, SourceFrame
 from ..utils.atomic import save_atomic
 from .components import make_graph, make_keyframe_store, make_optimizer, uses_calibration
@@ -51,6 +56,9 @@ from .map_files import keep_other_session
 from .neighbours import proximity_candidates
 from .packets import KeyframePacket, MapperState, MapUpdate, ObservationPacket
 
+if TYPE_CHECKING:
+    from ..retrieval.place import PlaceCandidate
+
 Tensor = torch.Tensor
 
 __all__ = ["MapperBackend", "BackendHooks", "edge_candidates", "source_frame_from_keyframe", "MAP_FORMAT"]
@@ -59,7 +67,7 @@ MAP_FORMAT = "online3r_ros.mapper"
 DEFERRED = "deferred"  # opt_info status of a keyframe whose optimisation a later keyframe's covers
 MAP_VERSION = 1
 
-LoopCandidateFn = Callable[["MapperBackend", int], Sequence[int]]
+LoopCandidateFn = Callable[["MapperBackend", int], Sequence["int | PlaceCandidate"]]
 KeyframeHook = Callable[["MapperBackend", MapUpdate], None]
 
 
@@ -74,16 +82,22 @@ class BackendHooks:
 
 
 def edge_candidates(
-    cfg: SlamConfig, metric: bool, T_WC: Tensor, new_id: int, extra: Sequence[int] = ()
+    cfg: SlamConfig,
+    metric: bool,
+    T_WC: Tensor,
+    new_id: int,
+    extra: Sequence[int] = (),
+    anchor: int | None = None,
 ) -> list[int]:
-    """Keyframes to try an edge with for keyframe ``new_id``: the previous one, the ``system.proximity_*``
-    neighbours (metric sources, :func:`proximity_candidates`) and ``extra`` (loop candidates),
-    de-duplicated, newest first (``T_WC [K, 8]``: current keyframe poses)."""
+    """Keyframes to try an edge with for keyframe ``new_id``: the one it was tracked from (``anchor``,
+    default the previous one), the ``system.proximity_*`` neighbours (metric sources,
+    :func:`proximity_candidates`) and ``extra`` (loop candidates), de-duplicated, newest first
+    (``T_WC [K, 8]``: current keyframe poses)."""
     sc = cfg.system
     near = proximity_candidates(
         T_WC, new_id, sc.proximity_edges, sc.proximity_max_dist, sc.proximity_max_angle, metric
     )
-    candidates = [new_id - 1, *near, *(int(c) for c in extra)]
+    candidates = [new_id - 1 if anchor is None else anchor, *near, *(int(c) for c in extra)]
     return sorted({c for c in candidates if 0 <= c < new_id}, reverse=True)
 
 
@@ -104,6 +118,18 @@ def source_frame_from_keyframe(source: PointmapSource, pkt: KeyframePacket) -> S
         depth = pkt.X[..., 2].detach().cpu().numpy().astype(np.float32)
         return twin.prepare(rgb, index=pkt.frame_index, timestamp=pkt.timestamp, depth=depth, K=K)
     return source.prepare(rgb, index=pkt.frame_index, timestamp=pkt.timestamp, K=K)
+
+
+def _split_candidates(candidates: Sequence[int | PlaceCandidate]) -> tuple[list[int], dict[int, Tensor]]:
+    """Keyframe ids of loop candidates, and the relative poses ``T_CiCj`` of those that carry one."""
+    ids, guesses = [], {}
+    for c in candidates:
+        kf = int(c) if isinstance(c, (int, np.integer)) else int(c.kf_id)
+        ids.append(kf)
+        T = None if isinstance(c, (int, np.integer)) else c.T_kf_query
+        if T is not None:
+            guesses[kf] = T.detach().to("cpu", torch.float64)
+    return ids, guesses
 
 
 def _opt_info(opt: OptResult) -> dict:
@@ -155,6 +181,9 @@ class MapperBackend:
         self.graph = make_graph(self.config)
         self.frames = FrameStore()
         self.kf_frames: list[SourceFrame] = []
+        self.kf_features: list[LocalFeatures | None] = []  # place-recognition features (from the packets)
+        self.kf_anchor: list[int] = []  # the keyframe each one was tracked from
+        self.loop_edges: list[tuple[int, int]] = []
         self.obs_count: list[int] = []  # observations fused into each keyframe
         self._pending_kf: dict[int, tuple[KeyframePacket, float]] = {}
         self._pending_obs: dict[int, list[ObservationPacket]] = {}
@@ -286,9 +315,10 @@ class MapperBackend:
         kf_id = self._add_keyframe(pkt)
         watch.lap("keyframe")
         added: list[tuple[int, int]] = []
+        loops: list[tuple[int, int]] = []
         info: dict = {}
         if kf_id > 0:
-            added = self._connect(kf_id)
+            added, loops = self._connect(kf_id)
             watch.lap("edges")
             if optimise:
                 opt = self._optimizer.optimize(self.keyframes, self.graph)
@@ -303,6 +333,7 @@ class MapperBackend:
             T_WC=self.keyframe_poses(),
             opt_info=info,
             timings_ms=watch.ms,
+            loops=tuple(loops),
         )
         if self.hooks.on_keyframe is not None:
             self.hooks.on_keyframe(self, update)
@@ -335,18 +366,73 @@ class MapperBackend:
             N_updates=pkt.N_updates,
         )
         self.kf_frames.append(sf)
+        self.kf_features.append(pkt.features)
+        self.kf_anchor.append(int(pkt.anchor_id))
         self.obs_count.append(max(int(pkt.N_updates) - 1, 0))  # a re-sent keyframe already holds these
         self.frames.append(pkt.timestamp, kf_id, sim3_identity(dtype=torch.float64), is_keyframe=True)
         return kf_id
 
-    def _connect(self, kf_id: int) -> list[tuple[int, int]]:
-        """Edges of the new keyframe: candidates (previous, proximity, loop hook) that pass the match test."""
+    def _connect(self, kf_id: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """Edges of the new keyframe: candidates (anchor, proximity, loop hook) that pass the match test;
+        returns ``(edges added, those of them that close a loop)``."""
         loop_candidates = self.hooks.loop_candidates
-        loops = loop_candidates(self, kf_id) if loop_candidates is not None else ()
+        loop_ids, guesses = _split_candidates(
+            loop_candidates(self, kf_id) if loop_candidates is not None else ()
+        )
         poses = self.keyframes.get_poses()
-        candidates = edge_candidates(self.config, self.source.metric, poses, kf_id, loops)
-        return build_edges(
-            self.source, self.graph, self.kf_frames, poses, candidates, kf_id, self.config, self.calibrated
+        anchor = self.kf_anchor[kf_id]
+        candidates = edge_candidates(self.config, self.source.metric, poses, kf_id, loop_ids, anchor)
+        added = build_edges(
+            self.source,
+            self.graph,
+            self.kf_frames,
+            poses,
+            candidates,
+            kf_id,
+            self.config,
+            self.calibrated,
+            guesses=guesses,
+            consecutive_exemption=anchor == kf_id - 1,
+        )
+        loops = [e for e in added if e[0] in loop_ids and e[0] != anchor]
+        self.loop_edges.extend(loops)
+        return added, loops
+
+    def close_loops(self, kf_id: int, candidates: Sequence[int | PlaceCandidate]) -> MapUpdate | None:
+        """Loop edges of integrated keyframe ``kf_id`` found later (the retrieval node's answer): verified by
+        the same edge test, then one global optimisation. ``None`` when the keyframe is not in the map or no
+        edge was accepted."""
+        if not 0 < kf_id < len(self.keyframes):
+            return None
+        ids, guesses = _split_candidates(candidates)
+        watch = Stopwatch(cuda_sync=self.device.type == "cuda")
+        poses = self.keyframes.get_poses()
+        loops = build_edges(
+            self.source,
+            self.graph,
+            self.kf_frames,
+            poses,
+            [i for i in ids if i < kf_id],
+            kf_id,
+            self.config,
+            self.calibrated,
+            guesses=guesses,
+            consecutive_exemption=False,
+        )
+        watch.lap("edges")
+        if not loops:
+            return None
+        self.loop_edges.extend(loops)
+        info = _opt_info(self._optimizer.optimize(self.keyframes, self.graph))
+        watch.lap("optimise")
+        return MapUpdate(
+            kf_id=kf_id,
+            edges=tuple(loops),
+            optimised=info.get("status", "nothing_to_optimize") != "nothing_to_optimize",
+            T_WC=self.keyframe_poses(),
+            opt_info=info,
+            timings_ms=watch.ms,
+            loops=tuple(loops),
         )
 
     # ---------------------------------------------------------------------------------------- persistence
@@ -363,6 +449,9 @@ class MapperBackend:
             "frames": {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in frames.items()},
             "kf_frames": [f.state_dict() for f in self.kf_frames],
             "obs_count": list(self.obs_count),
+            "kf_features": [None if f is None else f.state_dict() for f in self.kf_features],
+            "kf_anchor": list(self.kf_anchor),
+            "loop_edges": list(self.loop_edges),
             "kf_stamps": self.kf_stamps,  # derived from the keyframes; kept in the file for older readers
             "stamps_ns": dict(self.stamps_ns),
         }
@@ -390,6 +479,13 @@ class MapperBackend:
         )
         self.kf_frames = [SourceFrame.from_state_dict(f, self.device) for f in state["kf_frames"]]
         self.obs_count = [int(v) for v in state["obs_count"]]
+        n = len(self.obs_count)
+        self.kf_features = [
+            None if f is None else LocalFeatures.from_state_dict(f)
+            for f in state.get("kf_features", [None] * n)
+        ]
+        self.kf_anchor = [int(v) for v in state.get("kf_anchor", range(-1, n - 1))]
+        self.loop_edges = [(int(i), int(j)) for i, j in state.get("loop_edges", [])]
         self.stamps_ns = {float(k): int(v) for k, v in state.get("stamps_ns", {}).items()}
         self.session = None if state["session"] is None else int(state["session"])
 

@@ -274,6 +274,61 @@ class RelocConfig:
 
 
 @dataclass
+class RetrievalConfig:
+    """Place recognition: loop closure, relocalisation from the whole map, the tracking guard."""
+
+    enabled: bool = _opt(True, "ASMK keyframe retrieval: loop closure and relocalisation from the whole map")
+    features: str = _opt(
+        "auto",
+        "local features: sift (OpenCV, any camera with depth) or mast3r (the retrieval head over the encoder "
+        "tokens; needs its checkpoint); auto: mast3r when the MASt3R source has a retrieval checkpoint, "
+        "else sift",
+        choices=("auto", "sift", "mast3r"),
+    )
+    checkpoint: str = _opt(
+        "",
+        "MASt3R retrieval head (.pth); empty: <checkpoint stem>_retrieval_trainingfree.pth beside "
+        "source.checkpoint",
+    )
+    codebook: str = _opt(
+        "",
+        "visual vocabulary (.npz, or MASt3R's .pkl); empty: the shipped SIFT vocabulary, or for mast3r the "
+        "_codebook.pkl beside the retrieval checkpoint",
+    )
+    max_features: int = _opt(1000, "sift: local features per image", ge=16)
+    sift_contrast: float = _opt(
+        0.01,
+        "sift: contrast threshold of the detector (OpenCV's default 0.04 finds too few keypoints on weakly "
+        "textured scenes, e.g. TUM fr3 cabinet)",
+        gt=0.0,
+    )
+    sift_max_side: int = _opt(
+        480, "sift: the image is resized so its long side is at most this (px) before detection", ge=64
+    )
+    k: int = _opt(3, "loop closure: retrieved keyframes per new keyframe (reference retrieval.k)", ge=1)
+    min_score: float = _opt(
+        5e-3, "retrieved keyframes need this ASMK score (reference retrieval.min_thresh)", ge=0.0
+    )
+    exclude_recent: int = _opt(
+        5, "loop closure: the new keyframe's N predecessors are not loop candidates (already connected)", ge=1
+    )
+    reloc_candidates: int = _opt(5, "relocalisation: try the N best-scoring keyframes of the whole map", ge=1)
+    min_inliers: int = _opt(
+        15, "prior-free pose (features with depth): RANSAC inliers needed to accept it", ge=4
+    )
+    inlier_dist: float = _opt(
+        0.02, "prior-free pose: RANSAC inlier distance (m; plus 1% of the depth)", gt=0.0
+    )
+    guard_match_frac: float = _opt(
+        0.6,
+        "depth sources: a tracked frame whose match fraction is below this must explain the local feature "
+        "matches (else it is tracked again from RANSAC's pose, or lost)",
+        ge=0.0,
+        le=1.0,
+    )
+
+
+@dataclass
 class SourceConfig:
     """Which pointmap source, and how big its pointmaps are."""
 
@@ -393,6 +448,7 @@ _SECTIONS: dict[str, type] = {
     "tracking": TrackingConfig,
     "local_opt": LocalOptConfig,
     "reloc": RelocConfig,
+    "retrieval": RetrievalConfig,
     "source": SourceConfig,
     "system": SystemConfig,
     "keyframes": KeyframesConfig,
@@ -409,6 +465,7 @@ class SlamConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     local_opt: LocalOptConfig = field(default_factory=LocalOptConfig)
     reloc: RelocConfig = field(default_factory=RelocConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
     system: SystemConfig = field(default_factory=SystemConfig)
     keyframes: KeyframesConfig = field(default_factory=KeyframesConfig)
@@ -427,6 +484,7 @@ _SECTION_DOCS = {
     "tracking": "Frame-to-keyframe tracking, keyframe selection, fusion (MASt3R-SLAM reference section).",
     "local_opt": "Global keyframe-graph optimisation (MASt3R-SLAM reference section).",
     "reloc": "Relocalisation (MASt3R-SLAM reference section).",
+    "retrieval": "Place recognition: loop closure, relocalisation, tracking guard (online3r_ros).",
     "source": "Pointmap source and working resolution (online3r_ros).",
     "system": "Pipeline behaviour (online3r_ros).",
     "keyframes": "Keyframe store (online3r_ros).",

@@ -10,7 +10,7 @@ pose ``T_CiCj`` as their guess; calibrated sources are matched by projection wit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -85,18 +85,29 @@ def build_edges(
     new_id: int,
     cfg: SlamConfig,
     calibrated: bool = False,
+    guesses: Mapping[int, Tensor] | None = None,
+    consecutive_exemption: bool = True,
 ) -> list[tuple[int, int]]:
     """Predict, match and add the edges ``(i, new_id)`` for ``i`` in ``candidates``; returns those accepted.
 
-    ``frames``: prepared source frames of all keyframes; ``T_WC [K, 8]``: their current poses.
+    ``frames``: prepared source frames of all keyframes; ``T_WC [K, 8]``: their current poses;
+    ``guesses``: relative poses ``T_CiCj [8]`` to use instead of the current poses' (a loop's prior-free pose:
+    after drift the current poses do not bring a pose-dependent source's points together);
+    ``consecutive_exemption``: keep ``(new_id - 1, new_id)`` whatever its match fraction.
     """
     cands = [int(c) for c in candidates if 0 <= int(c) < new_id and not graph.has_edge(int(c), new_id)]
     if not cands:
         return []
     T = T_WC.detach().to(torch.float32)
     pairs = [(frames[i], frames[new_id]) for i in cands]
-    guesses = [sim3_compose(sim3_inverse(T[i]), T[new_id]).to(frames[i].image.device) for i in cands]
-    preds = source.predict_symmetric(pairs, guesses if source.pose_dependent else None)
+    given = guesses or {}
+    rel = [
+        (given[i].to(T.dtype) if i in given else sim3_compose(sim3_inverse(T[i]), T[new_id])).to(
+            frames[i].image.device
+        )
+        for i in cands
+    ]
+    preds = source.predict_symmetric(pairs, rel if source.pose_dependent else None)
     use_proj = bool(source.pose_dependent or calibrated)
     idx_j, val_j, q_j, idx_i, val_i, q_i = [], [], [], [], [], []
     for i, pred in zip(cands, preds, strict=True):
@@ -117,5 +128,6 @@ def build_edges(
         torch.stack(idx_i),
         torch.stack(val_i),
         torch.stack(q_i),
+        consecutive_exemption=consecutive_exemption,
     )
     return [(i, new_id) for i, ok in zip(cands, res.accepted.tolist(), strict=True) if ok]

@@ -10,7 +10,11 @@
   (:meth:`KeyframeStore.update_pointmap`, sent as an :class:`ObservationPacket`); a new keyframe is made
   when the overlap drops (sent as a :class:`KeyframePacket`);
 - ``LOST``: the frame has no pose (never a guess); the next frames try the most recent keyframes from the
-  motion guesses (``RELOC`` on success).
+  motion guesses, then the whole map by place recognition (``RELOC`` on success).
+
+With ``retrieval.enabled`` (:mod:`.place_tracking`): every keyframe's local features are indexed and sent
+with its packet, a tracked frame with a low match fraction is checked against a prior-free pose (the guard:
+a wrong ICP minimum becomes a recovery or LOST, never "tracking"), and relocalisation queries the whole map.
 
 Its keyframe store is a *working copy*: the backend fuses the same observations into its own copy with the
 same function, and the frontend adopts the backend's optimised poses (:meth:`apply_keyframe_poses`). Every
@@ -43,6 +47,8 @@ from .frame_store import FrameStore
 from .motion import MotionModel, Odometry
 from .neighbours import tracking_keyframe
 from .packets import KeyframePacket, ObservationPacket
+from .place_tracking import FrameInput, PlaceTracking
+from .places import make_describer, make_place_recognizer
 from .tracking import TrackResult
 
 Tensor = torch.Tensor
@@ -133,6 +139,8 @@ class TrackerFrontend:
         apply_determinism(config.system.seed, config.system.deterministic, config.system.device)
         self.device = torch.device(config.system.device)
         self.pose_group = resolve_pose_group(config, source)
+        describe, places = make_describer(config, source), make_place_recognizer(config)
+        self.place = None if describe is None or places is None else PlaceTracking(config, describe, places)
         self.reset(session)
 
     def reset(self, session: int | None = None) -> None:
@@ -142,6 +150,7 @@ class TrackerFrontend:
         self.frames = FrameStore()
         self.kf_frames: list[SourceFrame] = []  # the keyframes' prepared frames (tracking targets)
         self.kf_obs: list[int] = []  # observations fused into each keyframe so far
+        self.kf_anchor: list[int] = []  # the keyframe each keyframe was tracked from (-1: none)
         self.tracker = make_frame_tracker(self.config, self.source)
         self.motion = MotionModel(self.config.system.motion_model)
         self.odometry = Odometry()
@@ -150,6 +159,8 @@ class TrackerFrontend:
         self.n_frames = 0
         self.last_timestamp = -math.inf
         self.lost_streak = 0  # consecutive frames without a pose
+        if self.place is not None:
+            self.place.reset()
 
     # ------------------------------------------------------------------------------------------- queries
     @property
@@ -193,6 +204,8 @@ class TrackerFrontend:
             N=int(kf.N),
             N_updates=int(kf.N_updates),
             prev_observations=prev_observations,
+            features=None if self.place is None else self.place.places.features.get(kf_id),
+            anchor_id=self.kf_anchor[kf_id],
         )
 
     # ---------------------------------------------------------------------------------------- persistence
@@ -204,6 +217,8 @@ class TrackerFrontend:
             "frames": self.frames.state_dict(),
             "kf_frames": [f.state_dict() for f in self.kf_frames],
             "kf_obs": list(self.kf_obs),
+            "kf_anchor": list(self.kf_anchor),
+            "places": None if self.place is None else self.place.places.state_dict(),
             "state": self.state.value,
             "image_size": self.image_size,
             "n_frames": self.n_frames,
@@ -220,6 +235,9 @@ class TrackerFrontend:
         self.frames = FrameStore.from_state_dict(state["frames"])
         self.kf_frames = [SourceFrame.from_state_dict(f, self.device) for f in state["kf_frames"]]
         self.kf_obs = [int(v) for v in state["kf_obs"]]
+        self.kf_anchor = [int(v) for v in state.get("kf_anchor", range(-1, len(self.kf_obs) - 1))]
+        if self.place is not None and state.get("places") is not None:
+            self.place.places.load_state_dict(state["places"])
         self.state = SlamState(state["state"])
         self.image_size = None if state["image_size"] is None else tuple(state["image_size"])
         self.n_frames = int(state["n_frames"])
@@ -266,17 +284,18 @@ class TrackerFrontend:
         size = tuple(np.shape(rgb)[:2])
         reset_reason = self._admit(float(timestamp), size)
         sf = self.source.prepare(rgb, index=self.n_frames, timestamp=float(timestamp), depth=depth, K=K)
+        inp = FrameInput(sf, rgb, depth, K)
         watch.lap("prepare")
         self.image_size = size
         self.n_frames += 1
         self.last_timestamp = sf.timestamp
         with torch.no_grad():
             if self.state == SlamState.INIT:
-                step = self._initialise(sf, watch)
+                step = self._initialise(inp, watch)
             elif self.state in (SlamState.TRACKING, SlamState.RELOC):
-                step = self._track(sf, watch)
+                step = self._track(inp, watch)
             else:
-                step = self._relocalise(sf, watch)
+                step = self._relocalise(inp, watch)
         if step.has_pose:
             step.T_odom = self.odometry.advance(step.index, self.frame_world_pose)
         step.reset_reason = reset_reason
@@ -322,13 +341,14 @@ class TrackerFrontend:
             reason=reason,
         )
 
-    def _initialise(self, sf: SourceFrame, watch: Stopwatch) -> TrackerStep:
+    def _initialise(self, inp: FrameInput, watch: Stopwatch) -> TrackerStep:
+        sf = inp.sf
         pm = self.source.predict_mono(sf)
         watch.lap("predict")
         if not math.isfinite(float(pm.X.sum())) or float((pm.C > 0).float().mean()) == 0.0:
             return self._no_pose(sf, SlamState.INIT, "initialisation: no valid points", {})
         T_WC = sim3_identity(dtype=torch.float64)
-        pkt = self._new_keyframe(sf, pm.X, pm.C, T_WC)
+        pkt = self._new_keyframe(inp, pm.X, pm.C, T_WC, anchor=-1)
         self.frames.append(sf.timestamp, pkt.kf_id, T_WC.clone(), is_keyframe=True)
         self.motion.observe(sf.index, sf.timestamp)
         self.state = SlamState.TRACKING
@@ -349,44 +369,67 @@ class TrackerFrontend:
         target = tracking_keyframe(self.keyframes, self.kf_frames, kf_id, cfg)
         return self.tracker.track(sf, target, guess.to(torch.float32))
 
-    def _track(self, sf: SourceFrame, watch: Stopwatch) -> TrackerStep:
+    def _guarded(self, inp: FrameInput, kf_id: int, guess: Tensor) -> TrackResult:
+        """Track against ``kf_id`` from ``guess``, checked by the place-recognition guard (if any)."""
+        res = self._track_against(inp.sf, kf_id, guess)
+        if self.place is None:
+            return res
+        return self.place.guard(inp, kf_id, res, self._track_against, self.keyframe_pose)
+
+    def _track(self, inp: FrameInput, watch: Stopwatch) -> TrackerStep:
+        sf = inp.sf
         kf_id = len(self.keyframes) - 1
-        res = self._track_against(sf, kf_id, self.motion.guess(sf.timestamp, self.frame_world_pose))
+        res = self._guarded(inp, kf_id, self.motion.guess(sf.timestamp, self.frame_world_pose))
         watch.lap("track")
         if res.lost:
             self.lost_streak = 1
             self.state = SlamState.LOST
             return self._no_pose(sf, SlamState.LOST, f"tracking lost: {res.reason}", res.summary())
-        return self._accept(sf, watch, kf_id, res, SlamState.TRACKING, "")
+        return self._accept(inp, watch, kf_id, res, SlamState.TRACKING, "")
 
-    def _relocalise(self, sf: SourceFrame, watch: Stopwatch) -> TrackerStep:
-        """Try the most recent keyframes (newest first), each from the motion guesses; accept the first
-        result with a match fraction of at least ``reloc.min_match_frac``, else the frame stays LOST."""
+    def _relocalise(self, inp: FrameInput, watch: Stopwatch) -> TrackerStep:
+        """Try the most recent keyframes (newest first), each from the motion guesses, then the whole map by
+        place recognition; accept the first result with a match fraction of at least
+        ``reloc.min_match_frac`` (and that passes the guard), else the frame stays LOST."""
+        sf = inp.sf
         n = len(self.keyframes)
         tried = list(range(n - 1, n - 1 - min(self.config.system.reloc_keyframes, n), -1))
         guesses = self.motion.reloc_guesses(sf.timestamp, self.frame_world_pose)
         best = None
         for kf_id in tried:
             for guess in guesses:
-                res = self._track_against(sf, kf_id, guess)
+                res = self._guarded(inp, kf_id, guess)
                 if not res.lost and res.match_frac >= self.config.reloc.min_match_frac:
-                    watch.lap("reloc")
-                    self.tracker.reset()
-                    return self._accept(
-                        sf, watch, kf_id, res, SlamState.RELOC, f"relocalised on keyframe {kf_id}"
-                    )
+                    return self._relocalised(inp, watch, kf_id, res, "recent keyframe")
                 best = res if best is None or res.match_frac > best.match_frac else best
+        if self.place is not None:
+            found = self.place.relocalise(inp, self._track_against, self.keyframe_pose)
+            if found is not None:
+                return self._relocalised(inp, watch, found[0], found[1], "place recognition")
         watch.lap("reloc")
         self.lost_streak += 1
         reason = f"lost ({self.lost_streak} frames): relocalisation failed against keyframes {tried}"
+        if self.place is not None:
+            reason += " and the map's place-recognition candidates"
         if best is not None:
             reason += f" (best match fraction {best.match_frac:.3f} < {self.config.reloc.min_match_frac})"
         return self._no_pose(sf, SlamState.LOST, reason, {} if best is None else best.summary())
 
+    def _relocalised(
+        self, inp: FrameInput, watch: Stopwatch, kf_id: int, res: TrackResult, how: str
+    ) -> TrackerStep:
+        watch.lap("reloc")
+        self.tracker.reset()
+        self.motion.reset()  # no velocity across the gap
+        return self._accept(
+            inp, watch, kf_id, res, SlamState.RELOC, f"relocalised on keyframe {kf_id} ({how})"
+        )
+
     def _accept(
-        self, sf: SourceFrame, watch: Stopwatch, kf_id: int, res: TrackResult, state: SlamState, reason: str
+        self, inp: FrameInput, watch: Stopwatch, kf_id: int, res: TrackResult, state: SlamState, reason: str
     ) -> TrackerStep:
         """Fuse the tracked frame into its keyframe, store its pose, and make a keyframe if needed."""
+        sf = inp.sf
         T_CkCf = res.T_CkCf.detach().to("cpu", torch.float64)
         obs = self._fuse(sf, kf_id, res, T_CkCf)
         watch.lap("fuse")
@@ -394,7 +437,7 @@ class TrackerFrontend:
         pkt = None
         anchor, rel = kf_id, T_CkCf
         if res.new_keyframe and res.prediction is not None:
-            pkt = self._new_keyframe(sf, res.prediction.frame.X, res.prediction.frame.C, T_WC)
+            pkt = self._new_keyframe(inp, res.prediction.frame.X, res.prediction.frame.C, T_WC, anchor=kf_id)
             anchor, rel = pkt.kf_id, sim3_identity(dtype=torch.float64)
             watch.lap("keyframe")
         self.frames.append(sf.timestamp, anchor, rel, is_keyframe=pkt is not None)
@@ -434,12 +477,18 @@ class TrackerFrontend:
             C_kf=res.C_kf.detach().float().cpu(),
         )
 
-    def _new_keyframe(self, sf: SourceFrame, X: Tensor, C: Tensor, T_WC: Tensor) -> KeyframePacket:
+    def _new_keyframe(
+        self, inp: FrameInput, X: Tensor, C: Tensor, T_WC: Tensor, anchor: int
+    ) -> KeyframePacket:
+        """Keyframe from ``inp`` (tracked from keyframe ``anchor``; -1: none), indexed for retrieval."""
+        sf = inp.sf
         kf_id = self.keyframes.append(
             T_WC.to(torch.float64), X, C, frame_index=sf.index, timestamp=sf.timestamp, K=sf.K
         )
         self.kf_frames.append(sf)
         self.kf_obs.append(0)
+        self.kf_anchor.append(int(anchor))
+        features = None if self.place is None else self.place.add_keyframe(kf_id, inp)
         return KeyframePacket(
             session=self.session,
             kf_id=kf_id,
@@ -452,4 +501,6 @@ class TrackerFrontend:
             K=None if sf.K is None else sf.K.detach().float().cpu(),
             prev_observations=self.kf_obs[kf_id - 1] if kf_id > 0 else 0,
             frame=sf,
+            features=features,
+            anchor_id=int(anchor),
         )

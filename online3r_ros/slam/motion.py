@@ -68,6 +68,10 @@ class MotionModel:
         self.model = model
         self.posed: list[tuple[int, float]] = []  # (frame index, timestamp) of the last two posed frames
 
+    def reset(self) -> None:
+        """Forget the posed frames (after a relocalisation: no velocity across the gap)."""
+        self.posed = []
+
     def observe(self, index: int, timestamp: float) -> None:
         """Frame ``index`` (stamp ``timestamp`` s) got a pose."""
         self.posed = (self.posed + [(int(index), float(timestamp))])[-2:]

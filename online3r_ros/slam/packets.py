@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..retrieval.features import LocalFeatures
 from ..sources.base import SourceFrame
 
 Tensor = torch.Tensor
@@ -39,6 +40,9 @@ class KeyframePacket:
         colors: ``[H, W, 3]`` uint8 colours at working resolution.
         K: ``[3, 3]`` float32 intrinsics at working resolution, or ``None`` (uncalibrated source).
         prev_observations: observations the frontend had fused into keyframe ``kf_id - 1`` when it made this.
+        features: its local features for place recognition (``None``: retrieval off).
+        anchor_id: the keyframe it was tracked from (its always-kept edge; ``-1``: none, e.g. keyframe 0;
+            after a relocalisation not ``kf_id - 1``).
         frame: the prepared source frame, only when the backend runs in the same process (never sent: a
             backend in another process prepares it again from the packet).
     """
@@ -56,6 +60,12 @@ class KeyframePacket:
     N_updates: int = 1
     prev_observations: int = 0
     frame: SourceFrame | None = field(default=None, compare=False, repr=False)
+    features: LocalFeatures | None = field(default=None, compare=False, repr=False)
+    anchor_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.anchor_id is None:
+            self.anchor_id = self.kf_id - 1
 
 
 @dataclass
@@ -78,8 +88,9 @@ class ObservationPacket:
 
 @dataclass(frozen=True)
 class MapUpdate:
-    """Result of integrating one keyframe: its id, graph edges added, optimiser report, and every keyframe's
-    pose (``T_WC [K, 8]`` float64 CPU, index = keyframe id); ``timings_ms`` per backend stage."""
+    """Result of integrating one keyframe (or closing loops of it): its id, graph edges added (``loops``:
+    those of them that close a loop), optimiser report, and every keyframe's pose (``T_WC [K, 8]``
+    float64 CPU, index = keyframe id); ``timings_ms`` per backend stage."""
 
     kf_id: int
     edges: tuple[tuple[int, int], ...]
@@ -87,6 +98,7 @@ class MapUpdate:
     T_WC: Tensor
     opt_info: dict = field(default_factory=dict)
     timings_ms: dict = field(default_factory=dict)
+    loops: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,8 @@ class RunResult:
     ``skipped``: ``(path, reason)`` of frames the dataset reader dropped; ``warnings``: per-frame reader
     warnings (``(index, text)``); ``stage_ms``: per-stage lists of milliseconds over the processed frames;
     ``wall_s``: wall time of the whole loop including dataset reading; ``process_s``: time inside
-    ``SlamSystem.process``; ``gt``: ``(timestamps, T_WC [M,4,4])`` or ``None``.
+    ``SlamSystem.process``; ``gt``: ``(timestamps, T_WC [M,4,4])`` or ``None``; ``online``:
+    ``(timestamp, state, T_WC [4, 4])`` of every posed frame as it was output (before later corrections).
     """
 
     system: SlamSystem
@@ -72,6 +73,7 @@ class RunResult:
     process_s: float = 0.0
     gt: tuple | None = None
     n_relocalised: int = 0
+    online: list = field(default_factory=list)
 
     @property
     def n_posed(self) -> int:
@@ -146,6 +148,8 @@ def run_frames(system: SlamSystem, frames, total: int | None = None, progress: b
         result.states[out.state.value] = result.states.get(out.state.value, 0) + 1
         if out.state == SlamState.RELOC:
             result.n_relocalised += 1
+        if out.has_pose:
+            result.online.append((out.timestamp, out.state.value, out.T_WC_matrix()))
         for stage, ms in out.timings_ms.items():
             result.stage_ms.setdefault(stage, []).append(float(ms))
         if show and hasattr(bar, "set_postfix_str"):
@@ -165,20 +169,31 @@ def run_dataset(
     intrinsics=None,
     progress: bool = False,
     system: SlamSystem | None = None,
+    frames: str | None = None,
 ) -> RunResult:
     """Open ``path`` (any layout of :func:`online3r_ros.datasets.open_dataset`), run every frame, return the
-    :class:`RunResult`. Raises :class:`InputError` for unusable datasets and :class:`MissingComponentError`
-    when the configured source is unavailable."""
+    :class:`RunResult`. ``frames``: ``"a-b,c-d"`` feeds those frames in that order (re-timed,
+    :class:`~online3r_ros.datasets.views.ReorderedSequence`). Raises :class:`InputError` for unusable
+    datasets and :class:`MissingComponentError` when the configured source is unavailable."""
     from ..datasets import DatasetError, open_dataset
+    from ..datasets.views import ReorderedSequence, parse_frame_ranges
 
+    bad_depth = "skip" if cfg.source.kind == "depth" else "drop"
     try:
-        reader = open_dataset(
-            path,
-            intrinsics=intrinsics,
-            stride=cfg.dataset.subsample,
-            max_frames=max_frames,
-            bad_depth="skip" if cfg.source.kind == "depth" else "drop",
-        )
+        if frames is None:
+            reader = open_dataset(
+                path,
+                intrinsics=intrinsics,
+                stride=cfg.dataset.subsample,
+                max_frames=max_frames,
+                bad_depth=bad_depth,
+            )
+        else:
+            full = open_dataset(path, intrinsics=intrinsics, bad_depth=bad_depth)
+            order = parse_frame_ranges(frames)
+            if order and max(order) >= len(full._entries):
+                raise DatasetError(f"--frames {frames}: the dataset has frames 0-{len(full._entries) - 1}")
+            reader = ReorderedSequence(full, order, stride=cfg.dataset.subsample, max_frames=max_frames)
     except DatasetError as exc:
         raise InputError(str(exc)) from exc
     if cfg.source.kind == "depth" and not reader.has_depth:
@@ -266,14 +281,26 @@ def metrics_report(result: RunResult) -> dict:
         "rejected": [{"index": i, "timestamp": t, "reason": r} for i, t, r in result.rejected],
         "skipped": [{"path": p, "reason": r} for p, r in result.skipped],
     }
+    report["loop_edges"] = [list(e) for e in system.backend.loop_edges]
+    if system.frontend.place is not None:
+        report["place_recognition"] = system.frontend.place.stats()
     if result.gt is not None:
-        from ..eval.ate import evaluate_trajectory
+        from ..eval.ate import EvaluationError, evaluate_trajectory
+        from ..eval.online import online_pose_errors
 
         gt_t, gt_T = result.gt
         report["ate"] = {
             "frames": evaluate_trajectory(traj.timestamps, traj.T_WC, gt_t, gt_T) if len(traj) else None,
             "keyframes": evaluate_trajectory(kf.timestamps, kf.T_WC, gt_t, gt_T) if len(kf) else None,
         }
+        if len(result.online) >= 3:
+            ts, states, poses = zip(*result.online, strict=True)
+            try:
+                report["online_poses"] = online_pose_errors(
+                    np.array(ts), np.stack(poses), list(states), gt_t, gt_T
+                )
+            except EvaluationError as exc:
+                report["online_poses"] = {"error": str(exc)}
     return report
 
 

@@ -22,6 +22,7 @@ to finish the submitted work first; :meth:`SlamSystem.close` stops the thread.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +35,11 @@ from ..utils.atomic import save_atomic
 from .backend import BackendHooks, MapperBackend
 from .config import SlamConfig, config_from_dict, config_to_dict
 from .frontend import SlamState, TrackerFrontend, TrackerStep
+from .loops import LoopCloser
 from .map_export import MapPoints
 from .mapper_thread import MapperThread
 from .packets import MapUpdate
+from .places import make_place_recognizer
 
 Tensor = torch.Tensor
 
@@ -77,6 +80,9 @@ class SlamSystem:
 
     def __init__(self, config: SlamConfig, source: PointmapSource, hooks: BackendHooks | None = None) -> None:
         self.frontend = TrackerFrontend(config, source)
+        hooks = hooks or BackendHooks()
+        if hooks.loop_candidates is None and (places := make_place_recognizer(config)) is not None:
+            hooks = dataclasses.replace(hooks, loop_candidates=LoopCloser(config, places))
         self.backend = MapperBackend(config, source, hooks, wait_s=0.0)  # in order: never waits
         self.config, self.source, self.device = config, source, self.frontend.device
         self.mapper_thread = MapperThread(self.backend) if config.system.mapper_thread else None

@@ -12,6 +12,11 @@ Recovery (documented behaviour): after integrated keyframes the map is saved ato
 (:class:`~online3r_ros.slam.session.MapperLink`). ``~/reset`` clears the map and asks the tracker for a new
 session.
 
+Loop closure: the retrieval node answers each keyframe's features with verified loop candidates
+(``online3r/loop_candidates``); the mapper adds them as edges once that keyframe is integrated
+(:meth:`MapperBackend.close_loops`: the same edge test, then a global optimisation) and re-publishes poses,
+paths, markers (loop edges in their own colour) and the map. Without a retrieval node nothing changes.
+
 Output frame: ``map`` = the robot base at the tracker's first image; the base -> camera transform comes with
 each keyframe (metadata ``T_bc``), so SLAM-world points/poses become ``T_bc · X`` / ``T_bc · T_WC``.
 """
@@ -55,6 +60,7 @@ from online3r_ros.ros.nodes.msgs import (
     poses_to_array,
 )
 from online3r_ros.ros.nodes.params import MapperParams
+from online3r_ros.ros.nodes.retrieval_msgs import array_to_loops
 from online3r_ros.ros.pointcloud import numpy_to_pointcloud2
 from online3r_ros.ros.pose import T_LINK_OPTICAL, matrix_to_pose
 from online3r_ros.ros.time import ns_to_stamp, sec_to_ns, stamp_to_ns
@@ -86,6 +92,7 @@ class MapperNode(Node):
         self._last_map = self._last_path = time.monotonic()
         self._last_save = -float("inf")
         self._unsaved = False  # keyframes integrated since the last autosave
+        self._loops: dict[tuple[int, int], list] = {}  # (session, kf_id) -> loop candidates not yet used
         self._build_io()
         self._maybe_load_on_start()
         self._publish_state()
@@ -110,6 +117,9 @@ class MapperNode(Node):
         self.create_subscription(PointCloud2, T.KEYFRAMES.name, self._on_keyframe, T.qos_for(T.KEYFRAMES))
         self.create_subscription(
             PointCloud2, T.OBSERVATIONS.name, self._on_observation, T.qos_for(T.OBSERVATIONS)
+        )
+        self.create_subscription(
+            Float64MultiArray, T.LOOP_CANDIDATES.name, self._on_loops, T.qos_for(T.LOOP_CANDIDATES)
         )
         self.create_service(Trigger, "~/reset", self._srv_reset)
         self.create_service(Trigger, "~/save_map", self._srv_save_map)
@@ -145,6 +155,11 @@ class MapperNode(Node):
     def _on_observation(self, msg: Any) -> None:
         with self._wake:
             self._queue.append(("obs", msg))
+            self._wake.notify()
+
+    def _on_loops(self, msg: Any) -> None:
+        with self._wake:
+            self._queue.append(("loops", msg))
             self._wake.notify()
 
     def _srv_reset(self, request: Any, response: Any) -> Any:
@@ -220,6 +235,7 @@ class MapperNode(Node):
                     self._submit_all(items)
                     for update in self.backend.step():
                         self._after_update(update)
+                    self._close_loops()
                 self._periodic(publish_map)
             except Exception as exc:  # noqa: BLE001 - the node must survive anything one message does
                 if not self._running or not self.context.ok():  # shutting down: nothing to report
@@ -240,6 +256,14 @@ class MapperNode(Node):
 
     def _submit(self, kind: str, msg: Any) -> None:
         try:
+            if kind == "loops":
+                session, kf_id, candidates = array_to_loops(msg)
+                self.stats.count("loop_answers")
+                if candidates:
+                    self._loops[(session, kf_id)] = candidates
+                    while len(self._loops) > 1000:  # bounded: answers of a map that never arrives
+                        self._loops.pop(next(iter(self._loops)))
+                return
             if kind == "kf":
                 pkt, T_bc = cloud_to_keyframe(msg)
             else:
@@ -260,9 +284,19 @@ class MapperNode(Node):
         if accepted:
             self.backend.stamps_ns.setdefault(pkt.timestamp, stamp_to_ns(msg.header.stamp))
 
-    def _after_update(self, update: MapUpdate) -> None:
+    def _close_loops(self) -> None:
+        """Loop candidates of integrated keyframes of this map become edges (one optimisation each)."""
+        for key in [
+            k for k in self._loops if k[0] == self.backend.session and k[1] < self.backend.num_keyframes
+        ]:
+            update = self.backend.close_loops(key[1], self._loops.pop(key))
+            if update is not None:
+                self.stats.count("loops_closed", len(update.loops))
+                self._after_update(update, integrated=False)
+
+    def _after_update(self, update: MapUpdate, integrated: bool = True) -> None:
         self._unsaved = True
-        self.stats.count("keyframes_integrated")
+        self.stats.count("keyframes_integrated" if integrated else "loop_optimisations")
         if update.optimised:
             self.stats.count("optimisations")
         self.stats.add_times(update.timings_ms)
@@ -270,12 +304,13 @@ class MapperNode(Node):
         self.stats.values.update(
             keyframes=self.backend.num_keyframes,
             edges=len(self.backend.graph),
+            loop_edges=len(self.backend.loop_edges),
             session=self.backend.session,
             last_optimisation=update.opt_info,
             scales=[round(float(s), 6) for s in update.T_WC[:, 7].tolist()[-20:]],
         )
         self.pub_sim3.publish(poses_to_array(update.T_WC, self.backend.session))
-        if update.kf_id > 0:
+        if update.kf_id > 0 and integrated:
             self._publish_chunk(update.kf_id - 1)
         self._publish_poses_and_paths()
         self._publish_markers()
@@ -393,6 +428,7 @@ class MapperNode(Node):
                 (W, H),
                 self.backend.edges(),
                 self.p.frustum_scale,
+                loops=self.backend.loop_edges,
             )
         )
 

@@ -45,15 +45,27 @@ def map_markers(
     size: tuple[int, int],
     edges: list[tuple[int, int]],
     frustum_scale: float,
+    loops: list[tuple[int, int]] = (),
 ) -> MarkerArray:
-    """Keyframe frusta (``T_map_cam [N, 4, 4]``, intrinsics ``K`` of image ``size`` (W, H)) and the graph's
-    ``edges`` between the keyframe centres."""
+    """Keyframe frusta (``T_map_cam [N, 4, 4]``, intrinsics ``K`` of image ``size`` (W, H)), the graph's
+    ``edges`` between the keyframe centres (ns ``edges``, orange) and the loop-closure edges among them (ns
+    ``loops``, magenta)."""
     frusta = frustum_lines(T_map_cam, K, size, frustum_scale)
     centres = T_map_cam[:, :3, 3]
-    edge_pts = centres[np.asarray(edges, dtype=np.int64).reshape(-1)] if edges else np.zeros((0, 3))
+
+    def segments(pairs: list[tuple[int, int]]) -> np.ndarray:
+        return centres[np.asarray(pairs, dtype=np.int64).reshape(-1)] if len(pairs) else np.zeros((0, 3))
+
+    loop_set = {tuple(e) for e in loops}
     return MarkerArray(
         markers=[
             _lines(header, "keyframes", frusta, (0.1, 0.6, 1.0, 1.0)),
-            _lines(header, "edges", edge_pts, (1.0, 0.5, 0.0, 1.0)),
+            _lines(
+                header,
+                "edges",
+                segments([e for e in edges if tuple(e) not in loop_set]),
+                (1.0, 0.5, 0.0, 1.0),
+            ),
+            _lines(header, "loops", segments(list(loop_set)), (1.0, 0.0, 1.0, 1.0)),
         ]
     )

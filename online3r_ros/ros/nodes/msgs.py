@@ -6,13 +6,13 @@ observations: ``x, y, z, confidence``). Their ``header.stamp`` is the input imag
 ``header.frame_id`` is a metadata string (exact: floats are written with ``repr``)::
 
     online3r/kf;session=<int>;id=<int>;index=<int>;t=<float s>;N=<int>;N_updates=<int>;prev_obs=<int>;
-        T_WC=<tx,ty,tz,qx,qy,qz,qw,s>;K=<9 floats row-major | none>;T_bc=<tx,ty,tz,qx,qy,qz,qw>
+        anchor=<int>;T_WC=<tx,ty,tz,qx,qy,qz,qw,s>;K=<9 floats row-major | none>;T_bc=<tx,ty,tz,qx,qy,qz,qw>
     online3r/obs;session=<int>;kf=<int>;seq=<int>;index=<int>;t=<float s>;T_CkCf=<8 floats>
 
-(``T_bc`` = the tracker's base -> camera transform, so the mapper expresses its outputs in the same ``map``.)
-Keyframe poses travel as ``std_msgs/Float64MultiArray`` ``[K, 8]`` (:func:`poses_to_array`; the
-session id is in the first dimension's label). ROS-free
-except for the lazily imported message classes.
+(``anchor`` = the keyframe it was tracked from, its always-kept edge; ``T_bc`` = the tracker's base ->
+camera transform, so the mapper expresses its outputs in the same ``map``.) Keyframe poses travel as
+``std_msgs/Float64MultiArray`` ``[K, 8]`` (:func:`poses_to_array`; the session id is in the first
+dimension's label). ROS-free except for the lazily imported message classes.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def keyframe_to_cloud(pkt: KeyframePacket, stamp: Any, T_base_camera: np.ndarray
     meta = (
         f"{KF_PREFIX};session={int(pkt.session)};id={int(pkt.kf_id)};index={int(pkt.frame_index)};"
         f"t={float(pkt.timestamp)!r};N={int(pkt.N)};N_updates={int(pkt.N_updates)};"
-        f"prev_obs={int(pkt.prev_observations)};T_WC={_floats(pkt.T_WC.detach().cpu().numpy())};K={K};"
+        f"prev_obs={int(pkt.prev_observations)};anchor={int(pkt.anchor_id)};T_WC={_floats(pkt.T_WC.detach().cpu().numpy())};K={K};"
         f"T_bc={_floats(np.concatenate([tb, qb]))}"
     )
     return numpy_to_pointcloud2(
@@ -138,6 +138,7 @@ def cloud_to_keyframe(msg: Any) -> tuple[KeyframePacket, np.ndarray]:
         N=_int(meta, "N"),
         N_updates=_int(meta, "N_updates"),
         prev_observations=_int(meta, "prev_obs"),
+        anchor_id=_int(meta, "anchor") if "anchor" in meta else None,
     )
     return pkt, tqs_to_matrix(T_bc[:3], T_bc[3:])
 

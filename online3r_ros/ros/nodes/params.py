@@ -29,6 +29,8 @@ __all__ = [
     "ParameterError",
     "TRACKER_PARAMS",
     "MAPPER_PARAMS",
+    "RetrievalParams",
+    "RETRIEVAL_PARAMS",
     "validate",
     "declare_and_read",
     "resolve_path",
@@ -202,6 +204,20 @@ class MapperParams(NodeParams):
     frustum_scale: float = param(0.1, "size of the keyframe frustum markers (m)", 0.001, 100.0)
 
 
+@dataclass(frozen=True)
+class RetrievalParams(NodeParams):
+    """Parameters of the retrieval node (the features and thresholds are in the SLAM config's
+    ``retrieval`` section)."""
+
+    database_path: str = param(
+        "online3r_retrieval.pt", "autosave / ~/save_database file of the indexed keyframe features"
+    )
+    autosave_period: float = param(
+        5.0, "save the database at most this often when it changed (s; 0: after every keyframe)", 0.0, 3600.0
+    )
+    load_on_start: bool = param(True, "start from database_path when it exists (recovery after a restart)")
+
+
 def param_specs(cls: type) -> tuple[ParamSpec, ...]:
     """The :class:`ParamSpec` of every field of a parameter dataclass, in declaration order."""
     return tuple(ParamSpec(f.name, f.default, **f.metadata) for f in fields(cls))
@@ -209,6 +225,7 @@ def param_specs(cls: type) -> tuple[ParamSpec, ...]:
 
 TRACKER_PARAMS: tuple[ParamSpec, ...] = param_specs(TrackerParams)
 MAPPER_PARAMS: tuple[ParamSpec, ...] = param_specs(MapperParams)
+RETRIEVAL_PARAMS: tuple[ParamSpec, ...] = param_specs(RetrievalParams)
 
 
 def defaults(cls: type) -> dict[str, Any]:
@@ -376,7 +393,7 @@ def _yaml_value(v: Any) -> str:
 def documented_yaml() -> str:
     """``config/online3r_ros.yaml``: both nodes' parameters with defaults, descriptions and ranges."""
     lines = [
-        "# online3r_ros node parameters (tracker and mapper). Start the nodes with",
+        "# online3r_ros node parameters (tracker, mapper, retrieval). Start the nodes with",
         "#   tracker --ros-args --params-file config/online3r_ros.yaml   (same for mapper)",
         "# The SLAM algorithm settings live in the file named by slam_config (config/online3r.yaml format).",
         "# Regenerate: python -c 'from online3r_ros.ros.nodes.params import documented_yaml as d; "
@@ -384,7 +401,7 @@ def documented_yaml() -> str:
         "# '/**/tracker' matches a node named tracker in any namespace (launch argument namespace:=robot1);",
         "# a bare 'tracker:' key would only match /tracker.",
     ]
-    for node, cls in (("tracker", TrackerParams), ("mapper", MapperParams)):
+    for node, cls in (("tracker", TrackerParams), ("mapper", MapperParams), ("retrieval", RetrievalParams)):
         lines += [f"{NODE_KEY_PREFIX}{node}:", "  ros__parameters:"]
         for s in param_specs(cls):
             rng = ""

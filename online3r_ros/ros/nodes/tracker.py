@@ -36,7 +36,7 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.qos import ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from std_msgs.msg import Float64MultiArray, String
+from std_msgs.msg import Float32MultiArray, Float64MultiArray, String
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
@@ -62,6 +62,7 @@ from online3r_ros.ros.nodes.msgs import (
     parse_mapper_state,
 )
 from online3r_ros.ros.nodes.params import ParameterError, TrackerParams
+from online3r_ros.ros.nodes.retrieval_msgs import features_to_array
 from online3r_ros.ros.pose import T_LINK_OPTICAL, odometry, pose_stamped, pose_to_matrix, tqs_to_matrix
 from online3r_ros.ros.pose import transform_stamped as tf_stamped
 from online3r_ros.ros.qos import qos_from_parameter, tf_qos, tf_static_qos
@@ -143,6 +144,9 @@ class TrackerNode(Node):
         self.pub_status = self.create_publisher(String, T.TRACKER_STATUS.name, T.qos_for(T.TRACKER_STATUS))
         self.pub_kf = self.create_publisher(PointCloud2, T.KEYFRAMES.name, T.qos_for(T.KEYFRAMES))
         self.pub_obs = self.create_publisher(PointCloud2, T.OBSERVATIONS.name, T.qos_for(T.OBSERVATIONS))
+        self.pub_feat = self.create_publisher(
+            Float32MultiArray, T.KEYFRAME_FEATURES.name, T.qos_for(T.KEYFRAME_FEATURES)
+        )
         self.pub_diag = self.create_publisher(DiagnosticArray, T.DIAGNOSTICS.name, T.qos_for(T.DIAGNOSTICS))
         self.tf = TfBroadcaster(self) if p.publish_tf else None
         image_type = CompressedImage if p.image_transport == "compressed" else Image
@@ -393,6 +397,8 @@ class TrackerNode(Node):
         self.stats.add_times(step.timings_ms)
         self.stats.add_latency((self.get_clock().now().nanoseconds - stamp_to_ns(stamp)) * 1e-6)
         self.stats.values["keyframes"] = self.frontend.num_keyframes
+        if self.frontend.place is not None:
+            self.stats.values["place_recognition"] = self.frontend.place.stats()
 
     def _publish_packets(self, step: TrackerStep, stamp: Any) -> None:
         if step.observation is not None:
@@ -401,6 +407,9 @@ class TrackerNode(Node):
             self._kf_stamps[step.keyframe.kf_id] = stamp
             self.pub_kf.publish(keyframe_to_cloud(step.keyframe, stamp, self.frames.T_bc))
             self.stats.count("keyframes")
+            if step.keyframe.features is not None:
+                feats = step.keyframe.features
+                self.pub_feat.publish(features_to_array(step.keyframe.session, step.keyframe.kf_id, feats))
 
     def _publish_pose(self, step: TrackerStep, stamp: Any, T_W_odom: np.ndarray) -> None:
         p, frames = self.p, self.frames
