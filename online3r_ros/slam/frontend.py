@@ -159,6 +159,7 @@ class TrackerFrontend:
         self.n_frames = 0
         self.last_timestamp = -math.inf
         self.lost_streak = 0  # consecutive frames without a pose
+        self.active_kf = -1  # the keyframe the last posed frame was tracked against (or became)
         if self.place is not None:
             self.place.reset()
 
@@ -224,6 +225,7 @@ class TrackerFrontend:
             "n_frames": self.n_frames,
             "last_timestamp": self.last_timestamp,
             "lost_streak": self.lost_streak,
+            "active_kf": self.active_kf,
             "motion": self.motion.state_dict(),
             "odometry": self.odometry.state_dict(),
         }
@@ -243,6 +245,7 @@ class TrackerFrontend:
         self.n_frames = int(state["n_frames"])
         self.last_timestamp = float(state["last_timestamp"])
         self.lost_streak = int(state["lost_streak"])
+        self.active_kf = int(state.get("active_kf", len(self.kf_obs) - 1))
         self.motion.load_state_dict(state["motion"])
         self.odometry.load_state_dict(state["odometry"])
 
@@ -352,6 +355,7 @@ class TrackerFrontend:
         self.frames.append(sf.timestamp, pkt.kf_id, T_WC.clone(), is_keyframe=True)
         self.motion.observe(sf.index, sf.timestamp)
         self.state = SlamState.TRACKING
+        self.active_kf = pkt.kf_id
         watch.lap("keyframe")
         return TrackerStep(
             index=sf.index,
@@ -369,16 +373,18 @@ class TrackerFrontend:
         target = tracking_keyframe(self.keyframes, self.kf_frames, kf_id, cfg)
         return self.tracker.track(sf, target, guess.to(torch.float32))
 
-    def _guarded(self, inp: FrameInput, kf_id: int, guess: Tensor) -> TrackResult:
-        """Track against ``kf_id`` from ``guess``, checked by the place-recognition guard (if any)."""
+    def _guarded(self, inp: FrameInput, kf_id: int, guess: Tensor, always: bool = False) -> TrackResult:
+        """Track against ``kf_id`` from ``guess``, checked by the place-recognition guard (if any; ``always``:
+        whatever the match fraction)."""
         res = self._track_against(inp.sf, kf_id, guess)
         if self.place is None:
             return res
-        return self.place.guard(inp, kf_id, res, self._track_against, self.keyframe_pose)
+        return self.place.guard(inp, kf_id, res, self._track_against, self.keyframe_pose, always)
 
     def _track(self, inp: FrameInput, watch: Stopwatch) -> TrackerStep:
+        """Track against the active keyframe (the newest, or the one relocalisation found)."""
         sf = inp.sf
-        kf_id = len(self.keyframes) - 1
+        kf_id = self.active_kf
         res = self._guarded(inp, kf_id, self.motion.guess(sf.timestamp, self.frame_world_pose))
         watch.lap("track")
         if res.lost:
@@ -393,12 +399,13 @@ class TrackerFrontend:
         ``reloc.min_match_frac`` (and that passes the guard), else the frame stays LOST."""
         sf = inp.sf
         n = len(self.keyframes)
-        tried = list(range(n - 1, n - 1 - min(self.config.system.reloc_keyframes, n), -1))
+        recent = range(n - 1, n - 1 - min(self.config.system.reloc_keyframes, n), -1)
+        tried = list(dict.fromkeys([self.active_kf, *recent]))[: max(self.config.system.reloc_keyframes, 0)]
         guesses = self.motion.reloc_guesses(sf.timestamp, self.frame_world_pose)
         best = None
         for kf_id in tried:
             for guess in guesses:
-                res = self._guarded(inp, kf_id, guess)
+                res = self._guarded(inp, kf_id, guess, always=True)
                 if not res.lost and res.match_frac >= self.config.reloc.min_match_frac:
                     return self._relocalised(inp, watch, kf_id, res, "recent keyframe")
                 best = res if best is None or res.match_frac > best.match_frac else best
@@ -444,6 +451,7 @@ class TrackerFrontend:
         self.motion.observe(sf.index, sf.timestamp)
         self.state = SlamState.TRACKING
         self.lost_streak = 0
+        self.active_kf = anchor
         return TrackerStep(
             index=sf.index,
             timestamp=sf.timestamp,

@@ -9,10 +9,13 @@
   a wrong ICP minimum, or the right pose of another place, explains about none of them.
 - **Guard**: projective ICP from a motion guess converges to a wrong minimum when the camera moves fast or
   jumps, and its statistics alone do not tell. A frame whose match fraction is below
-  ``retrieval.guard_match_frac`` must be supported; if it is not, it is tracked again from RANSAC's best
-  hypothesis and that result must be supported; else the frame is LOST. Images too poor in features to
-  judge (fewer matches with depth than twice the minimum) keep the ICP result when its match fraction
-  reaches ``reloc.min_match_frac``. So "tracking" is only reported for a pose the features do not contradict.
+  ``retrieval.guard_match_frac`` must be supported. If it is not and the matches agree on a pose of their
+  own (RANSAC's best has at least half ``retrieval.min_inliers``), the frame is tracked again from that pose
+  and the result must be supported, else the frame is LOST. If the matches agree on nothing (a poor match
+  set), they cannot judge: the ICP result stands when its match fraction reaches ``reloc.min_match_frac``.
+  A relocalisation on a recent keyframe is always checked, and between textured images (at least
+  :data:`TEXTURED` keypoints with depth each) it must be supported. So "tracking" is only reported for a pose
+  the features do not contradict.
 - **Relocalisation**: the whole map is queried (ASMK), and the best candidates are tracked from RANSAC's
   best hypothesis (or from the keyframe's pose without depth, as MASt3R-SLAM does); the first result with
   ``reloc.min_match_frac`` that is supported by at least ``retrieval.min_inliers`` matches wins.
@@ -43,6 +46,9 @@ __all__ = ["FrameInput", "PlaceTracking"]
 #: support counts matches within this many RANSAC inlier thresholds: the tracked pose fits the depth images,
 #: RANSAC fits the keypoints' 3D points, which carry their own error (depth at an edge, colour-depth offset)
 SUPPORT_TOLERANCE = 2.0
+#: images with at least this many features with depth are textured enough to judge a pose: few matches
+#: between two of them mean different places (or a wrong pose), not a blank wall
+TEXTURED = 100
 
 TrackFn = Callable[[SourceFrame, int, Tensor], TrackResult]  # (frame, keyframe id, T_WC guess) -> result
 PoseOf = Callable[[int], Tensor]  # keyframe id -> current T_WC [8] float64
@@ -95,13 +101,24 @@ class PlaceTracking:
         """Matches a pose must explain: half of RANSAC's best consensus, at least ``floor``."""
         return max(floor, math.ceil(0.5 * rp.n_inliers))
 
+    def _points(self, feats: LocalFeatures) -> int:
+        """Features with a 3D point (0 without depth)."""
+        return 0 if feats.points is None else int(torch.isfinite(feats.points).all(dim=1).sum())
+
     def guard(
-        self, inp: FrameInput, kf_id: int, res: TrackResult, track: TrackFn, kf_pose: PoseOf
+        self,
+        inp: FrameInput,
+        kf_id: int,
+        res: TrackResult,
+        track: TrackFn,
+        kf_pose: PoseOf,
+        always: bool = False,
     ) -> TrackResult:
         """``res`` (``inp`` tracked against keyframe ``kf_id``) checked against the local features (see the
-        module docstring); returns the result to use (LOST with the reason when rejected)."""
+        module docstring; ``always``: whatever its match fraction, as for a relocalisation); returns the
+        result to use (LOST with the reason when rejected)."""
         rc = self.config.retrieval
-        if res.lost or res.match_frac >= rc.guard_match_frac or kf_id not in self.places:
+        if res.lost or (res.match_frac >= rc.guard_match_frac and not always) or kf_id not in self.places:
             return res
         feats = self.features(inp)
         rp = self.places.relative_pose(feats, kf_id)
@@ -113,19 +130,22 @@ class PlaceTracking:
         support, n_valid = self._support(feats, kf_id, rp, res.T_CkCf)
         if support >= need:
             return res
-        if rp.T_best is not None and rp.n_inliers >= floor:
+        if rp.T_best is not None and rp.n_inliers >= floor:  # the matches agree on a pose, and not on ICP's
             again = track(inp.sf, kf_id, sim3_compose(kf_pose(kf_id), rp.T_best.to(torch.float64)))
             if not again.lost and self._support(feats, kf_id, rp, again.T_CkCf)[0] >= need:
                 self.n_guard_recovered += 1
                 return dataclasses.replace(
                     again, stats={**again.stats, "guard": "recovered from RANSAC's pose"}
                 )
-        if n_valid < 2 * floor and res.match_frac >= self.config.reloc.min_match_frac:
-            return res  # too few features to judge
+            why = f"the matches agree on another pose ({rp.n_inliers} inliers, {support} for this one)"
+        elif always and min(self._points(feats), self._points(self.places.features[kf_id])) >= TEXTURED:
+            why = f"no feature support for a relocalisation ({n_valid} matches, {rp.n_inliers} agree)"
+        elif res.match_frac >= self.config.reloc.min_match_frac:
+            return res  # the matches agree on nothing: they cannot judge, the overlap decides
+        else:
+            why = f"match fraction {res.match_frac:.2f} and no feature support"
         self.n_guard_rejected += 1
-        return _lost(
-            res, f"the features do not support the tracked pose ({support} of {n_valid} matches, need {need})"
-        )
+        return _lost(res, f"tracking unverified: {why}")
 
     def relocalise(self, inp: FrameInput, track: TrackFn, kf_pose: PoseOf) -> tuple[int, TrackResult] | None:
         """Query the whole map and track from the best candidates; ``(keyframe id, result)`` of the first
