@@ -252,6 +252,12 @@ def probe_places(cfg) -> str:
     )
 
 
+def probe_loop_hook(cfg) -> str:
+    """Whether the in-process system closes loops (its backend's loop-candidate hook)."""
+    system = build_system(cfg)
+    return type(system.backend.hooks.loop_candidates).__name__
+
+
 def probe_place_tracking(cfg) -> str:
     """The guard on a wrong pose and relocalisation, with a tracker that always fails (its calls counted)."""
     from online3r_ros.geometry.lie import sim3_identity
@@ -343,6 +349,7 @@ PROBES: dict[str, tuple] = {
     "reloc.min_match_frac": (0.99, "pipeline", {}),
     "retrieval.enabled": (False, "places", {}),
     "retrieval.features": ("mast3r", "places", {}),
+    "retrieval.loop_closure": (False, "loop_hook", {}),
     "retrieval.checkpoint": (
         "RETRIEVAL",
         "places",

@@ -405,3 +405,31 @@ def test_real_7scenes_depth_and_poses_are_consistent():
     _, err_w2c = _reprojected_depth_error(f0, f1, f1.pose_gt @ np.linalg.inv(f0.pose_gt))  # wrong convention
     _, err_static = _reprojected_depth_error(f0, f1, np.eye(4))
     assert err < 0.25 * min(err_w2c, err_static)  # measured: 7 mm vs 109 mm and 48 mm
+
+
+@pytest.mark.skipif(not SEVEN.is_dir(), reason=f"real data folder {SEVEN} not present")
+def test_seven_scenes_colour_is_registered_to_the_depth_camera() -> None:
+    """The Kinect recordings (depth K 585 at 640x480) get their colour resampled into the depth camera
+    (colour focal 525 px): pixel (u, v) of the registered image is the colour pixel
+    ((u - 325) * 525/585 + 320, ...); other 7-Scenes-layout folders are read as stored."""
+    from online3r_ros.datasets.seven_scenes import SevenScenesReader
+
+    reg, raw = SevenScenesReader(SEVEN), SevenScenesReader(SEVEN, register_colour=False)
+    assert reg.register_colour and not raw.register_colour
+    a, b = reg._load(0), raw._load(0)
+    np.testing.assert_array_equal(a.depth, b.depth)
+    k = 525.0 / 585.0
+    for u, v in ((325, 245), (100, 60), (600, 400)):
+        us, vs = (u - 325) * k + 320, (v - 245) * k + 240
+        expected = b.rgb[int(round(vs)), int(round(us))].astype(int)
+        assert np.abs(a.rgb[v, u].astype(int) - expected).max() <= 40, (u, v)
+    assert np.abs(a.rgb.astype(int) - b.rgb.astype(int)).mean() > 5  # a real resampling, not a copy
+
+
+def test_frame_ranges_parse_in_order_and_refuse_garbage() -> None:
+    from online3r_ros.datasets.views import parse_frame_ranges
+
+    assert parse_frame_ranges("0-2, 10,5-4") == [0, 1, 2, 10, 5, 4]
+    for bad in ("", "a-b", "3-", "-1"):
+        with pytest.raises(DatasetError):
+            parse_frame_ranges(bad)

@@ -278,6 +278,10 @@ class RetrievalConfig:
     """Place recognition: loop closure, relocalisation from the whole map, the tracking guard."""
 
     enabled: bool = _opt(True, "ASMK keyframe retrieval: loop closure and relocalisation from the whole map")
+    loop_closure: bool = _opt(
+        True,
+        "add verified loop edges to the pose graph (off: retrieval only relocalises and guards tracking)",
+    )
     features: str = _opt(
         "auto",
         "local features: sift (OpenCV, any camera with depth) or mast3r (the retrieval head over the encoder "

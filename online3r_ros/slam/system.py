@@ -81,7 +81,8 @@ class SlamSystem:
     def __init__(self, config: SlamConfig, source: PointmapSource, hooks: BackendHooks | None = None) -> None:
         self.frontend = TrackerFrontend(config, source)
         hooks = hooks or BackendHooks()
-        if hooks.loop_candidates is None and (places := make_place_recognizer(config)) is not None:
+        loops = config.retrieval.loop_closure and hooks.loop_candidates is None
+        if loops and (places := make_place_recognizer(config)) is not None:
             hooks = dataclasses.replace(hooks, loop_candidates=LoopCloser(config, places))
         self.backend = MapperBackend(config, source, hooks, wait_s=0.0)  # in order: never waits
         self.config, self.source, self.device = config, source, self.frontend.device
