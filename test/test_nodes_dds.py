@@ -73,7 +73,7 @@ def _sequence(n: int = N_FRAMES):
 
 
 class NodeProcs:
-    """Tracker and mapper child processes with their params file and logs (always killed)."""
+    """Tracker, mapper and retrieval child processes with their params file and logs (always killed)."""
 
     def __init__(
         self,
@@ -82,6 +82,7 @@ class NodeProcs:
         tracker: dict | None = None,
         mapper: dict | None = None,
         slam: dict | None = None,
+        retrieval: dict | None = None,
     ) -> None:
         self.tmp = tmp
         self.env = dict(
@@ -110,6 +111,13 @@ class NodeProcs:
                 "map_period": 1.0,
                 "path_period": 0.5,
                 **(mapper or {}),
+            },
+            "retrieval": {
+                "slam_config": str(self.slam_file),
+                "torch_threads": 1,
+                "database_path": str(tmp / "retrieval.pt"),
+                "autosave_period": 0.0,
+                **(retrieval or {}),
             },
         }
         self.params_file = tmp / "params.yaml"
@@ -215,6 +223,7 @@ class Harness:
             ("map_updates", PointCloud2, T.MAP_UPDATES),
             ("markers", MarkerArray, T.MARKERS),
             ("mapper_status", String, T.MAPPER_STATUS),
+            ("retrieval_status", String, T.RETRIEVAL_STATUS),
             ("diagnostics", DiagnosticArray, T.DIAGNOSTICS),
         ):
             self.node.create_subscription(typ, spec.name, keep(key), T.qos_for(spec))

@@ -1,0 +1,56 @@
+"""The three nodes over DDS (tracker, mapper, retrieval as separate processes): a synthetic camera flies a
+loop, the retrieval node finds the revisit and the mapper adds the loop edges; the retrieval node killed and
+restarted mid-run: tracking never stops, the restarted node reloads its database and loops resume."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from test_nodes_dds import Harness, NodeProcs, _stamp_ns, _status, _stream, dds_domain, session  # noqa: F401
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+
+def _loop_frames():
+    from online3r_ros.synthetic import make_loop_sequence
+
+    return list(make_loop_sequence(n_frames=150, width=320, height=240, seed=0))
+
+
+def test_three_nodes_close_a_loop_and_survive_a_retrieval_restart(session) -> None:  # noqa: F811
+    procs, h = session()
+    for name in ("mapper", "retrieval", "tracker"):
+        procs.start(name)
+    frames = _loop_frames()
+    h.wait_subscribers(timeout=60, procs=procs)
+    h.wait_for(lambda: _status(h, "retrieval_status"), 60, "the retrieval node's status", procs)
+    t0 = time.time_ns()
+    _stream(h, frames[:50], t0, period=0.25)
+    h.wait_for(
+        lambda: _status(h, "retrieval_status").get("keyframes_indexed", 0) >= 2,
+        60,
+        "indexed keyframes",
+        procs,
+    )
+    assert (procs.tmp / "retrieval.pt").is_file()
+    procs.stop("retrieval", signal.SIGKILL)
+    h.clear("odom")
+    during = _stream(h, frames[50:75], t0, period=0.25)
+    h.wait_for(lambda: len(h.messages("odom")) >= 10, 60, "odometry while the retrieval node is down", procs)
+    assert {_stamp_ns(m) for m in h.messages("odom")} <= set(during)
+    procs.start("retrieval")
+    h.wait_for(lambda: "recovered" in procs.log("retrieval"), 60, "the retrieval node to reload", procs)
+    _stream(h, frames[75:], t0, period=0.25)
+    h.wait_for(
+        lambda: _status(h, "mapper_status").get("loop_edges", 0) >= 1, 90, "a loop edge in the mapper", procs
+    )
+    tracker = _status(h, "tracker_status")
+    assert tracker["processed"] >= len(frames) - 5 and tracker["state"] == "tracking", tracker
+    retrieval = _status(h, "retrieval_status")
+    assert retrieval["loop_candidates"] >= 1 and retrieval.get("rejected", 0) == 0, retrieval
+    markers = h.messages("markers")[-1].markers
+    assert any(m.ns == "loops" and len(m.points) >= 2 for m in markers)
+    for name in ("tracker", "mapper", "retrieval"):
+        assert "Traceback" not in procs.log(name), procs.log(name)[-3000:]
