@@ -1,7 +1,12 @@
-"""SIFT + ASMK retrieval on real 7-Scenes frames: extraction time, add/query time vs size, top-1 recall.
+"""SIFT + ASMK retrieval on real 7-Scenes frames: extraction time, add/query time vs size, top-1 recall,
+prior-free pose time.
 
-* Extraction: :class:`SiftExtractor` (defaults unless ``--max-features``/``--max-side``) on 640x480 7-Scenes
-  frames (with depth + K), median over ``--n-extract`` frames.
+* Extraction: :class:`SiftExtractor` with the pipeline's settings (``retrieval.max_features``,
+  ``sift_max_side``, ``sift_contrast`` of the default config, unless ``--max-features``/``--max-side``) on
+  640x480 7-Scenes frames as the reader gives them (colour registered to depth, with depth + K), median over
+  ``--n-extract`` frames.
+* Prior-free pose: :func:`estimate_relative_pose` (matching, RANSAC, verification) of frame i against frame
+  i - 10 for 50 pairs, and :func:`pose_support` of the ground-truth pose; medians.
 * Timing vs database size 10 / 100 / 1000: the database holds the first N of a 1000-image list made of the 500
   redkitchen frames and the same 500 frames mirrored left-right (a mirrored image has different SIFT
   descriptors, so it is a distinct image of the same kind); ``add`` is the mean per image while filling it,
@@ -22,20 +27,44 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from online3r_ros.datasets.imageio import read_depth_png, read_rgb
+from online3r_ros.datasets import open_dataset
+from online3r_ros.geometry.lie import sim3_from_matrix
 from online3r_ros.retrieval.codebook import Codebook, load_default_codebook
 from online3r_ros.retrieval.database import ImageDatabase
+from online3r_ros.retrieval.relpose import estimate_relative_pose, pose_support
 from online3r_ros.retrieval.sift import SiftExtractor
+from online3r_ros.slam.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_frame(folder: Path, i: int):
-    rgb = read_rgb(folder / f"frame-{i:06d}.color.jpg")
-    depth, _ = read_depth_png(folder / f"frame-{i:06d}.depth.png", 1000.0, (0, 65535))
-    pose = np.loadtxt(folder / f"frame-{i:06d}.pose.txt")
-    return rgb, depth, pose
+def load_frames(folder: Path) -> list:
+    """``(rgb, depth, pose)`` of every frame as the 7-Scenes reader gives them (colour registered to depth)."""
+    reader = open_dataset(folder)
+    return [(f.rgb, f.depth, f.pose_gt) for f in (reader._load(i) for i in range(len(reader._entries)))]
+
+
+def relpose_timing(feats, poses) -> None:
+    """Prior-free pose of frame i against frame i - 10, 50 pairs: time, acceptance, error vs ground truth."""
+    t_pose, t_sup, errs, n_ok = [], [], [], 0
+    for i in range(10, 500, 10):
+        t0 = time.perf_counter()
+        rel = estimate_relative_pose(feats[i], feats[i - 10])
+        t_pose.append(time.perf_counter() - t0)
+        gt = np.linalg.inv(poses[i - 10]) @ poses[i]
+        t0 = time.perf_counter()
+        pose_support(feats[i], feats[i - 10], rel, sim3_from_matrix(torch.from_numpy(gt)))
+        t_sup.append(time.perf_counter() - t0)
+        if rel.ok:
+            n_ok += 1
+            errs.append(np.linalg.norm(rel.T_ref_query[:3].numpy() - gt[:3, 3]))
+    print(
+        f"prior-free pose (frame i vs i-10, {len(t_pose)} pairs): median {1e3 * np.median(t_pose):.1f} ms "
+        f"(max {1e3 * np.max(t_pose):.1f}), accepted {n_ok}, median error of the accepted "
+        f"{100 * np.median(errs):.1f} cm (max {100 * np.max(errs):.1f}); pose_support {1e3 * np.median(t_sup):.2f} ms"
+    )
 
 
 def recall(feats, poses, cb, step: int) -> None:
@@ -76,17 +105,19 @@ def main() -> None:
 
     folder = args.data / "7scenes_redkitchen_0000_0499"
     K = np.loadtxt(folder / "camera-intrinsics.txt")
-    kw = {
-        k: v for k, v in (("max_features", args.max_features), ("max_side", args.max_side)) if v is not None
-    }
-    ex = SiftExtractor(**kw)
+    rc = load_config().retrieval
+    ex = SiftExtractor(
+        max_features=args.max_features or rc.max_features,
+        max_side=args.max_side or rc.sift_max_side,
+        contrast_threshold=rc.sift_contrast,
+    )
     cb = Codebook.load(args.codebook) if args.codebook else load_default_codebook()
     print(
         f"extractor max_features={ex.max_features} max_side={ex.max_side}; "
         f"codebook {cb.size}x{cb.dim} {cb.kind}"
     )
 
-    frames = [load_frame(folder, i) for i in range(500)]
+    frames = load_frames(folder)
     feats, t_ex = [], []
     for i, (rgb, depth, _) in enumerate(frames):
         t0 = time.perf_counter()
@@ -99,8 +130,9 @@ def main() -> None:
         f"min {1e3 * np.min(t_ex):.1f} ms; features/frame mean {n_feat.mean():.0f} (min {n_feat.min()})"
     )
 
-    # recall
     poses = np.stack([p for _, _, p in frames])
+    relpose_timing(feats, poses)
+    # recall
     for step in (10, 30):
         recall(feats, poses, cb, step)
     if args.no_timing:
