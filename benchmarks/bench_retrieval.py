@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_frames(folder: Path) -> list:
-    """``(rgb, depth, pose)`` of every frame as the 7-Scenes reader gives them (colour registered to depth)."""
+    """``(rgb, depth, pose)`` of every frame as the 7-Scenes reader gives them (colour registered)."""
     reader = open_dataset(folder)
     return [(f.rgb, f.depth, f.pose_gt) for f in (reader._load(i) for i in range(len(reader._entries)))]
 
@@ -63,7 +63,8 @@ def relpose_timing(feats, poses) -> None:
     print(
         f"prior-free pose (frame i vs i-10, {len(t_pose)} pairs): median {1e3 * np.median(t_pose):.1f} ms "
         f"(max {1e3 * np.max(t_pose):.1f}), accepted {n_ok}, median error of the accepted "
-        f"{100 * np.median(errs):.1f} cm (max {100 * np.max(errs):.1f}); pose_support {1e3 * np.median(t_sup):.2f} ms"
+        f"{100 * np.median(errs):.1f} cm (max {100 * np.max(errs):.1f}); "
+        f"pose_support {1e3 * np.median(t_sup):.2f} ms"
     )
 
 
