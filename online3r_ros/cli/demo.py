@@ -1,15 +1,17 @@
 """``online3r demo``: the whole ROS 2 system on a synthetic RGB-D camera, end to end, in about a minute.
 
-1. renders a textured synthetic room seen from a camera on an orbit (:mod:`online3r_ros.synthetic`, exact
-   depth and ground truth);
-2. starts the tracker and mapper nodes as separate processes (:class:`~online3r_ros.cli.launch.NodeGroup`, the
-   same description ``online3r launch`` and the ROS launch file use);
+1. renders a textured synthetic room seen from a camera flying a loop that returns to its start
+   (``--trajectory loop``, the default; ``orbit``: around the room's centre), with exact depth and ground
+   truth (:mod:`online3r_ros.synthetic`);
+2. starts the tracker, mapper and retrieval nodes as separate processes
+   (:class:`~online3r_ros.cli.launch.NodeGroup`, the same description ``online3r launch`` and the ROS launch
+   file use);
 3. streams the frames over DDS at camera rate (colour, depth, CameraInfo) and records what the nodes publish
    (camera poses, odometry, paths, map, TF, statuses);
 4. writes into ``--out``: ``map.ply`` (the published dense map), ``trajectory.tum`` (final all-frames path),
    ``odometry.tum`` (live per-frame camera poses), ``keyframes.tum``, ``groundtruth.tum``, ``trajectory.png``
-   (estimate vs ground truth), ``summary.json`` and ``logs/<node>.log``; prints the summary (ATE, frame rate,
-   latency, drops).
+   (estimate vs ground truth, loop-closure edges in magenta), ``summary.json`` and ``logs/<node>.log``; prints
+   the summary (ATE, frame rate, latency, drops, loop edges).
 
 DDS isolation: by default the demo runs on a random domain id (1..101) with
 ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, so it never talks to other ROS 2 systems; ``--ambient-domain``
@@ -47,6 +49,7 @@ __all__ = [
 ]
 
 FRAMES_PER_LAP = 240  # the synthetic orbit's default step (1.8 cm, 1.5 deg per frame) at this many frames/lap
+FRAMES_PER_LOOP = 150  # the loop trajectory: one lap (2.8 m, ~2 cm per frame) and 10% past the start
 TOPIC_PREFIX = "demo/camera"
 
 
@@ -68,11 +71,12 @@ class DemoSettings(argparse.Namespace):
     """Defaults of :func:`run_demo` (the CLI's options)."""
 
     out = Path("out/demo")
-    frames = 100
+    frames = 150
     rate = 5.0
-    width = 160
-    height = 120
+    width = 320
+    height = 240
     step = 1.0
+    trajectory = "loop"
     seed = 0
     checkpoint = None
     slam_config = None
@@ -111,6 +115,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="camera motion per frame relative to the default orbit (1.8 cm, 1.5 deg) (1)",
     )
     p.add_argument("--seed", type=int, default=d.seed, help="scene seed (0)")
+    p.add_argument(
+        "--trajectory",
+        choices=("loop", "orbit"),
+        default=d.trajectory,
+        help=f"loop: a loop through the room and back past its start in {FRAMES_PER_LOOP} / --step frames "
+        "(loop closure); orbit: around the room's centre (default loop)",
+    )
     p.add_argument("--checkpoint", type=Path, default=None, help="MASt3R checkpoint: use the MASt3R source")
     p.add_argument(
         "--slam-config",
@@ -188,7 +199,7 @@ def run_demo(settings: argparse.Namespace) -> dict:
         CliError: missing ROS packages, a checkpoint that does not exist, nodes that never came up.
     """
     from ..launch_description import node_specs
-    from ..synthetic import make_synthetic_sequence
+    from ..synthetic import make_loop_sequence, make_synthetic_sequence
     from .launch import NodeGroup
 
     try:
@@ -212,15 +223,24 @@ def run_demo(settings: argparse.Namespace) -> dict:
     fps = rate if rate > 0 else 30.0
 
     t_render = time.perf_counter()
-    laps = settings.frames * settings.step / FRAMES_PER_LAP
-    seq = make_synthetic_sequence(
-        n_frames=settings.frames,
-        width=settings.width,
-        height=settings.height,
-        seed=settings.seed,
-        laps=laps,
-        fps=fps,
-    )
+    if getattr(settings, "trajectory", "loop") == "loop":
+        seq = make_loop_sequence(
+            n_frames=max(int(round(FRAMES_PER_LOOP / max(settings.step, 1e-6))), 2),
+            width=settings.width,
+            height=settings.height,
+            seed=settings.seed,
+            fps=fps,
+            max_frames=settings.frames,
+        )
+    else:
+        seq = make_synthetic_sequence(
+            n_frames=settings.frames,
+            width=settings.width,
+            height=settings.height,
+            seed=settings.seed,
+            laps=settings.frames * settings.step / FRAMES_PER_LAP,
+            fps=fps,
+        )
     frames = list(seq)
     render_s = time.perf_counter() - t_render
     say(
@@ -259,6 +279,7 @@ def run_demo(settings: argparse.Namespace) -> dict:
             "autosave": False,
             "trajectory_path": str(state / "mapper_trajectory.txt"),
         },
+        "retrieval": {**threads, "database_path": str(state / "retrieval.pt"), "load_on_start": False},
     }
     specs = node_specs(arguments, extra_parameters=extra)
     group = NodeGroup(specs, log_dir=out / "logs", echo=None)
@@ -291,6 +312,7 @@ def run_demo(settings: argparse.Namespace) -> dict:
         "width": settings.width,
         "height": settings.height,
         "step": settings.step,
+        "trajectory": getattr(settings, "trajectory", "loop"),
         "seed": settings.seed,
         "source": "mast3r" if use_mast3r else "depth",
         "checkpoint": str(settings.checkpoint) if use_mast3r else None,
@@ -392,6 +414,7 @@ def write_demo_outputs(out: Path, seq, session, node_codes: dict | None = None) 
         ate[name] = evaluate_trajectory(t, T, gt_t, gt_T) if len(t) else None
     curves = {"ground truth": (gt_t, gt_T[:, :3, 3])}
     subtitle = ""
+    loops = np.zeros((0, 2, 3)) if session.loop_segments is None else np.asarray(session.loop_segments)
     for label, (t, T) in (("final path", final), ("live poses", live)):
         if len(t) < 3:
             curves[label] = (t, T[:, :3, 3])
@@ -400,6 +423,9 @@ def write_demo_outputs(out: Path, seq, session, node_codes: dict | None = None) 
             res = compute_ate(t, T, gt_t, gt_T, "se3")
             curves[label] = (t, apply_alignment(T[:, :3, 3], res.rotation, res.translation, res.scale))
             subtitle += f"{label}: ATE {res.rmse * 100:.2f} cm (SE(3), {res.n_matched} poses)   "
+            if label == "final path" and len(loops):  # the loop edges join keyframe cameras of the same map
+                aligned = apply_alignment(loops.reshape(-1, 3), res.rotation, res.translation, res.scale)
+                loops = aligned.reshape(-1, 2, 3)
         except EvaluationError:
             curves[label] = (t, T[:, :3, 3])
     paths["plot"] = plot_trajectories(
@@ -407,6 +433,7 @@ def write_demo_outputs(out: Path, seq, session, node_codes: dict | None = None) 
         curves,
         title="online3r demo: estimate vs ground truth",
         subtitle=subtitle.strip(),
+        segments={"loop-closure edges": loops} if len(loops) else None,
     )
 
     sent_at = {f.stamp_ns: f.sent for f in session.sent}
@@ -424,6 +451,7 @@ def write_demo_outputs(out: Path, seq, session, node_codes: dict | None = None) 
         "frames_sent": n_sent,
         "frames_with_pose": n_poses,
         "keyframes": len(keyframes[0]),
+        "loop_edges": int(len(loops)),
         "path_poses": len(final[0]),
         "map_points": int(n_points),
         "map_from": map_from,
@@ -465,7 +493,9 @@ def summary_text(summary: dict) -> str:
         f"{summary.get('stream_rate_hz') or 0:.1f} Hz; poses for {summary['frames_with_pose']} (tracker: "
         f"received {tr.get('received') or 0}, processed {tr.get('processed') or 0}, "
         f"dropped {tr.get('dropped') or 0}, "
-        f"state {tr.get('state')}); {summary['keyframes']} keyframes; map {summary['map_points']} points",
+        f"state {tr.get('state')}); {summary['keyframes']} keyframes, "
+        f"{summary.get('loop_edges', 0)} loop edges; "
+        f"map {summary['map_points']} points",
         f"ATE final path: {_fmt_ate(summary['ate'].get('trajectory'))}; "
         f"live poses: {_fmt_ate(summary['ate'].get('odometry'))}",
         f"pose rate {summary.get('pose_rate_hz') or 0:.2f} Hz; latency image->pose "

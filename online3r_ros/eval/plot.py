@@ -62,6 +62,7 @@ def plot_trajectories(
     title: str = "",
     subtitle: str = "",
     units: str = "m",
+    segments: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
     """Write a PNG: top view (left) and x/y/z against time (right), one line per trajectory.
 
@@ -71,6 +72,8 @@ def plot_trajectories(
             truth) is dashed and decides the top-view axes; empty trajectories are listed but not drawn.
         title, subtitle: figure title and a smaller second line (e.g. the ATE).
         units: axis unit label.
+        segments: ``{label: [M, 2, 3] end points}`` drawn as line segments on the top view (e.g. loop-closure
+            edges between keyframes), in the trajectories' frame.
 
     Raises:
         ValueError: no trajectory, or a trajectory whose shapes disagree.
@@ -99,6 +102,17 @@ def plot_trajectories(
         top.plot(xyz[:1, ax_a], xyz[:1, ax_b], marker="o", color=style["color"], markersize=5)
         for i, ax in enumerate(sides):
             ax.plot(t, xyz[:, i], **style)
+    for k, (label, seg) in enumerate((segments or {}).items()):
+        seg = np.asarray(seg, dtype=np.float64).reshape(-1, 2, 3)
+        color = ("magenta", "black", "tab:olive")[k % 3]
+        for n, (a, b) in enumerate(seg):
+            top.plot(
+                [a[ax_a], b[ax_a]],
+                [a[ax_b], b[ax_b]],
+                color=color,
+                linewidth=2.0,
+                label=f"{label} ({len(seg)})" if n == 0 else None,
+            )
     top.set_xlabel(f"{_AXES[ax_a]} [{units}]")
     top.set_ylabel(f"{_AXES[ax_b]} [{units}]")
     top.set_aspect("equal", adjustable="datalim")

@@ -60,6 +60,7 @@ class _Store:
     map_count: int = 0
     map_updates: dict = field(default_factory=dict)
     markers: int = 0
+    loop_segments: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 3)))
     tracker_status: dict | None = None
     mapper_status: dict | None = None
     tf_edges: dict = field(default_factory=dict)
@@ -167,8 +168,11 @@ class OutputRecorder:
             self._s.map_updates[cloud.stamp_ns] = cloud  # a re-sent keyframe replaces its old chunk
 
     def _on_markers(self, msg: Any) -> None:
+        loops = [m for m in msg.markers if m.ns == "loops"]
+        pts = np.array([[p.x, p.y, p.z] for m in loops for p in m.points], dtype=np.float64).reshape(-1, 2, 3)
         with self._lock:
             self._s.markers += 1
+            self._s.loop_segments = pts
 
     def _on_status(self, key: str, msg: Any) -> None:
         try:
@@ -220,6 +224,11 @@ class OutputRecorder:
     @property
     def tracker_status(self) -> dict | None:
         return self._get("tracker_status")
+
+    @property
+    def loop_segments(self) -> np.ndarray:
+        """``[M, 2, 3]`` end points (map frame) of the loop-closure edges of the last markers."""
+        return self._get("loop_segments")
 
     @property
     def mapper_status(self) -> dict | None:

@@ -30,8 +30,8 @@ class SessionResult:
     """What one streaming session produced (see :func:`run_session`).
 
     ``sent``: the frames published; ``camera_poses``, ``odometry``, ``path``, ``keyframe_path``,
-    ``map_cloud``, ``map_updates``, ``tracker_status``, ``mapper_status``, ``tf_edges``, ``counts``,
-    ``frame_ids``: the
+    ``map_cloud``, ``map_updates``, ``loop_segments``, ``tracker_status``, ``mapper_status``, ``tf_edges``,
+    ``counts``, ``frame_ids``: the
     recorder's content at the end; ``stream_s``: seconds from the first to the last frame sent;
     ``wait_s``: seconds the nodes needed to come up; ``settle_s``: seconds from the last frame sent to the
     last pose; ``notes``: what did not go as planned (time-outs, fallbacks); ``error``: why the session
@@ -45,6 +45,7 @@ class SessionResult:
     keyframe_path: list = field(default_factory=list)
     map_cloud: Any = None
     map_updates: dict = field(default_factory=dict)
+    loop_segments: Any = None
     tracker_status: dict | None = None
     mapper_status: dict | None = None
     tf_edges: dict = field(default_factory=dict)
@@ -219,6 +220,7 @@ def run_session(
             result.keyframe_path = recorder.keyframe_path
             result.map_cloud = recorder.map_cloud
             result.map_updates = recorder.map_updates
+            result.loop_segments = recorder.loop_segments
             result.tracker_status = recorder.tracker_status
             result.mapper_status = recorder.mapper_status
             result.tf_edges = recorder.tf_edges
