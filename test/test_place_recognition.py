@@ -133,3 +133,28 @@ def test_no_false_loop_or_relocalisation_between_look_alike_rooms() -> None:
     assert sum(1 for t, _, _ in result.online if t < t0) == len(room0)
     assert [s for t, s, _ in result.online if t >= t0] == []
     assert system.backend.loop_edges == []
+
+
+@needs_seven
+@pytest.mark.realdata
+def test_a_new_system_localises_in_a_saved_map(tmp_path) -> None:
+    """The kidnapped robot: frames 0-199 mapped and the mapper's map saved; a new system loads it
+    (``SlamSystem.load_map``) and is shown frames 120-159 again, later: the first is relocalised in the map
+    (no new map), the rest tracked, and every pose agrees with the first run's pose of that frame to 2 cm."""
+    from online3r_ros.datasets.views import ReorderedSequence
+
+    cfg = load_config()
+    first = run_dataset(SEVEN, cfg, max_frames=200).system
+    first.backend.save(tmp_path / "map.pt")
+    system = build_system(cfg)
+    system.load_map(tmp_path / "map.pt")
+    assert system.frontend.session == first.frontend.session and system.num_keyframes == first.num_keyframes
+    view = ReorderedSequence(open_dataset(SEVEN), range(120, 160), t0=100.0)
+    steps = [system.process(f) for f in view]
+    assert steps[0].state == SlamState.RELOC and all(s.has_pose for s in steps)
+    assert all(s.session == first.frontend.session for s in steps)
+    before = {
+        round(t * 30): T for t, T in zip(first.trajectory().timestamps, first.trajectory().T_WC, strict=True)
+    }
+    for k, s in enumerate(steps):
+        assert _rigid_error(s.T_WC_matrix(), before[120 + k]) <= 0.02, k

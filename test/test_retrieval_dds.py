@@ -54,3 +54,42 @@ def test_three_nodes_close_a_loop_and_survive_a_retrieval_restart(session) -> No
     assert any(m.ns == "loops" and len(m.points) >= 2 for m in markers)
     for name in ("tracker", "mapper", "retrieval"):
         assert "Traceback" not in procs.log(name), procs.log(name)[-3000:]
+
+
+def test_a_tracker_started_in_a_saved_map_localises_in_it(session) -> None:  # noqa: F811
+    """The kidnapped robot over DDS: tracker and mapper map part of the loop and stop; both restart in the
+    autosaved map (mapper ``load_on_start``, tracker ``map_path``), the camera is somewhere in that map: the
+    tracker relocalises in it and continues the map's session, the mapper keeps its keyframes."""
+    procs, h = session()
+    frames = _loop_frames()
+    for name in ("mapper", "tracker"):
+        procs.start(name)
+    h.wait_subscribers(timeout=60, procs=procs)
+    t0 = time.time_ns()
+    _stream(h, frames[:40], t0, period=0.25)
+    h.wait_for(
+        lambda: _status(h, "mapper_status").get("autosaved_keyframes", 0) >= 3, 60, "an autosave", procs
+    )
+    session_id = _status(h, "tracker_status")["session"]
+    n_saved = _status(h, "mapper_status")["autosaved_keyframes"]
+    for name in ("tracker", "mapper"):
+        procs.stop(name)
+    procs.params["tracker"]["map_path"] = str(procs.tmp / "map.pt")
+    procs._write_params()
+    h.clear("tracker_status")
+    h.clear("mapper_status")
+    h.clear("pose")
+    for name in ("mapper", "tracker"):
+        procs.start(name)
+    h.wait_for(lambda: "localising in" in procs.log("tracker"), 60, "the tracker to load the map", procs)
+    h.wait_subscribers(timeout=60, procs=procs)
+    h.wait_for(lambda: h.pub_info.get_subscription_count() > 0, 60, "the tracker's camera_info reader", procs)
+    time.sleep(1.0)  # the readers' QoS settle (image_qos auto)
+    again = [f for f in frames[10:25]]
+    stamps = _stream(h, again, t0 + 100_000_000_000, period=0.25)
+    h.wait_for(lambda: len(h.messages("pose")) >= 10, 60, "poses in the loaded map", procs)
+    assert {_stamp_ns(m) for m in h.messages("pose")} <= set(stamps)
+    tracker, mapper = _status(h, "tracker_status"), _status(h, "mapper_status")
+    assert tracker["session"] == session_id and tracker["state"] == "tracking", tracker
+    assert mapper.get("session") in (None, session_id) and mapper.get("keyframes", n_saved) >= n_saved, mapper
+    assert "starting a new map" not in procs.log("mapper")

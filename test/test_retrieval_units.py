@@ -4,6 +4,7 @@ keeps. Synthetic 320x240 views of the loop sequence (SIFT needs texture and reso
 
 from __future__ import annotations
 
+import dataclasses
 from functools import cache
 
 import numpy as np
@@ -169,3 +170,31 @@ def test_late_loop_candidates_close_the_loop_and_the_session_keeps_the_features(
         for k, f in enumerate((seq[1], seq[2]))
     ]
     assert steps[-1].state.value == "reloc" and steps[-1].has_pose  # the loop's start is in the loaded map
+
+
+def test_features_that_travel_apart_join_their_keyframe_in_the_map() -> None:
+    """The nodes send a keyframe's features on their own topic: the mapper keeps them with the keyframe
+    whether they arrive before or after it (so a saved map can be relocalised in); another session's are
+    refused."""
+    cfg = load_config(overrides={"retrieval": {"loop_closure": False}})
+    seq = make_loop_sequence(n_frames=200, width=320, height=240, seed=0, stride=3, max_frames=12)
+    system = build_system(cfg)
+    packets = []
+    for f in seq:
+        step = system.frontend.process(f.rgb, f.depth, f.K, f.timestamp)
+        if step.keyframe is not None:
+            packets.append(step.keyframe)
+    from online3r_ros.slam.backend import MapperBackend
+
+    backend = MapperBackend(cfg, build_source(cfg), wait_s=0.0)
+    first, second = packets[0], packets[1]
+    strip = [dataclasses.replace(p, features=None, frame=None) for p in packets[:2]]
+    assert backend.submit_features(first.session, 1, second.features)  # before its keyframe
+    for p in strip:
+        backend.submit_keyframe(p)
+    backend.step()
+    assert backend.kf_features[0] is None and backend.kf_features[1] is second.features
+    assert backend.submit_features(first.session, 0, first.features)  # after it
+    assert backend.kf_features[0] is first.features
+    assert not backend.submit_features(first.session + 1, 0, second.features)
+    assert backend.state_dict()["kf_features"][0]["kind"] == "sift"

@@ -132,7 +132,7 @@ KEYFRAME_FEATURES = TopicSpec(
     100,
     "-",
     "tracker",
-    "retrieval",
+    "retrieval, mapper",
     "local features of each new keyframe [N, C] (x y, X Y Z, descriptor; dim 0 label "
     "'online3r/feat;session=..;id=..;kind=..;H=..;W=..;xy=..;points=..')",
 )
@@ -298,6 +298,7 @@ TOPICS: tuple[TopicSpec, ...] = (
 SERVICES: dict[str, str] = {
     "tracker/~/reset": "start a new session (tracker and, through the session id, the mapper)",
     "tracker/~/save_trajectory": "all frames' poses as TUM to the tracker's trajectory_path (atomic)",
+    "tracker/~/load_map": "localise in the mapper map at the tracker's map_path (its session; relocalise)",
     "mapper/~/reset": "clear the map; the tracker follows with a new session",
     "mapper/~/save_map": "keyframes, poses, graph, frames to map_path (one file, atomic)",
     "mapper/~/load_map": "replace the map with map_path; the tracker re-sends what the loaded map lacks",

@@ -49,7 +49,7 @@ from ..utils.atomic import save_atomic
 from .components import make_graph, make_keyframe_store, make_optimizer, uses_calibration
 from .config import SlamConfig, config_from_dict, config_to_dict
 from .edges import build_edges
-from .frame_store import FrameStore
+from .frame_store import FrameStore, frames_from_map
 from .global_opt import OptResult
 from .map_export import MapPoints, keyframe_points
 from .map_files import keep_other_session
@@ -61,7 +61,15 @@ if TYPE_CHECKING:
 
 Tensor = torch.Tensor
 
-__all__ = ["MapperBackend", "BackendHooks", "edge_candidates", "source_frame_from_keyframe", "MAP_FORMAT"]
+__all__ = [
+    "MapperBackend",
+    "BackendHooks",
+    "edge_candidates",
+    "source_frame_from_keyframe",
+    "check_map",
+    "read_map",
+    "MAP_FORMAT",
+]
 
 MAP_FORMAT = "online3r_ros.mapper"
 DEFERRED = "deferred"  # opt_info status of a keyframe whose optimisation a later keyframe's covers
@@ -187,6 +195,7 @@ class MapperBackend:
         self.obs_count: list[int] = []  # observations fused into each keyframe
         self._pending_kf: dict[int, tuple[KeyframePacket, float]] = {}
         self._pending_obs: dict[int, list[ObservationPacket]] = {}
+        self._pending_features: dict[int, LocalFeatures] = {}
         self.n_fused = 0
         self.n_ignored = 0
         self.stamps_ns: dict[float, int] = {}  # exact input stamps by timestamp (filled by a ROS host)
@@ -271,6 +280,19 @@ class MapperBackend:
             self.submit_observation(observation)
         if keyframe is not None:
             self.submit_keyframe(keyframe)
+
+    def submit_features(self, session: int, kf_id: int, features: LocalFeatures) -> bool:
+        """Features of keyframe ``kf_id`` that travelled apart from its packet (the nodes); kept with the map
+        (so a tracker that adopts it can relocalise). False when they belong to another session."""
+        if session != self.session and self.session is not None:
+            return False
+        if kf_id < len(self.kf_features):
+            self.kf_features[kf_id] = features
+        else:
+            self._pending_features[kf_id] = features
+            while len(self._pending_features) > 1000:  # bounded: features of keyframes that never come
+                self._pending_features.pop(next(iter(self._pending_features)))
+        return True
 
     def _fuse_pending(self) -> None:
         for kf_id in [k for k in self._pending_obs if k < len(self.keyframes)]:
@@ -366,7 +388,9 @@ class MapperBackend:
             N_updates=pkt.N_updates,
         )
         self.kf_frames.append(sf)
-        self.kf_features.append(pkt.features)
+        self.kf_features.append(
+            pkt.features if pkt.features is not None else self._pending_features.pop(kf_id, None)
+        )
         self.kf_anchor.append(int(pkt.anchor_id))
         self.obs_count.append(max(int(pkt.N_updates) - 1, 0))  # a re-sent keyframe already holds these
         self.frames.append(pkt.timestamp, kf_id, sim3_identity(dtype=torch.float64), is_keyframe=True)
@@ -458,25 +482,12 @@ class MapperBackend:
 
     def load_state_dict(self, state: dict, origin: str = "map") -> None:
         """Replace the map with ``state`` (a new generation); ``ValueError`` naming ``origin`` if it is not a
-        map of this version or was made with another source kind."""
-        if not isinstance(state, dict) or state.get("format") != MAP_FORMAT:
-            raise ValueError(f"{origin} is not an online3r_ros mapper map")
-        if state.get("version") != MAP_VERSION:
-            raise ValueError(f"{origin}: unsupported map version {state.get('version')}")
-        kind = config_from_dict(state["config"]).source.kind
-        if kind != self.config.source.kind:
-            raise ValueError(
-                f"{origin}: map made with source {kind!r}, this mapper uses {self.config.source.kind!r}"
-            )
+        map of this version or was made with another source kind (:func:`check_map`)."""
+        check_map(state, self.config, origin)
         self.reset()
         self.keyframes.extend_from_state(state["keyframes"])
         self.graph.load_state_dict(state["graph"]["data"])
-        self.frames = FrameStore.from_state_dict(
-            {
-                k: v.numpy() if torch.is_tensor(v) and k != "relative_poses" else v
-                for k, v in state["frames"].items()
-            }
-        )
+        self.frames = frames_from_map(state["frames"])
         self.kf_frames = [SourceFrame.from_state_dict(f, self.device) for f in state["kf_frames"]]
         self.obs_count = [int(v) for v in state["obs_count"]]
         n = len(self.obs_count)
@@ -499,11 +510,32 @@ class MapperBackend:
 
     def load(self, path: str | os.PathLike) -> None:
         """Replace the current map with the one saved at ``path`` (``FileNotFoundError``/``ValueError``)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no saved map at {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - any unpickling/format problem, reported with the path
-            raise ValueError(f"cannot read map {path}: {exc}") from exc
-        self.load_state_dict(state, origin=str(path))
+        self.load_state_dict(read_map(path, self.config), origin=str(path))
+
+
+def check_map(state: dict, config: SlamConfig, origin: str = "map") -> dict:
+    """``state`` if it is a mapper map of this version made with ``config``'s source kind, else
+    ``ValueError`` naming ``origin``."""
+    if not isinstance(state, dict) or state.get("format") != MAP_FORMAT:
+        raise ValueError(f"{origin} is not an online3r_ros mapper map")
+    if state.get("version") != MAP_VERSION:
+        raise ValueError(f"{origin}: unsupported map version {state.get('version')}")
+    kind = config_from_dict(state["config"]).source.kind
+    if kind != config.source.kind:
+        raise ValueError(
+            f"{origin}: map made with source {kind!r}, this pipeline uses {config.source.kind!r}"
+        )
+    return state
+
+
+def read_map(path: str | os.PathLike, config: SlamConfig) -> dict:
+    """The checked state of the map file ``path`` (:meth:`MapperBackend.save`); ``FileNotFoundError`` /
+    ``ValueError`` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved map at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling/format problem, reported with the path
+        raise ValueError(f"cannot read map {path}: {exc}") from exc
+    return check_map(state, config, str(path))

@@ -20,7 +20,7 @@ from ..geometry.lie import sim3_compose, sim3_identity
 
 Tensor = torch.Tensor
 
-__all__ = ["FrameRecord", "FrameStore"]
+__all__ = ["FrameRecord", "FrameStore", "frames_from_map"]
 
 NO_KEYFRAME = -1
 
@@ -187,3 +187,11 @@ class FrameStore:
         store._rel[:n] = state["relative_poses"]
         store._reasons = {int(k): str(v) for k, v in state["reasons"].items()}
         return store
+
+
+def frames_from_map(frames: dict) -> FrameStore:
+    """The :class:`FrameStore` of a saved map's ``frames`` entry (the backend's ``state_dict`` keeps its
+    arrays as tensors, so that ``torch.load(weights_only=True)`` reads them)."""
+    return FrameStore.from_state_dict(
+        {k: v.numpy() if torch.is_tensor(v) and k != "relative_poses" else v for k, v in frames.items()}
+    )

@@ -40,10 +40,11 @@ import torch
 
 from ..eval.timing import Stopwatch
 from ..geometry.lie import sim3_compose, sim3_identity, sim3_inverse, sim3_to_matrix
+from ..retrieval.features import LocalFeatures
 from ..sources.base import PointmapSource, SourceFrame
 from .components import apply_determinism, make_frame_tracker, make_keyframe_store, resolve_pose_group
 from .config import SlamConfig
-from .frame_store import FrameStore
+from .frame_store import FrameStore, frames_from_map
 from .motion import MotionModel, Odometry
 from .neighbours import tracking_keyframe
 from .packets import KeyframePacket, ObservationPacket
@@ -248,6 +249,28 @@ class TrackerFrontend:
         self.active_kf = int(state.get("active_kf", len(self.kf_obs) - 1))
         self.motion.load_state_dict(state["motion"])
         self.odometry.load_state_dict(state["odometry"])
+
+    def adopt_map(self, state: dict) -> None:
+        """Continue in a map saved by the backend (:meth:`MapperBackend.state_dict`, e.g. its ``map_path``
+        file): its keyframes, their features, its frames and its session become this frontend's, and the
+        next frame relocalises in the whole map (state LOST: the camera may be anywhere in it, the kidnapped
+        robot). A backend holding the same map accepts this frontend's packets; one holding another gets
+        the map's keyframes re-sent (:mod:`~online3r_ros.slam.session`)."""
+        self.reset(state["session"] if state.get("session") is not None else None)
+        self.keyframes.extend_from_state(state["keyframes"])
+        self.frames = frames_from_map(state["frames"])
+        self.kf_frames = [SourceFrame.from_state_dict(f, self.device) for f in state["kf_frames"]]
+        n = len(self.kf_frames)
+        self.kf_obs = [int(v) for v in state["obs_count"]]
+        self.kf_anchor = [int(v) for v in state.get("kf_anchor", range(-1, n - 1))]
+        if self.place is not None:
+            for kf_id, f in enumerate(state.get("kf_features", [])):
+                if f is not None:
+                    self.place.places.add(kf_id, LocalFeatures.from_state_dict(f))
+        self.n_frames = len(self.frames)  # frame indices continue after the map's
+        self.active_kf = n - 1
+        self.state = SlamState.LOST if n else SlamState.INIT
+        self.lost_streak = 1 if n else 0
 
     # ------------------------------------------------------------------------------------- corrections
     def apply_keyframe_poses(self, T_WC: Tensor) -> int:

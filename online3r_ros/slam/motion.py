@@ -87,7 +87,10 @@ class MotionModel:
         return extrapolate_pose(pose_of(i_prev), last, t_prev, t_last, timestamp)
 
     def reloc_guesses(self, timestamp: float, pose_of: PoseOf) -> list[Tensor]:
-        """Guesses after a gap: the last velocity extrapolated over it (when known), then the last pose."""
+        """Guesses after a gap: the last velocity extrapolated over it (when known), then the last pose; none
+        without a posed frame (after a relocalisation or in an adopted map)."""
+        if not self.posed:
+            return []
         guesses = [self.guess(timestamp, pose_of, constant_position=True)]
         if len(self.posed) == 2 and self.model == "constant_velocity":
             guesses.insert(0, self.guess(timestamp, pose_of))

@@ -176,6 +176,14 @@ class SlamSystem:
         save_atomic(state, path / STATE_FILE, sync_dir=True)
         return path
 
+    def load_map(self, path: str | Path) -> None:
+        """Continue in the mapper's map saved at ``path`` (:meth:`MapperBackend.save`, e.g. a node's
+        ``map_path``): the backend loads it and the frontend adopts it (:meth:`TrackerFrontend.adopt_map`),
+        so the next frames relocalise in it instead of starting a new map."""
+        self.flush()
+        self.backend.load(path)
+        self.frontend.adopt_map(self.backend.state_dict())
+
     @classmethod
     def load(cls, path: str | Path, source: PointmapSource, config: SlamConfig | None = None) -> SlamSystem:
         """Rebuild a system saved by :meth:`save` around ``source`` (the saved config unless ``config`` is

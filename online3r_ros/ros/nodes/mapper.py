@@ -35,7 +35,7 @@ from geometry_msgs.msg import PoseArray, PoseStamped
 from nav_msgs.msg import Path as PathMsg
 from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
-from std_msgs.msg import Float64MultiArray, Header, String
+from std_msgs.msg import Float32MultiArray, Float64MultiArray, Header, String
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
@@ -60,7 +60,7 @@ from online3r_ros.ros.nodes.msgs import (
     poses_to_array,
 )
 from online3r_ros.ros.nodes.params import MapperParams
-from online3r_ros.ros.nodes.retrieval_msgs import array_to_loops
+from online3r_ros.ros.nodes.retrieval_msgs import array_to_features, array_to_loops
 from online3r_ros.ros.pointcloud import numpy_to_pointcloud2
 from online3r_ros.ros.pose import T_LINK_OPTICAL, matrix_to_pose
 from online3r_ros.ros.time import ns_to_stamp, sec_to_ns, stamp_to_ns
@@ -121,6 +121,9 @@ class MapperNode(Node):
         self.create_subscription(
             Float64MultiArray, T.LOOP_CANDIDATES.name, self._on_loops, T.qos_for(T.LOOP_CANDIDATES)
         )
+        self.create_subscription(
+            Float32MultiArray, T.KEYFRAME_FEATURES.name, self._on_features, T.qos_for(T.KEYFRAME_FEATURES)
+        )
         self.create_service(Trigger, "~/reset", self._srv_reset)
         self.create_service(Trigger, "~/save_map", self._srv_save_map)
         self.create_service(Trigger, "~/load_map", self._srv_load_map)
@@ -160,6 +163,11 @@ class MapperNode(Node):
     def _on_loops(self, msg: Any) -> None:
         with self._wake:
             self._queue.append(("loops", msg))
+            self._wake.notify()
+
+    def _on_features(self, msg: Any) -> None:
+        with self._wake:
+            self._queue.append(("feat", msg))
             self._wake.notify()
 
     def _srv_reset(self, request: Any, response: Any) -> Any:
@@ -256,6 +264,10 @@ class MapperNode(Node):
 
     def _submit(self, kind: str, msg: Any) -> None:
         try:
+            if kind == "feat":
+                session, kf_id, feats = array_to_features(msg)
+                self.backend.submit_features(session, kf_id, feats)
+                return
             if kind == "loops":
                 session, kf_id, candidates = array_to_loops(msg)
                 self.stats.count("loop_answers")

@@ -167,6 +167,11 @@ class TrackerParams(NodeParams):
         3600.0,
     )
     trajectory_path: str = param("online3r_tracker_trajectory.txt", "~/save_trajectory output (TUM)")
+    map_path: str = param(
+        "",
+        "a mapper map file (its map_path) to localise in: loaded at start when set, and by ~/load_map; the "
+        "tracker continues in that map's session and relocalises in the whole map (empty: start a new map)",
+    )
     warmup_frames: int = param(
         3,
         "synthetic frames run through a throw-away tracker at start (first-call costs would otherwise "

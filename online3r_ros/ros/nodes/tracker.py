@@ -68,6 +68,7 @@ from online3r_ros.ros.pose import transform_stamped as tf_stamped
 from online3r_ros.ros.qos import qos_from_parameter, tf_qos, tf_static_qos
 from online3r_ros.ros.tf import TfBroadcaster
 from online3r_ros.ros.time import stamp_to_ns, stamp_to_sec
+from online3r_ros.slam.backend import read_map
 from online3r_ros.slam.frontend import TrackerFrontend, TrackerStep
 from online3r_ros.slam.packets import MapperState
 from online3r_ros.slam.runner import build_source
@@ -116,6 +117,8 @@ class TrackerNode(Node):
         self.frames: RobotFrames | None = None  # once base -> camera is known
         self._start = time.monotonic()
         self._build_io()
+        if p.map_path:
+            self._load_map()
         if p.base_to_camera:
             self._set_base_camera(tqs_to_matrix(p.base_to_camera[:3], p.base_to_camera[3:]), publish=True)
         start_worker(
@@ -171,6 +174,7 @@ class TrackerNode(Node):
             self.create_subscription(TFMessage, "/tf", self._on_tf, tf_qos())
         self.create_service(Trigger, "~/reset", self._srv_reset)
         self.create_service(Trigger, "~/save_trajectory", self._srv_save_trajectory)
+        self.create_service(Trigger, "~/load_map", self._srv_load_map)
         self.create_timer(p.diagnostics_period, self._publish_diagnostics)
 
     def _set_base_camera(self, T_bc: np.ndarray, publish: bool) -> None:
@@ -249,6 +253,34 @@ class TrackerNode(Node):
             self._reset_request = True
             self._wake.notify()
         response.success, response.message = True, "reset requested: a new session starts with the next image"
+        return response
+
+    def _load_map(self) -> str:
+        """Adopt the map at ``map_path`` (raises ``OSError``/``ValueError``); returns what was loaded."""
+        path = Path(self.p.map_path).expanduser()
+        state = read_map(path, self.frontend.config)
+        with self._lock:
+            self.frontend.adopt_map(state)
+            self._kf_stamps.clear()
+            self.link = MapperLink()  # the mapper's next announcement decides what to re-send
+            self.stats.values["session"] = self.frontend.session
+            self.stats.state = "lost"
+        text = (
+            f"localising in {path}: {self.frontend.num_keyframes} keyframes (session {self.frontend.session})"
+        )
+        self.get_logger().info(text)
+        return text
+
+    def _srv_load_map(self, request: Any, response: Any) -> Any:
+        if not self.p.map_path:
+            response.success, response.message = False, "parameter map_path is empty"
+            return response
+        try:
+            response.message = self._load_map()
+        except (OSError, ValueError) as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        response.success = True
         return response
 
     def _srv_save_trajectory(self, request: Any, response: Any) -> Any:
@@ -346,7 +378,7 @@ class TrackerNode(Node):
             T_bc = self.frames.T_bc if self.frames is not None else T_LINK_OPTICAL
             for k in range(step.first, step.stop):
                 stamp = self._kf_stamps.get(k) or self.get_clock().now().to_msg()
-                self.pub_kf.publish(keyframe_to_cloud(fe.keyframe_packet(k), stamp, T_bc))
+                self._publish_keyframe(fe.keyframe_packet(k), stamp, T_bc)
             self.stats.count("keyframes_resent", step.stop - step.first)
             self.get_logger().info(
                 f"mapper generation {state.generation}: re-sent keyframes {step.first}..{step.stop - 1}"
@@ -405,11 +437,14 @@ class TrackerNode(Node):
             self.pub_obs.publish(observation_to_cloud(step.observation, stamp))
         if step.keyframe is not None:
             self._kf_stamps[step.keyframe.kf_id] = stamp
-            self.pub_kf.publish(keyframe_to_cloud(step.keyframe, stamp, self.frames.T_bc))
+            self._publish_keyframe(step.keyframe, stamp, self.frames.T_bc)
             self.stats.count("keyframes")
-            if step.keyframe.features is not None:
-                feats = step.keyframe.features
-                self.pub_feat.publish(features_to_array(step.keyframe.session, step.keyframe.kf_id, feats))
+
+    def _publish_keyframe(self, pkt: Any, stamp: Any, T_bc: np.ndarray) -> None:
+        """A keyframe for the mapper, and its features (mapper and retrieval node) when it has them."""
+        self.pub_kf.publish(keyframe_to_cloud(pkt, stamp, T_bc))
+        if pkt.features is not None:
+            self.pub_feat.publish(features_to_array(pkt.session, pkt.kf_id, pkt.features))
 
     def _publish_pose(self, step: TrackerStep, stamp: Any, T_W_odom: np.ndarray) -> None:
         p, frames = self.p, self.frames
