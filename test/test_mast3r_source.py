@@ -174,3 +174,45 @@ def test_pipeline_end_to_end_on_synthetic_sequence(model) -> None:
         stats.images_encoded == 3
     )  # every image encoded once, keyframes reused from their attached features
     assert stats.decoder_calls >= 1 + 2 + len(n_sym)
+
+
+PARITY_RETRIEVAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "parity" / "retrieval"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PARITY_RETRIEVAL.is_dir(), reason=f"{PARITY_RETRIEVAL} (retrieval fixture) is absent")
+def test_mast3r_retrieval_features_relocalise_without_a_second_encoder_run(model) -> None:
+    """With the MASt3R source and its retrieval head (the P3 fixture's, 64-d like this backbone),
+    keyframes carry MASt3R retrieval features computed from the tokens the tracker encoded, and a lost frame is
+    relocalised through the database (no depth: the candidate keyframe is tracked prior-free, from its pose)."""
+    from online3r_ros.slam.config import SlamConfig
+    from online3r_ros.slam.system import SlamState, SlamSystem
+    from online3r_ros.synthetic.sequence import make_synthetic_sequence
+    from online3r_ros.synthetic.trajectory import orbit_trajectory
+
+    twin = build_mast3r(**P1_KWARGS).eval()
+    twin.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        twin.dec_blocks2.load_state_dict(twin.dec_blocks.state_dict())
+        twin.downstream_head2.load_state_dict(twin.downstream_head1.state_dict())
+    src = MASt3RSource(twin, img_size=224)
+    cfg = SlamConfig().replace(
+        tracking={"Q_conf": 0.0, "match_frac_thresh": 1.0},
+        local_opt={"Q_conf": 0.0},
+        system={"reloc_keyframes": 0},  # relocalise through the database only
+        retrieval={
+            "features": "mast3r",
+            "checkpoint": str(PARITY_RETRIEVAL / "P3_retrieval_trainingfree.pth"),
+            "min_score": 0.0,
+        },
+    )
+    system = SlamSystem(cfg, src)
+    poses = np.repeat(orbit_trajectory(40)[:1], 4, axis=0)
+    frames = list(make_synthetic_sequence(width=64, height=48, seed=0, poses=poses))
+    outputs = [system.process(f) for f in frames[:3]]
+    assert all(o.keyframe is not None and o.keyframe.features.kind == "mast3r" for o in outputs)
+    assert len(system.frontend.place.places) == 3
+    system.frontend.state = SlamState.LOST  # as after a lost frame
+    out = system.process(frames[3])
+    assert out.state == SlamState.RELOC and "place recognition" in out.reason, out.reason
+    assert src.engine.stats.images_encoded == 4  # retrieval reused the tracker's tokens
