@@ -183,8 +183,8 @@ PARITY_RETRIEVAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "pari
 @pytest.mark.skipif(not PARITY_RETRIEVAL.is_dir(), reason=f"{PARITY_RETRIEVAL} (retrieval fixture) is absent")
 def test_mast3r_retrieval_features_relocalise_without_a_second_encoder_run(model) -> None:
     """With the MASt3R source and its retrieval head (the P3 fixture's, 64-d like this backbone),
-    keyframes carry MASt3R retrieval features computed from the tokens the tracker encoded, and a lost frame is
-    relocalised through the database (no depth: the candidate keyframe is tracked prior-free, from its pose)."""
+    keyframes carry MASt3R retrieval features computed from the tokens the tracker encoded, and a lost
+    frame is relocalised through the database (no depth: the candidate is tracked from its own pose)."""
     from online3r_ros.slam.config import SlamConfig
     from online3r_ros.slam.system import SlamState, SlamSystem
     from online3r_ros.synthetic.sequence import make_synthetic_sequence
