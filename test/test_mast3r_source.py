@@ -124,6 +124,17 @@ def test_from_config_loads_checkpoint(tmp_path: Path, model) -> None:
     assert torch.equal(sd["enc_norm.weight"], model.state_dict()["enc_norm.weight"])
 
 
+def _symmetric_twin(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose view-2 decoder and head are view 1's: with random weights the two would
+    disagree and nothing would match; this way a static camera's asymmetric prediction is symmetric."""
+    twin = build_mast3r(**P1_KWARGS).eval()
+    twin.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        twin.dec_blocks2.load_state_dict(twin.dec_blocks.state_dict())
+        twin.downstream_head2.load_state_dict(twin.downstream_head1.state_dict())
+    return twin
+
+
 @pytest.mark.slow
 def test_pipeline_end_to_end_on_synthetic_sequence(model) -> None:
     """The SLAM pipeline with the MASt3R source (random weights) on a short synthetic sequence: plumbing and
@@ -139,12 +150,7 @@ def test_pipeline_end_to_end_on_synthetic_sequence(model) -> None:
     from online3r_ros.synthetic.sequence import make_synthetic_sequence
     from online3r_ros.synthetic.trajectory import orbit_trajectory
 
-    twin = build_mast3r(**P1_KWARGS).eval()
-    twin.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        twin.dec_blocks2.load_state_dict(twin.dec_blocks.state_dict())
-        twin.downstream_head2.load_state_dict(twin.downstream_head1.state_dict())
-    src = MASt3RSource(twin, img_size=224)
+    src = MASt3RSource(_symmetric_twin(model), img_size=224)
     n_sym = []
     predict_symmetric = src.predict_symmetric
 
@@ -190,12 +196,7 @@ def test_mast3r_retrieval_features_relocalise_without_a_second_encoder_run(model
     from online3r_ros.synthetic.sequence import make_synthetic_sequence
     from online3r_ros.synthetic.trajectory import orbit_trajectory
 
-    twin = build_mast3r(**P1_KWARGS).eval()
-    twin.load_state_dict(model.state_dict())
-    with torch.no_grad():
-        twin.dec_blocks2.load_state_dict(twin.dec_blocks.state_dict())
-        twin.downstream_head2.load_state_dict(twin.downstream_head1.state_dict())
-    src = MASt3RSource(twin, img_size=224)
+    src = MASt3RSource(_symmetric_twin(model), img_size=224)
     cfg = SlamConfig().replace(
         tracking={"Q_conf": 0.0, "match_frac_thresh": 1.0},
         local_opt={"Q_conf": 0.0},

@@ -15,22 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .main import EXIT_INPUT, EXIT_OK, CliError
+from .main import EXIT_INPUT, EXIT_OK, CliError, positive_int
 
 __all__ = ["register", "codebook_command", "find_images", "extract_descriptors"]
 
 COLOUR_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _NOT_COLOUR = ("depth", "disp", "mask", "normal", "label", "seg")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from exc
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _is_colour_name(path: Path) -> bool:
@@ -90,11 +80,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t = actions.add_parser("train", help="train a codebook from images")
     t.add_argument("inputs", nargs="+", type=Path, help="colour images (jpg/png) or folders (recursive)")
     t.add_argument("--out", type=Path, required=True, help="output codebook file (.npz)")
-    t.add_argument("--size", type=_positive_int, default=1024, help="number of visual words (1024)")
+    t.add_argument("--size", type=positive_int, default=1024, help="number of visual words (1024)")
     t.add_argument(
-        "--max-images", type=_positive_int, default=None, help="use at most N images, evenly spread"
+        "--max-images", type=positive_int, default=None, help="use at most N images, evenly spread"
     )
-    t.add_argument("--max-features", type=_positive_int, default=1000, help="SIFT features per image (1000)")
+    t.add_argument("--max-features", type=positive_int, default=1000, help="SIFT features per image (1000)")
     t.add_argument("--seed", type=int, default=0, help="k-means seed (0)")
     t.add_argument("--half", action="store_true", help="store float16 centroids (half the file size)")
     p.set_defaults(func=codebook_command, action=None)

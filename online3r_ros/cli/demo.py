@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from .main import EXIT_INPUT, EXIT_MISSING_COMPONENT, EXIT_NO_TRAJECTORY, EXIT_OK, CliError
+from .main import EXIT_INPUT, EXIT_MISSING_COMPONENT, EXIT_NO_TRAJECTORY, EXIT_OK, CliError, positive_int
 
 __all__ = [
     "register",
@@ -51,13 +51,6 @@ __all__ = [
 FRAMES_PER_LAP = 240  # the synthetic orbit's default step (1.8 cm, 1.5 deg per frame) at this many frames/lap
 FRAMES_PER_LOOP = 150  # the loop trajectory: one lap (2.8 m, ~2 cm per frame) and 10% past the start
 TOPIC_PREFIX = "demo/camera"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _non_negative_float(text: str) -> float:
@@ -99,15 +92,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", type=Path, default=d.out, help=f"output folder (default {d.out})")
-    p.add_argument("--frames", type=_positive_int, default=d.frames, help=f"frames to stream ({d.frames})")
+    p.add_argument("--frames", type=positive_int, default=d.frames, help=f"frames to stream ({d.frames})")
     p.add_argument(
         "--rate",
         type=_non_negative_float,
         default=d.rate,
         help=f"camera rate in Hz ({d.rate:g}); 0: send each frame when the tracker answered the previous one",
     )
-    p.add_argument("--width", type=_positive_int, default=d.width, help=f"image width ({d.width})")
-    p.add_argument("--height", type=_positive_int, default=d.height, help=f"image height ({d.height})")
+    p.add_argument("--width", type=positive_int, default=d.width, help=f"image width ({d.width})")
+    p.add_argument("--height", type=positive_int, default=d.height, help=f"image height ({d.height})")
     p.add_argument(
         "--step",
         type=_non_negative_float,

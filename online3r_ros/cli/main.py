@@ -55,6 +55,17 @@ class CliError(Exception):
         self.code = code
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a clear message otherwise)."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _subcommand_modules() -> list[str]:
     """Names of ``online3r_ros.cli`` modules that define ``register`` (sorted, deterministic)."""
     import online3r_ros.cli as pkg

@@ -17,19 +17,10 @@ from .main import (
     EXIT_NO_TRAJECTORY,
     EXIT_OK,
     CliError,
+    positive_int,
 )
 
 __all__ = ["register", "run_command"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from exc
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -54,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoint", type=Path, default=None, help="MASt3R checkpoint (.pth) for --source mast3r"
     )
-    p.add_argument("--stride", type=_positive_int, default=None, help="use every N-th frame")
-    p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after N frames")
+    p.add_argument("--stride", type=positive_int, default=None, help="use every N-th frame")
+    p.add_argument("--max-frames", type=positive_int, default=None, help="stop after N frames")
     p.add_argument(
         "--frames",
         default=None,

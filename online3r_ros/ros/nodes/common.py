@@ -99,6 +99,19 @@ def start_worker(node: Any, role: str, cfg: Any, details: str) -> None:
     )
 
 
+def take_queued(node: Any, timeout: float) -> list | None:
+    """The worker's wait: up to ``timeout`` s for messages in ``node._queue`` (under ``node._wake``); returns
+    them all (possibly none), or ``None`` once the node is stopping."""
+    with node._wake:
+        if not node._queue:
+            node._wake.wait(timeout=timeout)
+        if not node._running:
+            return None
+        items = list(node._queue)
+        node._queue.clear()
+        return items
+
+
 def stop_worker(node: Any, timeout: float = 5.0) -> None:
     """Stop a node's worker thread: clear ``node._running`` under ``node._wake`` (a ``Condition``), wake
     every waiter and join ``node._worker`` for at most ``timeout`` seconds."""

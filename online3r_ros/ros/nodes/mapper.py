@@ -49,6 +49,7 @@ from online3r_ros.ros.nodes.common import (
     setup_node_params,
     start_worker,
     stop_worker,
+    take_queued,
 )
 from online3r_ros.ros.nodes.diagnostics import NodeStats
 from online3r_ros.ros.nodes.markers import frustum_lines, map_markers
@@ -230,13 +231,10 @@ class MapperNode(Node):
     # ----------------------------------------------------------------------------------------------- work
     def _work(self) -> None:
         while self._running:
+            items = take_queued(self, 0.05)
+            if items is None:
+                return
             with self._wake:
-                if not self._queue:
-                    self._wake.wait(timeout=0.05)
-                if not self._running:
-                    return
-                items = list(self._queue)
-                self._queue.clear()
                 publish_map, self._publish_map_request = self._publish_map_request, False
             try:
                 with self._lock:

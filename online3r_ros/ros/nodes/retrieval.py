@@ -35,6 +35,7 @@ from online3r_ros.ros.nodes.common import (
     setup_node_params,
     start_worker,
     stop_worker,
+    take_queued,
 )
 from online3r_ros.ros.nodes.diagnostics import NodeStats
 from online3r_ros.ros.nodes.msgs import MessageFormatError
@@ -145,13 +146,9 @@ class RetrievalNode(Node):
     # ----------------------------------------------------------------------------------------------- work
     def _work(self) -> None:
         while self._running:
-            with self._wake:
-                if not self._queue:
-                    self._wake.wait(timeout=0.1)
-                if not self._running:
-                    return
-                items = list(self._queue)
-                self._queue.clear()
+            items = take_queued(self, 0.1)
+            if items is None:
+                return
             try:
                 with self._lock:
                     for msg in items:
