@@ -50,11 +50,15 @@ def test_kidnapped_camera_is_relocalised_prior_free() -> None:
     """The issue's order: frames 0-299, then 60-139 (a jump back to a mapped place), then 300-499 (a jump
     forward). Both jumps are detected (no pose labelled tracking is wrong), the camera is relocalised from the
     whole map within a few frames, >= 95% of the frames get a pose and the ATE stays <= 3.5 cm."""
-    result = run_dataset(SEVEN, load_config(), frames="0-299,60-139,300-499")
+    # every second frame of the order (15 Hz): the same jumps in half the time of the full run, which
+    # benchmarks/bench_place_recognition.py measures (578/580 posed, ATE 2.88 cm)
+    result = run_dataset(
+        SEVEN, load_config(overrides={"dataset": {"subsample": 2}}), frames="0-299,60-139,300-499"
+    )
     m = metrics_report(result)
     online = {round(t * 30): s for t, s, _ in result.online}  # view index -> state (re-timed at 30 Hz)
     for jump in (300, 380):
-        back = [i for i in range(jump, jump + 4) if online.get(i) == SlamState.RELOC.value]
+        back = [i for i in range(jump, jump + 8, 2) if online.get(i) == SlamState.RELOC.value]
         assert back, (jump, {i: online.get(i) for i in range(jump - 1, jump + 5)})
     assert m["frames_with_pose"] >= 0.95 * m["frames_input"]
     assert m["ate"]["frames"]["se3"]["rmse"] <= 0.035, m["ate"]["frames"]["se3"]
@@ -91,12 +95,12 @@ def test_occluded_lens_is_a_gap_not_a_corruption(mode: str) -> None:
 
 def _loop_run(loop_closure: bool) -> tuple:
     seq = make_loop_sequence(
-        n_frames=400,
+        n_frames=300,
         width=320,
         height=240,
         seed=0,
         depth_noise=DepthNoise(sigma0=0.004, sigma2=0.006),
-        stride=2,
+        stride=3,
     )
     system = build_system(load_config(overrides={"retrieval": {"loop_closure": loop_closure}}))
     run_frames(system, iter(seq))
@@ -108,7 +112,7 @@ def _loop_run(loop_closure: bool) -> tuple:
 @pytest.mark.slow
 def test_loop_closure_corrects_the_drift_of_a_synthetic_loop() -> None:
     """A noisy-depth camera flies a 2.8 m loop and re-sees its start: retrieval finds the revisit, the edges
-    pass the edge test, and the optimisation at least halves the ATE (0.161 -> 0.083 m when written). Every
+    pass the edge test, and the optimisation at least halves the ATE (0.162 -> 0.062 m when written). Every
     loop edge joins keyframes that truly see the same place (no false loop)."""
     closed, ate_closed, seq = _loop_run(True)
     _, ate_open, _ = _loop_run(False)

@@ -47,12 +47,12 @@ from ..retrieval.features import LocalFeatures
 from ..sources.base import PointmapSource, SourceFrame
 from ..utils.atomic import save_atomic
 from .components import make_graph, make_keyframe_store, make_optimizer, uses_calibration
-from .config import SlamConfig, config_from_dict, config_to_dict
+from .config import SlamConfig, config_to_dict
 from .edges import build_edges
 from .frame_store import FrameStore, frames_from_map
 from .global_opt import OptResult
 from .map_export import MapPoints, keyframe_points
-from .map_files import keep_other_session
+from .map_files import MAP_FORMAT, MAP_VERSION, check_map, keep_other_session, read_map
 from .neighbours import proximity_candidates
 from .packets import KeyframePacket, MapperState, MapUpdate, ObservationPacket
 
@@ -66,14 +66,10 @@ __all__ = [
     "BackendHooks",
     "edge_candidates",
     "source_frame_from_keyframe",
-    "check_map",
-    "read_map",
     "MAP_FORMAT",
 ]
 
-MAP_FORMAT = "online3r_ros.mapper"
 DEFERRED = "deferred"  # opt_info status of a keyframe whose optimisation a later keyframe's covers
-MAP_VERSION = 1
 
 LoopCandidateFn = Callable[["MapperBackend", int], Sequence["int | PlaceCandidate"]]
 KeyframeHook = Callable[["MapperBackend", MapUpdate], None]
@@ -511,31 +507,3 @@ class MapperBackend:
     def load(self, path: str | os.PathLike) -> None:
         """Replace the current map with the one saved at ``path`` (``FileNotFoundError``/``ValueError``)."""
         self.load_state_dict(read_map(path, self.config), origin=str(path))
-
-
-def check_map(state: dict, config: SlamConfig, origin: str = "map") -> dict:
-    """``state`` if it is a mapper map of this version made with ``config``'s source kind, else
-    ``ValueError`` naming ``origin``."""
-    if not isinstance(state, dict) or state.get("format") != MAP_FORMAT:
-        raise ValueError(f"{origin} is not an online3r_ros mapper map")
-    if state.get("version") != MAP_VERSION:
-        raise ValueError(f"{origin}: unsupported map version {state.get('version')}")
-    kind = config_from_dict(state["config"]).source.kind
-    if kind != config.source.kind:
-        raise ValueError(
-            f"{origin}: map made with source {kind!r}, this pipeline uses {config.source.kind!r}"
-        )
-    return state
-
-
-def read_map(path: str | os.PathLike, config: SlamConfig) -> dict:
-    """The checked state of the map file ``path`` (:meth:`MapperBackend.save`); ``FileNotFoundError`` /
-    ``ValueError`` naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no saved map at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling/format problem, reported with the path
-        raise ValueError(f"cannot read map {path}: {exc}") from exc
-    return check_map(state, config, str(path))

@@ -442,7 +442,10 @@ class TrackerFrontend:
         if self.place is not None:
             reason += " and the map's place-recognition candidates"
         if best is not None:
-            reason += f" (best match fraction {best.match_frac:.3f} < {self.config.reloc.min_match_frac})"
+            reason += (
+                f" (best match fraction {best.match_frac:.3f}; a relocalisation needs "
+                f"{self.config.reloc.min_match_frac} and, between textured images, the features' support)"
+            )
         return self._no_pose(sf, SlamState.LOST, reason, {} if best is None else best.summary())
 
     def _relocalised(

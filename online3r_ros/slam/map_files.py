@@ -1,4 +1,5 @@
-"""Map files that are never silently replaced by another session's map.
+"""Map files: their format check (:func:`read_map`, for the mapper and a tracker that localises in a map),
+and never silently replacing another session's map.
 
 The mapper saves its map to one path (``map_path``). When the tracker starts a new session (a time jump, a
 looped bag, a reset) the new map would overwrite the previous session's map at that path. Before a map of
@@ -11,10 +12,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-__all__ = ["map_file_session", "session_backup_path", "keep_other_session"]
+if TYPE_CHECKING:
+    from .config import SlamConfig
+
+__all__ = [
+    "MAP_FORMAT",
+    "MAP_VERSION",
+    "check_map",
+    "read_map",
+    "map_file_session",
+    "session_backup_path",
+    "keep_other_session",
+]
+
+MAP_FORMAT = "online3r_ros.mapper"
+MAP_VERSION = 1
 
 
 def map_file_session(path: str | os.PathLike) -> int | None:
@@ -52,3 +68,33 @@ def keep_other_session(path: str | os.PathLike, session: int | None) -> Path | N
     backup = session_backup_path(path, old)
     os.replace(path, backup)
     return backup
+
+
+def check_map(state: dict, config: SlamConfig, origin: str = "map") -> dict:
+    """``state`` if it is a mapper map of this version made with ``config``'s source kind, else
+    ``ValueError`` naming ``origin``."""
+    if not isinstance(state, dict) or state.get("format") != MAP_FORMAT:
+        raise ValueError(f"{origin} is not an online3r_ros mapper map")
+    if state.get("version") != MAP_VERSION:
+        raise ValueError(f"{origin}: unsupported map version {state.get('version')}")
+    from .config import config_from_dict
+
+    kind = config_from_dict(state["config"]).source.kind
+    if kind != config.source.kind:
+        raise ValueError(
+            f"{origin}: map made with source {kind!r}, this pipeline uses {config.source.kind!r}"
+        )
+    return state
+
+
+def read_map(path: str | os.PathLike, config: SlamConfig) -> dict:
+    """The checked state of the map file ``path`` (:meth:`MapperBackend.save`); ``FileNotFoundError`` /
+    ``ValueError`` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved map at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling/format problem, reported with the path
+        raise ValueError(f"cannot read map {path}: {exc}") from exc
+    return check_map(state, config, str(path))

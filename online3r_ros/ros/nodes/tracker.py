@@ -68,8 +68,8 @@ from online3r_ros.ros.pose import transform_stamped as tf_stamped
 from online3r_ros.ros.qos import qos_from_parameter, tf_qos, tf_static_qos
 from online3r_ros.ros.tf import TfBroadcaster
 from online3r_ros.ros.time import stamp_to_ns, stamp_to_sec
-from online3r_ros.slam.backend import read_map
 from online3r_ros.slam.frontend import TrackerFrontend, TrackerStep
+from online3r_ros.slam.map_files import read_map
 from online3r_ros.slam.packets import MapperState
 from online3r_ros.slam.runner import build_source
 from online3r_ros.slam.session import LinkAction, MapperLink
