@@ -198,3 +198,24 @@ def test_features_that_travel_apart_join_their_keyframe_in_the_map() -> None:
     assert backend.kf_features[0] is first.features
     assert not backend.submit_features(first.session + 1, 0, second.features)
     assert backend.state_dict()["kf_features"][0]["kind"] == "sift"
+
+
+def test_features_of_another_kind_are_refused_and_leave_the_database_unchanged() -> None:
+    places = make_place_recognizer(CFG)
+    places.add(0, _features()[0])
+    other = dataclasses.replace(_features()[1], kind="mast3r")
+    with pytest.raises(ValueError, match="mast3r"):
+        places.loop_candidates(1, other, exclude_recent=1)
+    assert len(places) == 1 and 1 not in places
+
+
+def test_only_a_metric_source_lifts_features_to_3d() -> None:
+    """The prior-free pose is metric; a network source's poses are in its own units, so its features carry
+    no 3D points (its relocalisation and loops are verified by tracking and the edge test instead)."""
+    from types import SimpleNamespace
+
+    f = _frames()[0]
+    metric = make_describer(CFG, SimpleNamespace(metric=True))(None, f.rgb, f.depth, f.K)
+    network = make_describer(CFG, SimpleNamespace(metric=False))(None, f.rgb, f.depth, f.K)
+    assert metric.points is not None and network.points is None
+    assert torch.equal(metric.desc, network.desc)

@@ -77,8 +77,8 @@ class PlaceRecognizer:
         """Index keyframe ``kf_id`` (a second add of the same id is ignored)."""
         if int(kf_id) in self.features:
             return
+        self.database.add(int(kf_id), feats)  # first: it refuses features of another kind or size
         self.features[int(kf_id)] = feats
-        self.database.add(int(kf_id), feats)
 
     def relative_pose(self, feats: LocalFeatures, kf_id: int) -> RelPose | None:
         """Prior-free pose of the image of ``feats`` in keyframe ``kf_id``; ``None`` when either side has no

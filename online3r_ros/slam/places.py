@@ -39,8 +39,9 @@ class Describer(Protocol):
 
 
 class SiftDescriber:
-    """SIFT on the input image; with depth (metres after ``depth_scale``, valid in ``[depth_min,
-    depth_trunc]``) and ``K`` the features carry their 3D points."""
+    """SIFT on the input image; with ``lift``, depth (metres after ``depth_scale``, valid in ``[depth_min,
+    depth_trunc]``) and ``K`` the features carry their 3D points. Only a metric source lifts: the prior-free
+    pose is metric, and a network source's poses are in its own units."""
 
     kind = "sift"
 
@@ -52,15 +53,17 @@ class SiftDescriber:
         depth_scale: float = 1.0,
         depth_min: float = 0.0,
         depth_trunc: float = math.inf,
+        lift: bool = True,
     ) -> None:
         self.extractor = SiftExtractor(
             max_features=max_features, max_side=max_side, contrast_threshold=contrast
         )
         self.depth_scale, self.depth_min, self.depth_trunc = depth_scale, depth_min, depth_trunc
+        self.lift = bool(lift)
 
     def __call__(self, sf: SourceFrame, rgb, depth, K) -> LocalFeatures:
         rgb = rgb.detach().cpu().numpy() if torch.is_tensor(rgb) else np.asarray(rgb)
-        if depth is not None and K is not None:
+        if self.lift and depth is not None and K is not None:
             d = depth.detach().cpu().numpy() if torch.is_tensor(depth) else np.asarray(depth)
             d = np.nan_to_num(d.astype(np.float32) * self.depth_scale, nan=0.0, posinf=0.0)
             d[(d < self.depth_min) | (d > self.depth_trunc)] = 0.0
@@ -100,7 +103,13 @@ def make_describer(cfg: SlamConfig, source: PointmapSource) -> Describer | None:
     sc = cfg.source
     rc = cfg.retrieval
     return SiftDescriber(
-        rc.max_features, rc.sift_max_side, rc.sift_contrast, sc.depth_scale, sc.depth_min, sc.depth_trunc
+        rc.max_features,
+        rc.sift_max_side,
+        rc.sift_contrast,
+        sc.depth_scale,
+        sc.depth_min,
+        sc.depth_trunc,
+        lift=bool(source.metric),
     )
 
 

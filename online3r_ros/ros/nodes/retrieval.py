@@ -180,7 +180,13 @@ class RetrievalNode(Node):
             self.stats.count("duplicates")
             return
         t0 = time.perf_counter()
-        candidates = self.places.loop_candidates(kf_id, feats, self.cfg.retrieval.exclude_recent)
+        try:
+            candidates = self.places.loop_candidates(kf_id, feats, self.cfg.retrieval.exclude_recent)
+        except ValueError as exc:  # features of another kind or size than this node's vocabulary
+            self.stats.count("rejected")
+            self.stats.error(f"features of keyframe {kf_id}: {exc}")
+            self._log_once(self.get_logger().error, f"keyframe {kf_id}: {exc} (check retrieval.features)")
+            return
         self.stats.add_times({"query_add": 1000 * (time.perf_counter() - t0)})
         self.stats.count("keyframes_indexed")
         self._unsaved = True
