@@ -215,7 +215,7 @@ def test_only_a_metric_source_lifts_features_to_3d() -> None:
     from types import SimpleNamespace
 
     f = _frames()[0]
-    metric = make_describer(CFG, SimpleNamespace(metric=True))(None, f.rgb, f.depth, f.K)
+    metric = make_describer(CFG, build_source(CFG))(None, f.rgb, f.depth, f.K)
     network = make_describer(CFG, SimpleNamespace(metric=False))(None, f.rgb, f.depth, f.K)
     assert metric.points is not None and network.points is None
     assert torch.equal(metric.desc, network.desc)

@@ -9,7 +9,7 @@ closer and the retrieval node each hold.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -39,9 +39,10 @@ class Describer(Protocol):
 
 
 class SiftDescriber:
-    """SIFT on the input image; with ``lift``, depth (metres after ``depth_scale``, valid in ``[depth_min,
-    depth_trunc]``) and ``K`` the features carry their 3D points. Only a metric source lifts: the prior-free
-    pose is metric, and a network source's poses are in its own units."""
+    """SIFT on the input image; with ``metres`` (the metric source's reading of a depth image: metres, 0 where
+    invalid, e.g. :meth:`RGBDSource.metres <online3r_ros.sources.rgbd.RGBDSource.metres>`), depth and ``K``
+    the features carry their 3D points. Only a metric source lifts: the prior-free pose is metric, and a
+    network source's poses are in its own units."""
 
     kind = "sift"
 
@@ -50,23 +51,17 @@ class SiftDescriber:
         max_features: int,
         max_side: int = 480,
         contrast: float = 0.04,
-        depth_scale: float = 1.0,
-        depth_min: float = 0.0,
-        depth_trunc: float = math.inf,
-        lift: bool = True,
+        metres: Callable[[object], Tensor] | None = None,
     ) -> None:
         self.extractor = SiftExtractor(
             max_features=max_features, max_side=max_side, contrast_threshold=contrast
         )
-        self.depth_scale, self.depth_min, self.depth_trunc = depth_scale, depth_min, depth_trunc
-        self.lift = bool(lift)
+        self.metres = metres
 
     def __call__(self, sf: SourceFrame, rgb, depth, K) -> LocalFeatures:
         rgb = rgb.detach().cpu().numpy() if torch.is_tensor(rgb) else np.asarray(rgb)
-        if self.lift and depth is not None and K is not None:
-            d = depth.detach().cpu().numpy() if torch.is_tensor(depth) else np.asarray(depth)
-            d = np.nan_to_num(d.astype(np.float32) * self.depth_scale, nan=0.0, posinf=0.0)
-            d[(d < self.depth_min) | (d > self.depth_trunc)] = 0.0
+        if self.metres is not None and depth is not None and K is not None:
+            d = self.metres(depth).cpu().numpy()
             K = K.detach().cpu().numpy() if torch.is_tensor(K) else np.asarray(K, dtype=np.float64)
             return self.extractor.extract(rgb, d, K)
         return self.extractor.extract(rgb, None, None)
@@ -100,17 +95,9 @@ def make_describer(cfg: SlamConfig, source: PointmapSource) -> Describer | None:
         from .places_mast3r import make_mast3r_describer
 
         return make_mast3r_describer(cfg, source, _mast3r_checkpoint(cfg))
-    sc = cfg.source
     rc = cfg.retrieval
-    return SiftDescriber(
-        rc.max_features,
-        rc.sift_max_side,
-        rc.sift_contrast,
-        sc.depth_scale,
-        sc.depth_min,
-        sc.depth_trunc,
-        lift=bool(source.metric),
-    )
+    metres = source.metres if source.metric else None  # the metric (RGB-D) source's own depth reading
+    return SiftDescriber(rc.max_features, rc.sift_max_side, rc.sift_contrast, metres)
 
 
 def _codebook(cfg: SlamConfig) -> Codebook:

@@ -179,10 +179,7 @@ class RGBDSource(PointmapSource):
             raise SourceError("RGBDSource.prepare: depth is required")
         if K is None:
             raise SourceError("RGBDSource.prepare: intrinsics K are required")
-        d = torch.as_tensor(np.asarray(depth, dtype=np.float32) if isinstance(depth, np.ndarray) else depth)
-        d = d.to(self.device, torch.float32) * self.depth_scale
-        if d.dim() != 2:
-            raise SourceError(f"depth must be [H, W], got {tuple(d.shape)}")
+        d = self.metres(depth)
         Kt = intrinsics_tensor(K, self.device, torch.float32)
         h0, w0 = d.shape
         if tuple(img.shape[:2]) != (h0, w0):
@@ -192,12 +189,9 @@ class RGBDSource(PointmapSource):
             img = F.interpolate(img.permute(2, 0, 1)[None], size=(H, W), mode="area")[0].permute(1, 2, 0)
             # nearest-exact samples the input pixel nearest to each output pixel's centre (4i+2 for a factor
             # of 4), where the scaled K puts it; plain "nearest" took 4i, 1.5 input px off every ray
-            d = F.interpolate(
-                torch.nan_to_num(d, nan=0.0, posinf=0.0)[None, None], size=(H, W), mode="nearest-exact"
-            )[0, 0]
+            d = F.interpolate(d[None, None], size=(H, W), mode="nearest-exact")[0, 0]
             Kt = resize_intrinsics(Kt, (h0, w0), (H, W))
-        valid = torch.isfinite(d) & (d >= max(self.depth_min, 1e-6)) & (d <= self.depth_trunc)
-        d = torch.where(valid, d, torch.zeros_like(d))
+        valid = d > 0
         X = backproject_depth(d, Kt)
         C = depth_confidence(d, valid, self.sigma_ref)
         cache: dict = {"X": X, "C": C, "valid": valid, "Q": torch.where(valid, 0.5 + C, torch.zeros_like(C))}
@@ -205,6 +199,16 @@ class RGBDSource(PointmapSource):
             D, _ = patch_descriptors(img, self.patch_size, self.patch_stride)
             cache["D"] = D
         return SourceFrame(int(index), float(timestamp), img.contiguous(), d, Kt, cache)
+
+    def metres(self, depth: np.ndarray | Tensor) -> Tensor:
+        """``depth [H, W]`` as this source reads it: float32 metres on its device (``depth_scale`` applied),
+        0 where invalid (not finite, outside ``[depth_min, depth_trunc]``). ``SourceError`` if not 2-D."""
+        d = torch.as_tensor(np.asarray(depth, dtype=np.float32) if isinstance(depth, np.ndarray) else depth)
+        d = d.to(self.device, torch.float32) * self.depth_scale
+        if d.dim() != 2:
+            raise SourceError(f"depth must be [H, W], got {tuple(d.shape)}")
+        valid = torch.isfinite(d) & (d >= max(self.depth_min, 1e-6)) & (d <= self.depth_trunc)
+        return torch.where(valid, d, torch.zeros_like(d))
 
     def _own(self, frame: SourceFrame) -> Pointmap:
         c = frame.cache
