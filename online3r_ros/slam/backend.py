@@ -136,6 +136,11 @@ def _split_candidates(candidates: Sequence[int | PlaceCandidate]) -> tuple[list[
     return ids, guesses
 
 
+def _optimised(info: dict) -> bool:
+    """Whether an optimisation report (:func:`_opt_info`) moved the poses: not deferred, not empty."""
+    return info.get("status", "nothing_to_optimize") not in ("nothing_to_optimize", DEFERRED)
+
+
 def _opt_info(opt: OptResult) -> dict:
     return {
         "status": opt.status,
@@ -347,7 +352,7 @@ class MapperBackend:
         update = MapUpdate(
             kf_id=kf_id,
             edges=tuple(added),
-            optimised=info.get("status", "nothing_to_optimize") not in ("nothing_to_optimize", DEFERRED),
+            optimised=_optimised(info),
             T_WC=self.keyframe_poses(),
             opt_info=info,
             timings_ms=watch.ms,
@@ -364,7 +369,7 @@ class MapperBackend:
         watch.lap("optimise")
         return dataclasses.replace(
             update,
-            optimised=info.get("status", "nothing_to_optimize") not in ("nothing_to_optimize", DEFERRED),
+            optimised=_optimised(info),
             T_WC=self.keyframe_poses(),
             opt_info=info,
             timings_ms={**update.timings_ms, **watch.ms},
@@ -448,7 +453,7 @@ class MapperBackend:
         return MapUpdate(
             kf_id=kf_id,
             edges=tuple(loops),
-            optimised=info.get("status", "nothing_to_optimize") != "nothing_to_optimize",
+            optimised=_optimised(info),
             T_WC=self.keyframe_poses(),
             opt_info=info,
             timings_ms=watch.ms,

@@ -421,9 +421,8 @@ class TrackerFrontend:
         place recognition; accept the first result with a match fraction of at least
         ``reloc.min_match_frac`` (and that passes the guard), else the frame stays LOST."""
         sf = inp.sf
-        n = len(self.keyframes)
-        recent = range(n - 1, n - 1 - min(self.config.system.reloc_keyframes, n), -1)
-        tried = list(dict.fromkeys([self.active_kf, *recent]))[: max(self.config.system.reloc_keyframes, 0)]
+        newest_first = range(len(self.keyframes) - 1, -1, -1)
+        tried = list(dict.fromkeys([self.active_kf, *newest_first]))[: self.config.system.reloc_keyframes]
         guesses = self.motion.reloc_guesses(sf.timestamp, self.frame_world_pose)
         best = None
         for kf_id in tried:
