@@ -84,9 +84,14 @@ def test_a_tracker_started_in_a_saved_map_localises_in_it(session) -> None:  # n
     h.wait_for(lambda: "localising in" in procs.log("tracker"), 60, "the tracker to load the map", procs)
     h.wait_subscribers(timeout=60, procs=procs)
     h.wait_for(lambda: h.pub_info.get_subscription_count() > 0, 60, "the tracker's camera_info reader", procs)
-    time.sleep(1.0)  # the readers' QoS settle (image_qos auto)
-    again = [f for f in frames[10:25]]
-    stamps = _stream(h, again, t0 + 100_000_000_000, period=0.25)
+    # a reader can match a moment after its writer sees it, and a volatile message published before is lost:
+    # offer the first frame (newer stamps each time) until the restarted tracker has processed one
+    t1 = t0 + 100_000_000_000
+    stamps = []
+    deadline = time.monotonic() + 60
+    while _status(h, "tracker_status").get("processed", 0) < 1 and time.monotonic() < deadline:
+        stamps += _stream(h, frames[10:11], t1 + 10_000_000 * len(stamps), period=0.5)
+    stamps += _stream(h, frames[11:25], t1 + 10_000_000 * len(stamps), period=0.25)
     h.wait_for(lambda: len(h.messages("pose")) >= 10, 60, "poses in the loaded map", procs)
     assert {_stamp_ns(m) for m in h.messages("pose")} <= set(stamps)
     tracker, mapper = _status(h, "tracker_status"), _status(h, "mapper_status")
