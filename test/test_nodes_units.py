@@ -122,6 +122,26 @@ def test_backend_waits_then_gives_up_after_wait_s(cfg, pipeline) -> None:
     assert be.session == 5 and be.generation != generation  # cleared: the frontend must re-send
 
 
+def test_a_late_backend_knows_the_frames_fused_into_resent_keyframes(cfg, pipeline) -> None:
+    """A mapper that starts (or restarts) after the tracker never saw the observations fused into the
+    keyframes it is re-sent: the working copies carry those frames' poses, so its trajectory is complete."""
+    fe, ref, _ = pipeline
+    late = MapperBackend(cfg, build_source(cfg), wait_s=0.0)
+    for k in range(fe.num_keyframes):
+        pkt = fe.keyframe_packet(k)
+        promoted = int(k + 1 < fe.num_keyframes)  # the frame that became keyframe k+1: that one's record
+        assert pkt.N_updates > 1 and len(pkt.fused_frames[0]) == pkt.N_updates - 1 - promoted
+        late.submit_keyframe(pkt)
+    late.step(now=0.0)
+    ts, _ = late.trajectory()
+    ts_ref, _ = ref.trajectory()
+    np.testing.assert_array_equal(ts, ts_ref)  # every frame, none twice
+    obs = next(s.observation for s in pipeline[2] if s.observation is not None and s.observation.kf_id == 0)
+    late.submit_observation(obs)  # an old observation arriving after the re-send: already in the copy
+    late.step(now=0.0)
+    np.testing.assert_array_equal(late.trajectory()[0], ts_ref)
+
+
 def test_newer_local_keyframes_follow_the_correction(cfg, pipeline) -> None:
     fe0 = pipeline[0]
     fe = TrackerFrontend(cfg, build_source(cfg))
@@ -388,11 +408,21 @@ def test_packets_round_trip_through_pointcloud2_exactly(pipeline) -> None:
         if f.name == "features":  # on their own topic (below)
             continue
         a, b = getattr(pkt, f.name), getattr(back, f.name)
-        if torch.is_tensor(a):
+        if f.name == "fused_frames":
+            assert len(a[0]) > 0, "keyframe 1 of the pipeline has frames fused into it"
+            np.testing.assert_array_equal(a[0], b[0])
+            assert torch.equal(a[1], b[1])
+        elif torch.is_tensor(a):
             assert torch.equal(a.to(b.dtype), b), f.name
         else:
             assert a == b, f.name
     np.testing.assert_allclose(T_bc, T_LINK_OPTICAL, atol=1e-12)
+    assert M.fused_stamps_ns(msg) == {}  # stamps not given: the mapper falls back to the seconds
+    ts = pkt.fused_frames[0]
+    exact = [1_700_000_000_000_000_007 + 33_333_333 * i for i in range(len(ts))]
+    exact[0] = None  # unknown to the tracker (e.g. a frame of a loaded map)
+    stamped = M.fused_stamps_ns(M.keyframe_to_cloud(pkt, 1, T_LINK_OPTICAL, exact))
+    assert stamped == {float(t): v for t, v in zip(ts[1:], exact[1:], strict=True)}
     from online3r_ros.ros.nodes.retrieval_msgs import array_to_features, features_to_array
 
     assert pkt.features is not None and len(pkt.features) > 0

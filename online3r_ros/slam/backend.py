@@ -395,6 +395,9 @@ class MapperBackend:
         self.kf_anchor.append(int(pkt.anchor_id))
         self.obs_count.append(max(int(pkt.N_updates) - 1, 0))  # a re-sent keyframe already holds these
         self.frames.append(pkt.timestamp, kf_id, sim3_identity(dtype=torch.float64), is_keyframe=True)
+        if pkt.fused_frames is not None:  # a re-sent working copy: the frames its pointmap already holds
+            for t, T_CkCf in zip(*pkt.fused_frames, strict=True):
+                self.frames.append(float(t), kf_id, T_CkCf.to(torch.float64))
         return kf_id
 
     def _connect(self, kf_id: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:

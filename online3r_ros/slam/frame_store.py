@@ -145,6 +145,13 @@ class FrameStore:
         """``(index, timestamp, reason)`` of every frame without a pose."""
         return [(i, float(self._timestamps[i]), r) for i, r in sorted(self._reasons.items())]
 
+    def anchored_to(self, keyframe_id: int) -> tuple[np.ndarray, Tensor]:
+        """``(timestamps [M] s, T_CkCf [M, 8] float64)`` of the frames tracked relative to keyframe
+        ``keyframe_id`` (not the keyframe's own record), in order."""
+        n = self._n
+        sel = np.nonzero((self._anchor[:n] == int(keyframe_id)) & ~self._is_kf[:n])[0]
+        return self._timestamps[sel].copy(), self._rel[torch.from_numpy(sel)].clone()
+
     def world_poses(self, keyframe_T_WC: Tensor) -> tuple[np.ndarray, Tensor]:
         """Compose every posed frame with its keyframe's current pose.
 

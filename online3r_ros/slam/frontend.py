@@ -191,7 +191,7 @@ class TrackerFrontend:
 
     def keyframe_packet(self, kf_id: int, prev_observations: int = 0) -> KeyframePacket:
         """The working copy of keyframe ``kf_id`` as a packet (to re-send it to a restarted backend: with
-        its fused pointmap and counters)."""
+        its fused pointmap and counters, and the poses of the frames fused into it)."""
         kf = self.keyframes.get(kf_id, device="cpu")
         return KeyframePacket(
             session=self.session,
@@ -208,6 +208,7 @@ class TrackerFrontend:
             prev_observations=prev_observations,
             features=None if self.place is None else self.place.places.features.get(kf_id),
             anchor_id=self.kf_anchor[kf_id],
+            fused_frames=self.frames.anchored_to(kf_id),
         )
 
     # ---------------------------------------------------------------------------------------- persistence

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..retrieval.features import LocalFeatures
@@ -43,6 +44,9 @@ class KeyframePacket:
         features: its local features for place recognition (``None``: retrieval off).
         anchor_id: the keyframe it was tracked from (its always-kept edge; ``-1``: none, e.g. keyframe 0;
             after a relocalisation not ``kf_id - 1``).
+        fused_frames: a re-sent working copy's frames whose observations ``X`` already holds:
+            ``(timestamps [M] s, T_CkCf [M, 8] float64)``, so a backend that never saw those observations
+            still knows their poses (``None``: a new keyframe, nothing fused yet).
         frame: the prepared source frame, only when the backend runs in the same process (never sent: a
             backend in another process prepares it again from the packet).
     """
@@ -62,6 +66,7 @@ class KeyframePacket:
     frame: SourceFrame | None = field(default=None, compare=False, repr=False)
     features: LocalFeatures | None = field(default=None, compare=False, repr=False)
     anchor_id: int | None = None
+    fused_frames: tuple[np.ndarray, Tensor] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.anchor_id is None:

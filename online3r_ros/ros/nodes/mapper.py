@@ -57,6 +57,7 @@ from online3r_ros.ros.nodes.msgs import (
     MessageFormatError,
     cloud_to_keyframe,
     cloud_to_observation,
+    fused_stamps_ns,
     mapper_state_msg,
     poses_to_array,
 )
@@ -274,8 +275,10 @@ class MapperNode(Node):
                     while len(self._loops) > 1000:  # bounded: answers of a map that never arrives
                         self._loops.pop(next(iter(self._loops)))
                 return
+            stamps = {}
             if kind == "kf":
                 pkt, T_bc = cloud_to_keyframe(msg)
+                stamps = fused_stamps_ns(msg)
             else:
                 pkt = cloud_to_observation(msg)
         except (MessageFormatError, ValueError) as exc:
@@ -293,6 +296,8 @@ class MapperNode(Node):
             self._map_dirty = self._path_dirty = True
         if accepted:
             self.backend.stamps_ns.setdefault(pkt.timestamp, stamp_to_ns(msg.header.stamp))
+            for t, ns in stamps.items():  # the frames fused into a re-sent keyframe
+                self.backend.stamps_ns.setdefault(t, ns)
 
     def _close_loops(self) -> None:
         """Loop candidates of integrated keyframes of this map become edges (one optimisation each)."""

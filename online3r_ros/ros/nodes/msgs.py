@@ -91,8 +91,14 @@ def _int(meta: dict[str, str], key: str) -> int:
         raise MessageFormatError(f"metadata field {key!r} is not an integer: {meta[key]!r}") from exc
 
 
-def keyframe_to_cloud(pkt: KeyframePacket, stamp: Any, T_base_camera: np.ndarray) -> Any:
-    """Organised ``PointCloud2`` of a keyframe packet (``stamp``: the keyframe image's stamp)."""
+def keyframe_to_cloud(
+    pkt: KeyframePacket,
+    stamp: Any,
+    T_base_camera: np.ndarray,
+    fused_stamps_ns: list[int | None] | None = None,
+) -> Any:
+    """Organised ``PointCloud2`` of a keyframe packet (``stamp``: the keyframe image's stamp;
+    ``fused_stamps_ns``: the input stamps of ``pkt.fused_frames``, ``None`` where unknown)."""
     K = "none" if pkt.K is None else _floats(pkt.K.detach().cpu().numpy())
     t = T_base_camera
     from online3r_ros.ros.pose import matrix_to_tqs
@@ -104,6 +110,12 @@ def keyframe_to_cloud(pkt: KeyframePacket, stamp: Any, T_base_camera: np.ndarray
         f"prev_obs={int(pkt.prev_observations)};anchor={int(pkt.anchor_id)};T_WC={_floats(pkt.T_WC.detach().cpu().numpy())};K={K};"
         f"T_bc={_floats(np.concatenate([tb, qb]))}"
     )
+    if pkt.fused_frames is not None and len(pkt.fused_frames[0]):  # rows: t, T_CkCf (re-sent working copy)
+        ts, rel = pkt.fused_frames
+        meta += f";fused={_floats(np.concatenate([np.asarray(ts)[:, None], rel.cpu().numpy()], axis=1))}"
+        if fused_stamps_ns is not None:  # exact stamps: float seconds cannot hold nanoseconds
+            meta += ";fused_ns=" + ",".join("-1" if v is None else str(int(v)) for v in fused_stamps_ns)
+
     return numpy_to_pointcloud2(
         pkt.X.detach().cpu().numpy(),
         pkt.colors.detach().cpu().numpy(),
@@ -139,8 +151,36 @@ def cloud_to_keyframe(msg: Any) -> tuple[KeyframePacket, np.ndarray]:
         N_updates=_int(meta, "N_updates"),
         prev_observations=_int(meta, "prev_obs"),
         anchor_id=_int(meta, "anchor") if "anchor" in meta else None,
+        fused_frames=_fused_frames(meta),
     )
     return pkt, tqs_to_matrix(T_bc[:3], T_bc[3:])
+
+
+def _fused_frames(meta: dict[str, str]) -> tuple[np.ndarray, torch.Tensor] | None:
+    """The ``fused`` field of a keyframe's metadata: ``(timestamps [M], T_CkCf [M, 8])`` or ``None``."""
+    text = meta.get("fused")
+    if text is None:
+        return None
+    rows = _parse_floats(text, text.count(",") + 1, "fused")
+    if rows.size % 9:
+        raise MessageFormatError(f"metadata field 'fused' needs rows of 9 numbers, got {rows.size} numbers")
+    rows = rows.reshape(-1, 9)
+    return rows[:, 0].copy(), torch.from_numpy(rows[:, 1:].copy())
+
+
+def fused_stamps_ns(msg: Any) -> dict[float, int]:
+    """``{timestamp: stamp ns}`` of the fused frames of a keyframe cloud whose input stamps were sent."""
+    meta = parse_metadata(msg.header.frame_id, KF_PREFIX)
+    fused, text = _fused_frames(meta), meta.get("fused_ns")
+    if fused is None or text is None:
+        return {}
+    try:
+        ns = [int(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise MessageFormatError(f"metadata field 'fused_ns' is not integers: {text[:40]!r}") from exc
+    if len(ns) != len(fused[0]):
+        raise MessageFormatError(f"metadata field 'fused_ns' has {len(ns)} stamps for {len(fused[0])} frames")
+    return {float(t): v for t, v in zip(fused[0], ns, strict=True) if v >= 0}
 
 
 def observation_to_cloud(pkt: ObservationPacket, stamp: Any) -> Any:

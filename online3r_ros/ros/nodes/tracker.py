@@ -67,7 +67,7 @@ from online3r_ros.ros.pose import T_LINK_OPTICAL, odometry, pose_stamped, pose_t
 from online3r_ros.ros.pose import transform_stamped as tf_stamped
 from online3r_ros.ros.qos import qos_from_parameter, tf_qos, tf_static_qos
 from online3r_ros.ros.tf import TfBroadcaster
-from online3r_ros.ros.time import stamp_to_ns, stamp_to_sec
+from online3r_ros.ros.time import ns_to_stamp, sec_to_ns, stamp_to_ns, stamp_to_sec
 from online3r_ros.slam.frontend import TrackerFrontend, TrackerStep
 from online3r_ros.slam.map_files import read_map
 from online3r_ros.slam.packets import MapperState
@@ -110,7 +110,7 @@ class TrackerNode(Node):
         self._poses: tuple[int, torch.Tensor] | None = None
         self._mapper_state: MapperState | None = None
         self._reset_request = False
-        self._kf_stamps: dict[int, Any] = {}  # keyframe id -> its image stamp (re-sending keeps it)
+        self._stamps_ns: dict[float, int] = {}  # input stamp (ns) of every processed frame, by timestamp
         self._rectify_cache: dict = {}
         self._static = StaticTfChain()
         self._odom_ext = ExternalOdometry(p.odom_tolerance, p.odom_wait)
@@ -261,7 +261,7 @@ class TrackerNode(Node):
         state = read_map(path, self.frontend.config)
         with self._lock:
             self.frontend.adopt_map(state)
-            self._kf_stamps.clear()
+            self._stamps_ns.clear()
             self.link = MapperLink()  # the mapper's next announcement decides what to re-send
             self.stats.values["session"] = self.frontend.session
             self.stats.state = "lost"
@@ -351,7 +351,7 @@ class TrackerNode(Node):
 
     def _after_reset(self, why: str) -> None:
         """Bookkeeping after the frontend started a new session."""
-        self._kf_stamps.clear()
+        self._stamps_ns.clear()
         self.stats.count("resets")
         self.stats.state = "initialising"
         self.stats.values["session"] = self.frontend.session
@@ -377,8 +377,7 @@ class TrackerNode(Node):
         elif step.action is LinkAction.RESEND:
             T_bc = self.frames.T_bc if self.frames is not None else T_LINK_OPTICAL
             for k in range(step.first, step.stop):
-                stamp = self._kf_stamps.get(k) or self.get_clock().now().to_msg()
-                self._publish_keyframe(fe.keyframe_packet(k), stamp, T_bc)
+                self._publish_keyframe(fe.keyframe_packet(k), T_bc)
             self.stats.count("keyframes_resent", step.stop - step.first)
             self.get_logger().info(
                 f"mapper generation {state.generation}: re-sent keyframes {step.first}..{step.stop - 1}"
@@ -422,6 +421,7 @@ class TrackerNode(Node):
                 self._after_reset(step.reset_reason)
             T_W_odom = self.frontend.map_to_odom()
         self.stats.count("processed")
+        self._stamps_ns[step.timestamp] = stamp_to_ns(stamp)
         self.stats.state = _STATE_NAMES.get(step.state.value, step.state.value)
         self._publish_packets(step, stamp)
         if step.has_pose:
@@ -436,13 +436,16 @@ class TrackerNode(Node):
         if step.observation is not None:
             self.pub_obs.publish(observation_to_cloud(step.observation, stamp))
         if step.keyframe is not None:
-            self._kf_stamps[step.keyframe.kf_id] = stamp
-            self._publish_keyframe(step.keyframe, stamp, self.frames.T_bc)
+            self._publish_keyframe(step.keyframe, self.frames.T_bc)
             self.stats.count("keyframes")
 
-    def _publish_keyframe(self, pkt: Any, stamp: Any, T_bc: np.ndarray) -> None:
-        """A keyframe for the mapper, and its features (mapper and retrieval node) when it has them."""
-        self.pub_kf.publish(keyframe_to_cloud(pkt, stamp, T_bc))
+    def _publish_keyframe(self, pkt: Any, T_bc: np.ndarray) -> None:
+        """A keyframe for the mapper (with the input stamps of its frame and of the frames fused into a
+        re-sent copy), and its features (mapper and retrieval node) when it has them."""
+        stamps = self._stamps_ns
+        fused = None if pkt.fused_frames is None else [stamps.get(float(t)) for t in pkt.fused_frames[0]]
+        stamp = ns_to_stamp(stamps.get(pkt.timestamp, sec_to_ns(max(pkt.timestamp, 0.0))))
+        self.pub_kf.publish(keyframe_to_cloud(pkt, stamp, T_bc, fused))
         if pkt.features is not None:
             self.pub_feat.publish(features_to_array(pkt.session, pkt.kf_id, pkt.features))
 
