@@ -112,7 +112,7 @@ def test_rpe_errors_are_reported_not_raised():
         compute_rpe(t, T, t, T, 1.0, "deg")
 
 
-# ------------------------------------------------------------------------------------------ metrics + verdicts
+# ------------------------------------------------------------------------------------- metrics + verdicts
 def test_build_metrics_extended_keeps_the_schema(tmp_path):
     t, T = _wiggly()
     plain = build_metrics(frames=(t, T), keyframes=(t[::10], T[::10]), reference=(t, T))
