@@ -53,6 +53,11 @@ def _to_evo(timestamps, poses, name: str):
         raise EvaluationError(f"{name}: {t.shape[0]} timestamps but {T.shape[0]} poses")
     finite = np.isfinite(t) & np.all(np.isfinite(T.reshape(T.shape[0], -1)), axis=1)
     t, T = t[finite], T[finite]
+    # nearest rotations (SVD): poses read from text (7-Scenes' 7 digits) miss evo's SO(3) check by ~1e-7
+    U, _, Vt = np.linalg.svd(T[:, :3, :3])
+    U[:, :, 2] *= np.sign(np.linalg.det(U @ Vt))[:, None]
+    T = T.copy()
+    T[:, :3, :3] = U @ Vt
     order = np.argsort(t, kind="stable")
     return PoseTrajectory3D(poses_se3=list(T[order]), timestamps=t[order], meta={"name": name})
 

@@ -124,7 +124,8 @@ def compute_rpe(
     :func:`~online3r_ros.eval.poses.poses_to_matrix`) over segments of ``delta`` metres (``delta_unit="m"``)
     or seconds (``"s"``); see the module docstring. Raises :class:`EvaluationError` when the poses do not
     associate or no segment of that length exists."""
-    from evo.core import filters, metrics
+    from evo import EvoException
+    from evo.core import metrics
 
     if delta_unit not in DELTA_UNITS:
         raise EvaluationError(f"RPE delta unit must be one of {DELTA_UNITS}, got {delta_unit!r}")
@@ -138,7 +139,7 @@ def compute_rpe(
     ):
         try:
             errors[name] = _evo_rpe_errors(a.reference, a.estimate, relation, delta, delta_unit, rel_tol)
-        except (filters.FilterException, metrics.MetricsException) as exc:
+        except EvoException as exc:  # FilterException (no segment), MetricsException, LieAlgebraException
             raise EvaluationError(f"RPE over {delta} {delta_unit}: {exc}") from exc
         if errors[name].size == 0:
             raise EvaluationError(f"RPE over {delta} {delta_unit}: no segment of that length")
