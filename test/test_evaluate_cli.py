@@ -131,6 +131,12 @@ def test_evaluate_tum_files(tum_pair, tmp_path):
     assert rpe["per_second"]["translation"]["rmse"] == pytest.approx(0.01 * np.sqrt(6), rel=0.25)
     assert 25 <= rpe["per_second"]["n_pairs"] <= 31 and rpe["per_metre"]["n_pairs"] >= 1
     assert "reconstruction" not in m and m["frames_with_pose"] == 3000
+    # a --dataset for a trajectory without a map: the reconstruction says why it is missing
+    assert (
+        _evaluate(est, "--groundtruth", gt, "--out", out, "--dataset", tmp_path, "--fail-above", "chamfer=1")
+        == 6
+    )
+    assert "no map points" in json.loads((out / "metrics.json").read_text())["reconstruction"]["error"]
     assert {p.name for p in out.iterdir()} == {"metrics.json", "report.md", "trajectory.png", "error.png"}
     assert _evaluate(est, "--groundtruth", gt, "--out", tmp_path / "f", "--fail-above", "ate=0.01") == 6
 
@@ -170,6 +176,11 @@ def test_bad_inputs_give_one_line_and_an_exit_code(synthetic_run, tmp_path, caps
     assert _evaluate(run, "--groundtruth", shifted, "--out", tmp_path / "x") == EXIT_INPUT
     _one_error_line(capsys, "cannot compare", "no poses associate")
     assert not (tmp_path / "x").exists()
+    (tmp_path / "afile").write_text("x")
+    assert (
+        _evaluate(run, "--groundtruth", run / "frames.tum", "--out", tmp_path / "afile" / "sub") == EXIT_INPUT
+    )
+    _one_error_line(capsys, "cannot write to")
     # output bags need online3r_ros.bags (built separately); until it is installed: a clear line
     bag = tmp_path / "out.mcap"
     bag.write_bytes(b"\x89MCAP0\r\n")

@@ -174,7 +174,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
             EXIT_INPUT,
         )
     out = _out_dir(args)
-    paths = write_evaluation(out, ev, title=f"online3r evaluate: {args.run.name}")
+    try:
+        paths = write_evaluation(out, ev, title=f"online3r evaluate: {args.run.name}")
+    except OSError as exc:
+        raise CliError(f"cannot write to {out}: {exc.strerror or exc}", EXIT_INPUT) from exc
     if not args.quiet:
         for v in ev.verdicts:
             print(v.line())

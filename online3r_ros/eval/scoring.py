@@ -236,6 +236,8 @@ def score_run(
     recon = None
     if dataset is not None and run.map_points is not None and len(run.map_points):
         recon = _reconstruction(run, reference, alignment, dataset, settings, max_diff)
+    elif dataset is not None:
+        recon = {"error": f"{run.source or 'the estimate'} has no map points (no map.ply) to compare"}
     memory = None
     if run.memory:
         memory = {
