@@ -25,6 +25,7 @@ from scipy.spatial import cKDTree
 from .ate import DEFAULT_MAX_DIFF, EvaluationError, associate_and_align
 from .plot import apply_alignment
 from .poses import to_numpy
+from .progress import progress
 from .umeyama import umeyama_alignment
 
 __all__ = [
@@ -188,7 +189,7 @@ def dataset_cloud(
     if idx.size > max_frames:  # evenly spaced, first and last included
         idx = idx[np.unique(np.round(np.linspace(0, idx.size - 1, max(1, int(max_frames)))).astype(np.int64))]
     view = ReaderView(reader, idx)
-    frames = list(view)
+    frames = list(progress(view, total=len(view), desc="ground-truth cloud", unit="frame"))  # quiet off a TTY
     return fuse_depth_frames(frames, voxel, pixel_stride, depth_max), len(frames)
 
 
