@@ -261,7 +261,7 @@ def score_run(
         relocalised=run.relocalised,
         drops=run.drops,
         latency_ms=run.latency_ms,
-        loop_edges=run.loop_edges if run.loop_edges is not None else None,
+        loop_edges=run.loop_edges,
         reconstruction=recon,
         **extra,
     )
