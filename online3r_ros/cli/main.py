@@ -14,6 +14,7 @@ Exit codes (all subcommands):
 3     input error: missing/unreadable dataset, bad intrinsics, no usable frames
 4     configuration error (unknown key, out-of-range value, unreadable config file)
 5     a needed optional component is missing (e.g. the MASt3R source or a checkpoint)
+6     an evaluation threshold failed (``--fail-above`` / ``--fail-below``)
 130   interrupted (Ctrl-C)
 ====  ==================================================================================
 """
@@ -35,6 +36,7 @@ __all__ = [
     "EXIT_INPUT",
     "EXIT_CONFIG",
     "EXIT_MISSING_COMPONENT",
+    "EXIT_THRESHOLD",
     "CliError",
 ]
 
@@ -44,6 +46,7 @@ EXIT_USAGE = 2
 EXIT_INPUT = 3
 EXIT_CONFIG = 4
 EXIT_MISSING_COMPONENT = 5
+EXIT_THRESHOLD = 6
 EXIT_INTERRUPTED = 130
 
 

@@ -53,11 +53,37 @@ def _to_evo(timestamps, poses, name: str):
         raise EvaluationError(f"{name}: {t.shape[0]} timestamps but {T.shape[0]} poses")
     finite = np.isfinite(t) & np.all(np.isfinite(T.reshape(T.shape[0], -1)), axis=1)
     t, T = t[finite], T[finite]
+    # nearest rotations (SVD): poses read from text (7-Scenes' 7 digits) miss evo's SO(3) check by ~1e-7
+    U, _, Vt = np.linalg.svd(T[:, :3, :3])
+    U[:, :, 2] *= np.sign(np.linalg.det(U @ Vt))[:, None]
+    T = T.copy()
+    T[:, :3, :3] = U @ Vt
     order = np.argsort(t, kind="stable")
     return PoseTrajectory3D(poses_se3=list(T[order]), timestamps=t[order], meta={"name": name})
 
 
-def compute_ate(
+@dataclass(frozen=True)
+class Associated:
+    """Two evo trajectories of equal length, paired by timestamp, with the estimate aligned to the reference.
+
+    ``reference``/``estimate``: :class:`evo.core.trajectory.PoseTrajectory3D` (``n_matched`` poses each, the
+    estimate already moved by ``scale·rotation·p + translation``); ``n_estimate``/``n_reference``: pose
+    counts before association."""
+
+    reference: object
+    estimate: object
+    rotation: np.ndarray
+    translation: np.ndarray
+    scale: float
+    n_estimate: int
+    n_reference: int
+
+    @property
+    def n_matched(self) -> int:
+        return int(self.estimate.num_poses)
+
+
+def associate_and_align(
     est_timestamps,
     est_poses,
     ref_timestamps,
@@ -65,15 +91,12 @@ def compute_ate(
     alignment: str = "se3",
     max_diff: float = DEFAULT_MAX_DIFF,
     min_matches: int = 3,
-) -> AteResult:
-    """ATE of an estimate against a reference (both camera-to-world, any pose format of
-    :func:`~online3r_ros.eval.poses.poses_to_matrix`, NumPy or torch).
-
-    ``alignment``: ``"se3"`` (rigid Umeyama), ``"sim3"`` (with scale) or ``"none"``. Poses are associated by
-    nearest timestamp within ``max_diff`` seconds. Raises :class:`EvaluationError` with the reason when fewer
-    than ``min_matches`` poses associate or the alignment is degenerate.
-    """
-    from evo.core import metrics, sync
+) -> Associated:
+    """Pair estimate and reference poses by nearest timestamp within ``max_diff`` seconds (evo's
+    ``associate_trajectories``) and align the estimate with ``alignment`` (``"se3"``, ``"sim3"`` or
+    ``"none"``; evo's Umeyama). Inputs as for :func:`compute_ate`. Raises :class:`EvaluationError` with the
+    reason when fewer than ``min_matches`` poses associate or the alignment is degenerate."""
+    from evo.core import sync
 
     if alignment not in ALIGNMENTS:
         raise EvaluationError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
@@ -99,8 +122,40 @@ def compute_ate(
             R, t, s = est_a.align(ref_a, correct_scale=(alignment == "sim3"))
         except Exception as exc:  # evo GeometryException on degenerate input
             raise EvaluationError(f"{alignment} alignment failed: {exc}") from exc
+    return Associated(
+        reference=ref_a,
+        estimate=est_a,
+        rotation=np.asarray(R, dtype=np.float64),
+        translation=np.asarray(t, dtype=np.float64).ravel(),
+        scale=float(s),
+        n_estimate=int(n_est),
+        n_reference=int(n_ref),
+    )
+
+
+def compute_ate(
+    est_timestamps,
+    est_poses,
+    ref_timestamps,
+    ref_poses,
+    alignment: str = "se3",
+    max_diff: float = DEFAULT_MAX_DIFF,
+    min_matches: int = 3,
+) -> AteResult:
+    """ATE of an estimate against a reference (both camera-to-world, any pose format of
+    :func:`~online3r_ros.eval.poses.poses_to_matrix`, NumPy or torch).
+
+    ``alignment``: ``"se3"`` (rigid Umeyama), ``"sim3"`` (with scale) or ``"none"``. Poses are associated by
+    nearest timestamp within ``max_diff`` seconds. Raises :class:`EvaluationError` with the reason when fewer
+    than ``min_matches`` poses associate or the alignment is degenerate.
+    """
+    from evo.core import metrics
+
+    a = associate_and_align(
+        est_timestamps, est_poses, ref_timestamps, ref_poses, alignment, max_diff, min_matches
+    )
     ape = metrics.APE(metrics.PoseRelation.translation_part)
-    ape.process_data((ref_a, est_a))
+    ape.process_data((a.reference, a.estimate))
     st = ape.get_all_statistics()
     return AteResult(
         alignment=alignment,
@@ -110,12 +165,12 @@ def compute_ate(
         std=float(st["std"]),
         min=float(st["min"]),
         max=float(st["max"]),
-        n_matched=int(n),
-        n_estimate=int(n_est),
-        n_reference=int(n_ref),
-        scale=float(s),
-        rotation=tuple(map(tuple, np.asarray(R, dtype=float).tolist())),
-        translation=tuple(np.asarray(t, dtype=float).ravel().tolist()),
+        n_matched=a.n_matched,
+        n_estimate=a.n_estimate,
+        n_reference=a.n_reference,
+        scale=a.scale,
+        rotation=tuple(map(tuple, a.rotation.tolist())),
+        translation=tuple(a.translation.tolist()),
     )
 
 

@@ -8,9 +8,20 @@ metrics.json (schema ``online3r_ros.metrics/1``)::
      "ate": {"frames":    {"se3": ATE, "sim3": ATE},
              "keyframes": {"se3": ATE, "sim3": ATE}},   # present when ground truth exists
      "skipped": [{"source_index": int, "path": str, "reason": str}, ...],
+     # optional, when the caller has them (online3r evaluate, bag evaluate):
+     "rpe": {"frames": {"se3": {"per_metre": RPE, "per_second": RPE}, "sim3": {...}}},
+     "frames_with_pose": int, "frames_without_pose": int, "frames_relocalised": int, "frames_dropped": int,
+     "latency_ms": {"count", "p50", "p90", "p99", "max", "mean"},    # image -> pose, milliseconds
+     "loop_edges": [[kf_i, kf_j], ...], "n_loop_closures": int,
+     "reconstruction": {"voxel", "threshold", "n_estimate", "n_reference", "accuracy_mean",
+                        "accuracy_median", "completeness_mean", "completeness_median", "chamfer" (metres),
+                        "precision", "recall", "fscore"} or {"error": reason},
      ...extra keys given by the caller}
     ATE = {"alignment", "rmse", "mean", "median", "std", "min", "max" (metres), "n_matched", "n_estimate",
            "n_reference", "scale"} or {"error": reason}
+    RPE = {"alignment", "delta", "delta_unit" ("m" or "s"), "n_pairs", "n_matched", "scale",
+           "translation": {"rmse", "mean", "median", "std", "min", "max"} (metres),
+           "rotation": {...} (degrees)} or {"error": reason}
 
 timing.json (schema ``online3r_ros.timing/1``)::
 
@@ -32,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .ate import evaluate_trajectory
+from .rpe import evaluate_rpe
 from .timing import StageTimer, peak_memory
 
 METRICS_SCHEMA = "online3r_ros.metrics/1"
@@ -75,16 +87,42 @@ def write_json(path: str | Path, data: dict) -> Path:
     return path
 
 
+def latency_stats(latency_ms) -> dict:
+    """``{"count", "p50", "p90", "p99", "max", "mean"}`` of latencies ``[N]`` in milliseconds (non-finite
+    values left out); ``{}`` when there is none."""
+    a = np.asarray(latency_ms, dtype=np.float64).ravel()
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return {}
+    p50, p90, p99 = np.percentile(a, (50, 90, 99))
+    return {"count": int(a.size), "p50": p50, "p90": p90, "p99": p99, "max": a.max(), "mean": a.mean()}
+
+
 def build_metrics(
     frames: tuple | None = None,
     keyframes: tuple | None = None,
     reference: tuple | None = None,
     skipped=(),
     max_diff: float = 0.01,
+    *,
+    rpe: bool = False,
+    posed: int | None = None,
+    lost: int | None = None,
+    relocalised: int | None = None,
+    drops: int | None = None,
+    latency_ms=None,
+    loop_edges=None,
+    reconstruction=None,
     **extra,
 ) -> dict:
     """Metrics dict. ``frames``/``keyframes``/``reference`` are ``(timestamps, poses)`` pairs (any pose format
-    of :func:`~online3r_ros.eval.poses.poses_to_matrix`); ATE is computed only when ``reference`` is given."""
+    of :func:`~online3r_ros.eval.poses.poses_to_matrix`); ATE is computed only when ``reference`` is given.
+
+    The optional keywords add the keys of the module docstring: ``rpe`` (compute the RPE of ``frames``,
+    needs ``reference``), the frame counts ``posed``/``lost``/``relocalised``/``drops``, ``latency_ms``
+    (``[N]`` image -> pose latencies, ms), ``loop_edges`` (keyframe index pairs, or their number) and
+    ``reconstruction`` (a :class:`~online3r_ros.eval.reconstruction.ReconstructionResult` or dict). They win
+    over ``extra`` keys of the same name."""
     out: dict = {"schema": METRICS_SCHEMA}
     out.update(extra)
     if frames is not None:
@@ -97,6 +135,26 @@ def build_metrics(
             if traj is not None and len(traj[0]):
                 ate[name] = evaluate_trajectory(traj[0], traj[1], reference[0], reference[1], max_diff)
         out["ate"] = ate
+        if rpe and frames is not None and len(frames[0]):
+            out["rpe"] = {"frames": evaluate_rpe(frames[0], frames[1], reference[0], reference[1], max_diff)}
+    for key, value in (
+        ("frames_with_pose", posed),
+        ("frames_without_pose", lost),
+        ("frames_relocalised", relocalised),
+        ("frames_dropped", drops),
+    ):
+        if value is not None:
+            out[key] = int(value)
+    if latency_ms is not None:
+        out["latency_ms"] = latency_stats(latency_ms)
+    if loop_edges is not None:
+        if isinstance(loop_edges, (int, np.integer)):
+            out["n_loop_closures"] = int(loop_edges)
+        else:
+            out["loop_edges"] = [[int(i), int(j)] for i, j in loop_edges]
+            out["n_loop_closures"] = len(out["loop_edges"])
+    if reconstruction is not None:
+        out["reconstruction"] = reconstruction
     out["skipped"] = [
         {"source_index": s.source_index, "path": s.path, "reason": s.reason} if hasattr(s, "reason") else s
         for s in skipped
