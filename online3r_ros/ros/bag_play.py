@@ -207,15 +207,15 @@ def _play_once(
 
 
 @contextmanager
-def standalone_node(name: str, *, use_sim_time: bool = False) -> Iterator[Any]:
-    """An rclpy node in its own context (domain from ``ROS_DOMAIN_ID``), without rclpy's signal handlers so
-    Ctrl-C arrives as ``KeyboardInterrupt``; shut down on exit."""
+def standalone_node(name: str, *, use_sim_time: bool = False, domain_id: int | None = None) -> Iterator[Any]:
+    """An rclpy node in its own context (domain ``domain_id``, default ``ROS_DOMAIN_ID``), without rclpy's
+    signal handlers so Ctrl-C arrives as ``KeyboardInterrupt``; shut down on exit."""
     import rclpy
     from rclpy.parameter import Parameter
     from rclpy.signals import SignalHandlerOptions
 
     context = rclpy.Context()
-    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(context=context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
     overrides = [Parameter("use_sim_time", Parameter.Type.BOOL, True)] if use_sim_time else []
     node = rclpy.create_node(name, context=context, parameter_overrides=overrides)
     try:
