@@ -105,13 +105,15 @@ def test_compressed_png_is_lossless_and_jpeg_close(tmp_path, seven_frames) -> No
             np.testing.assert_array_equal(got.depth_raw, depth_to_millimetres(ref.depth))
 
 
-def test_rate_retimes_frames_and_groundtruth(tmp_path, seven_frames) -> None:
+def test_rate_and_start_retime_frames_and_groundtruth(tmp_path, seven_frames) -> None:
     out = tmp_path / "rate"
-    convert_dataset(SEVEN, out, rate_hz=10.0, max_frames=4, show_progress=False)
+    convert_dataset(SEVEN, out, rate_hz=10.0, start_s=1000.0, max_frames=4, show_progress=False)
     stamps = [f.stamp_ns for f in iter_rgbd_frames(out)]
-    assert stamps == [0, 100_000_000, 200_000_000, 300_000_000]
+    assert stamps == [1000_000_000_000 + k * 100_000_000 for k in range(4)]
     t, T = read_trajectory(out, "/groundtruth/pose")
-    np.testing.assert_allclose(t, [0.0, 0.1, 0.2, 0.3])
+    np.testing.assert_allclose(t, [1000.0, 1000.1, 1000.2, 1000.3], rtol=0, atol=1e-9)
+    t_tf, _ = read_trajectory(out, frames=("gt_world", "gt_camera"))
+    np.testing.assert_array_equal(t_tf, t)
     np.testing.assert_array_equal(T[:, :3, 3], np.stack([f.pose_gt for f in seven_frames[:4]])[:, :3, 3])
 
 
@@ -133,5 +135,13 @@ def test_tum_real_stamps_and_cli(tmp_path, capsys) -> None:
         np.testing.assert_allclose(got.depth, want.depth, atol=0.0005 + 1e-6)
     t, _ = read_trajectory(out)
     assert t[0] == pytest.approx(ref[0].timestamp) and t[-1] <= ref[-1].timestamp + 1e-9
+    # the start shift moves the reference stream with the frames
+    shifted = tmp_path / "shifted"
+    assert (
+        main(["bag", "convert", str(CABINET), "--out", str(shifted), "--max-frames", "5", "--start", "5"])
+        == 0
+    )
+    t_shift, _ = read_trajectory(shifted)
+    np.testing.assert_allclose(t_shift - 5.0, t - t[0], atol=1e-6)
     assert main(["bag", "convert", str(CABINET), "--out", str(out)]) == 3  # exists: refused
     assert "exists already" in capsys.readouterr().err

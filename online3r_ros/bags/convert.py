@@ -17,9 +17,10 @@ topic                       type                                        content
 
 Camera messages share one stamp per frame and ``frame_id`` ``camera_optical_frame``; log time = stamp.
 Stamps are the dataset's (7-Scenes / image folders: frame number / 30 Hz, as their readers assume; TUM: the
-recorded times); ``rate_hz`` re-times frame ``i`` to ``t_0 + i / rate_hz``. The ground truth is the
-reader's reference stream within the converted frames' time span (TUM: its own 100 Hz stream), or the
-per-frame poses when re-timed. Ground truth lives in its own frames so it never joins the SLAM TF tree.
+recorded times); ``rate_hz`` re-times frame ``i`` to ``t_0 + i / rate_hz``; ``start_s`` shifts them all.
+The ground truth is the reader's reference stream within the converted frames' time span (TUM: its own
+100 Hz stream), or the per-frame poses when re-timed. Ground truth lives in its own frames so it never
+joins the SLAM TF tree.
 """
 
 from __future__ import annotations
@@ -137,31 +138,36 @@ def write_frames(
     topics: BagTopics = BagTopics(),
     compressed: str | None = None,
     rate_hz: float | None = None,
+    start_ns: int | None = None,
     show_progress: bool | None = None,
 ) -> list[int]:
     """Write every frame of ``frames`` and the ground truth, in log-time order; returns the frame stamps (ns).
 
     Without ``rate_hz`` the ground truth is the reader's reference stream between the first and the last
     frame (each sample written before the first frame that is not older); with ``rate_hz`` the frames are
-    re-timed and each frame's own pose is written with it.
+    re-timed and each frame's own pose is written with it. ``start_ns`` shifts every stamp (frames and
+    ground truth alike) so that the first frame is at ``start_ns``.
     """
     reference = None if rate_hz else _reference_stream(frames)
     stamps: list[int] = []
+    first = shift = 0
     next_gt = 0
     for frame in progress(frames, total=len(frames), desc="convert", enabled=show_progress, unit="frame"):
-        stamp = sec_to_ns(frame.timestamp)
+        raw = sec_to_ns(frame.timestamp)  # the dataset's time line
+        if not stamps:
+            first, shift = raw, 0 if start_ns is None else int(start_ns) - raw
         if rate_hz:
-            stamp = (stamps[0] if stamps else stamp) + int(round(len(stamps) * 1e9 / rate_hz))
+            raw = first + int(round(len(stamps) * 1e9 / rate_hz))
+        stamp = raw + shift
         messages = []
         if reference is not None:
             t_ref, T_ref = reference
             if not stamps:  # nothing before the first frame
-                next_gt = int(np.searchsorted(t_ref, stamp, side="left"))
-            stop = int(np.searchsorted(t_ref, stamp, side="right"))
+                next_gt = int(np.searchsorted(t_ref, raw, side="left"))
+            stop = int(np.searchsorted(t_ref, raw, side="right"))
             for i in range(next_gt, stop):
-                messages += [
-                    (int(t_ref[i]), m) for m in _groundtruth_messages(T_ref[i], int(t_ref[i]), topics)
-                ]
+                t_gt = int(t_ref[i]) + shift
+                messages += [(t_gt, m) for m in _groundtruth_messages(T_ref[i], t_gt, topics)]
             next_gt = stop
         elif frame.pose_gt is not None:
             messages += [(stamp, m) for m in _groundtruth_messages(frame.pose_gt, stamp, topics)]
@@ -179,6 +185,7 @@ def convert_dataset(
     storage: Storage = "mcap",
     compressed: str | None = None,
     rate_hz: float | None = None,
+    start_s: float | None = None,
     max_frames: int | None = None,
     stride: int = 1,
     intrinsics=None,
@@ -192,6 +199,8 @@ def convert_dataset(
         storage: ``"mcap"`` or ``"sqlite3"``.
         compressed: ``None`` (raw ``rgb8``), ``"jpeg"`` or ``"png"`` (``CompressedImage``).
         rate_hz: re-time the frames at this rate (default: the dataset's own stamps).
+        start_s: shift all stamps so that the first frame is at this time (s); e.g. for 7-Scenes, whose
+            first frame is at 0 s (a zero stamp means "latest" to tf2 and "no time yet" to a sim clock).
         max_frames, stride, intrinsics: as :func:`online3r_ros.datasets.open_dataset`.
 
     Raises:
@@ -201,6 +210,8 @@ def convert_dataset(
         raise BagError(f"--compressed must be jpeg or png, got {compressed!r}")
     if rate_hz is not None and not rate_hz > 0:
         raise BagError(f"--rate must be positive, got {rate_hz}")
+    if start_s is not None and not start_s >= 0:
+        raise BagError(f"--start must be >= 0 s, got {start_s}")
     try:
         reader = open_dataset(
             dataset, intrinsics=intrinsics, stride=stride, max_frames=max_frames, bad_depth="keep"
@@ -216,6 +227,7 @@ def convert_dataset(
                 topics=topics,
                 compressed=compressed,
                 rate_hz=rate_hz,
+                start_ns=None if start_s is None else sec_to_ns(start_s),
                 show_progress=show_progress,
             )
         if not stamps:

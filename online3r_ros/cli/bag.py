@@ -4,7 +4,8 @@ Thin layer: argument parsing and messages here; the work is :mod:`online3r_ros.b
 reading) and :mod:`online3r_ros.ros.bag_play` / :mod:`online3r_ros.ros.bag_record` (rclpy). Errors are one
 line with the exit codes of :mod:`online3r_ros.cli.main` (3: bad bag or dataset, 5: rclpy missing).
 
-- ``online3r bag convert DATASET --out BAG [--storage mcap|sqlite3] [--compressed [jpeg|png]] [--rate HZ]``
+- ``online3r bag convert DATASET --out BAG [--storage mcap|sqlite3] [--compressed [jpeg|png]] [--rate HZ]
+  [--start SEC]``
 - ``online3r bag info BAG``: storage, duration, topics (type, count), camera topics, trajectories.
 - ``online3r bag play BAG [--rate R] [--clock [HZ]] [--loop] [--topics T ...] [--remap a:=b ...]``
 - ``online3r bag record TOPIC ... --out BAG [--all] [--no-tf] [--duration S] [--storage ...]``: stops on
@@ -66,6 +67,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="colour as CompressedImage on /image/compressed (default format: jpeg)",
     )
     c.add_argument("--rate", type=_positive_float, default=None, metavar="HZ", help="re-time frames at HZ")
+    c.add_argument(
+        "--start",
+        type=float,
+        default=None,
+        metavar="SEC",
+        help="shift all stamps so the first frame is at SEC (7-Scenes starts at 0 s)",
+    )
     c.add_argument("--max-frames", type=positive_int, default=None, help="convert at most N frames")
     c.add_argument("--stride", type=positive_int, default=1, help="use every N-th frame")
     c.add_argument(
@@ -128,6 +136,7 @@ def convert_command(args: argparse.Namespace) -> int:
             storage=args.storage,
             compressed=args.compressed,
             rate_hz=args.rate,
+            start_s=args.start,
             max_frames=args.max_frames,
             stride=args.stride,
             intrinsics=args.intrinsics,
