@@ -15,6 +15,7 @@ line with the exit codes of :mod:`online3r_ros.cli.main` (3: bad bag or dataset,
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 import time
@@ -245,7 +246,7 @@ def record_command(args: argparse.Namespace) -> int:
     if not args.topics and not args.all:
         raise CliError("name at least one TOPIC, or pass --all", EXIT_USAGE)
     bag_play, bag_record = _ros_modules()
-    topics = list(args.topics) + ([] if args.no_tf else ["/tf", "/tf_static"])
+    topics = list(args.topics) + ([] if args.no_tf or args.all else ["/tf", "/tf_static"])
     from rclpy.executors import SingleThreadedExecutor
 
     with bag_play.standalone_node("online3r_bag_recorder", use_sim_time=args.use_sim_time) as node:
@@ -260,15 +261,17 @@ def record_command(args: argparse.Namespace) -> int:
         print(f"recording to {args.out} (Ctrl-C to stop)", file=sys.stderr)
         end = None if args.duration is None else time.monotonic() + args.duration
         next_poll = 0.0
-        try:
-            while end is None or time.monotonic() < end:
+        stop = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:  # SIGINT/SIGTERM end the recording normally (also when a shell started us with SIGINT ignored)
+            while not stop.is_set() and (end is None or time.monotonic() < end):
                 if time.monotonic() >= next_poll:
                     recorder.poll()
                     next_poll = time.monotonic() + 0.2
                 executor.spin_once(timeout_sec=0.05)
-        except KeyboardInterrupt:
-            pass
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             counts = recorder.close()
             executor.shutdown(timeout_sec=1.0)
     total = sum(counts.values())

@@ -215,7 +215,10 @@ def standalone_node(name: str, *, use_sim_time: bool = False, domain_id: int | N
     from rclpy.signals import SignalHandlerOptions
 
     context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
+    # args: never let rcl parse this process's command line (a "--remap a:=b" would read as a ROS remap)
+    rclpy.init(
+        args=[name], context=context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO
+    )
     overrides = [Parameter("use_sim_time", Parameter.Type.BOOL, True)] if use_sim_time else []
     node = rclpy.create_node(name, context=context, parameter_overrides=overrides)
     try:
