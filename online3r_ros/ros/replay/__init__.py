@@ -13,7 +13,7 @@ Used by ``online3r demo`` and ``benchmarks/bench_ros_vs_offline.py``. Everything
 
 from online3r_ros.ros.replay.domain import DomainLease, reserve_domain_id
 from online3r_ros.ros.replay.recorder import OutputRecorder, RecordedPose, _Cloud
-from online3r_ros.ros.replay.session import SessionResult, run_session
+from online3r_ros.ros.replay.session import SessionResult, run_session, settle_outputs
 from online3r_ros.ros.replay.streaming import (
     FrameStreamer,
     SentFrame,
@@ -34,6 +34,7 @@ __all__ = [
     "call_trigger",
     "reserve_domain_id",
     "run_session",
+    "settle_outputs",
     "stream_frames",
     "wait_until",
     "_Cloud",

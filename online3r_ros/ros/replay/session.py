@@ -22,7 +22,7 @@ from online3r_ros.ros.replay.streaming import (
     wait_until,
 )
 
-__all__ = ["SessionResult", "run_session"]
+__all__ = ["SessionResult", "run_session", "settle_outputs"]
 
 
 @dataclass
@@ -166,46 +166,16 @@ def run_session(
         last_sent = result.sent[-1]
         say(f"[demo] stream done in {result.stream_s:.1f} s; waiting for the last results")
 
-        # 1. the tracker: the last frame's pose, or its status shows every received frame handled
-        #    (processed, dropped as stale or rejected) and no pose arrived for a while
-        n_sent = len(result.sent)
-
-        def tracker_done() -> bool:
-            poses = recorder.camera_poses
-            if not nodes_ok():
-                return True
-            if poses and poses[-1].stamp_ns >= last_sent.stamp_ns:
-                return True
-            st = recorder.tracker_status or {}
-            handled = sum(int(st.get(k) or 0) for k in ("processed", "dropped", "rejected"))
-            received = int(st.get("received") or 0)
-            last_arrival = max(poses[-1].received if poses else 0.0, last_sent.sent)
-            return received >= n_sent and handled >= received and time.monotonic() - last_arrival > 2.0
-
-        deadline = time.monotonic() + settle_timeout
-        wait_until(tracker_done, settle_timeout, 0.05)
-        poses = recorder.camera_poses
-        if poses and poses[-1].stamp_ns < last_sent.stamp_ns:
-            result.notes.append("the tracker published no pose for the last frame (dropped or lost)")
-        # 2. the mapper: a path that reaches the last pose (it is re-published every path_period)
-        if poses:
-            target = poses[-1].stamp_ns
-            if not wait_until(
-                lambda: not nodes_ok() or (recorder.path and recorder.path[-1][0] >= target),
-                max(0.0, deadline - time.monotonic()),
-                0.1,
-            ):
-                result.notes.append("the all-frames path did not reach the last pose before the time-out")
-        # 3. the full map, on request
-        if nodes_ok():
-            before = recorder.counts()["map"]
-            ok, message = call_trigger(node, f"{ns}/mapper/publish_map" if ns else "mapper/publish_map", 10.0)
-            if not ok:
-                result.notes.append(f"mapper/publish_map failed: {message}")
-            elif not wait_until(
-                lambda: recorder.counts()["map"] > before, max(2.0, deadline - time.monotonic()), 0.1
-            ):
-                result.notes.append("no map arrived after mapper/publish_map")
+        result.notes += settle_outputs(
+            node,
+            recorder,
+            last_stamp_ns=last_sent.stamp_ns,
+            last_sent=last_sent.sent,
+            n_sent=len(result.sent),
+            namespace=namespace,
+            timeout=settle_timeout,
+            nodes_ok=nodes_ok,
+        )
         poses = recorder.camera_poses
         result.settle_s = (poses[-1].received if poses else time.monotonic()) - last_sent.sent
         time.sleep(1.2)  # one more status period so the counters cover the whole run
@@ -229,3 +199,60 @@ def run_session(
         spin.stop()
         node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+def settle_outputs(
+    node: Any,
+    recorder: OutputRecorder,
+    *,
+    last_stamp_ns: int,
+    last_sent: float,
+    n_sent: int,
+    namespace: str = "",
+    timeout: float = 30.0,
+    nodes_ok: Callable[[], bool] = lambda: True,
+) -> list[str]:
+    """After the last frame: wait for its results and ask for the full map; returns notes on what did not
+    arrive. Steps (sharing ``timeout`` seconds): 1. the tracker's pose of the last frame (stamp
+    ``last_stamp_ns``, sent at monotonic ``last_sent``), or its status showing all ``n_sent`` frames handled
+    (processed, dropped as stale or rejected) and no pose for 2 s; 2. an all-frames path reaching the last
+    pose (re-published every ``path_period``); 3. ``mapper/publish_map`` and the map it publishes. The node
+    must be spinning elsewhere; ``nodes_ok() -> False`` (a node died) ends every wait."""
+    ns = namespace.rstrip("/")
+    notes: list[str] = []
+
+    def tracker_done() -> bool:
+        poses = recorder.camera_poses
+        if not nodes_ok():
+            return True
+        if poses and poses[-1].stamp_ns >= last_stamp_ns:
+            return True
+        st = recorder.tracker_status or {}
+        handled = sum(int(st.get(k) or 0) for k in ("processed", "dropped", "rejected"))
+        received = int(st.get("received") or 0)
+        last_arrival = max(poses[-1].received if poses else 0.0, last_sent)
+        return received >= n_sent and handled >= received and time.monotonic() - last_arrival > 2.0
+
+    deadline = time.monotonic() + timeout
+    wait_until(tracker_done, timeout, 0.05)
+    poses = recorder.camera_poses
+    if poses and poses[-1].stamp_ns < last_stamp_ns:
+        notes.append("the tracker published no pose for the last frame (dropped or lost)")
+    if poses:
+        target = poses[-1].stamp_ns
+        if not wait_until(
+            lambda: not nodes_ok() or (recorder.path and recorder.path[-1][0] >= target),
+            max(0.0, deadline - time.monotonic()),
+            0.1,
+        ):
+            notes.append("the all-frames path did not reach the last pose before the time-out")
+    if nodes_ok():
+        before = recorder.counts()["map"]
+        ok, message = call_trigger(node, f"{ns}/mapper/publish_map" if ns else "mapper/publish_map", 10.0)
+        if not ok:
+            notes.append(f"mapper/publish_map failed: {message}")
+        elif not wait_until(
+            lambda: recorder.counts()["map"] > before, max(2.0, deadline - time.monotonic()), 0.1
+        ):
+            notes.append("no map arrived after mapper/publish_map")
+    return notes
