@@ -10,6 +10,7 @@ line with the exit codes of :mod:`online3r_ros.cli.main` (3: bad bag or dataset,
 - ``online3r bag play BAG [--rate R] [--clock [HZ]] [--loop] [--topics T ...] [--remap a:=b ...]``
 - ``online3r bag record TOPIC ... --out BAG [--all] [--no-tf] [--duration S] [--storage ...]``: stops on
   Ctrl-C or after ``--duration``; ``/tf`` and ``/tf_static`` are recorded too unless ``--no-tf``.
+- ``online3r bag evaluate BAG --out DIR [--lockstep | --rate R] ...``: :mod:`online3r_ros.cli.bag_eval`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+from .bag_eval import add_parser as add_evaluate_parser
 from .main import EXIT_INPUT, EXIT_MISSING_COMPONENT, EXIT_OK, EXIT_USAGE, CliError, positive_int
 
 __all__ = ["register"]
@@ -115,6 +117,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     r.add_argument("--use-sim-time", action="store_true", help="log times from /clock")
     r.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     r.set_defaults(func=record_command)
+    add_evaluate_parser(sub)
     return p
 
 

@@ -24,7 +24,7 @@ from ..eval.trajectory_io import TrajectoryFileError
 from ..eval.verdicts import METRICS, ThresholdError, parse_thresholds
 from .main import EXIT_INPUT, EXIT_MISSING_COMPONENT, EXIT_OK, EXIT_THRESHOLD, EXIT_USAGE, CliError
 
-__all__ = ["evaluate_command", "is_bag", "register"]
+__all__ = ["evaluate_command", "is_bag", "load_reference", "register"]
 
 BAG_SUFFIXES = (".mcap", ".db3", ".bag")
 
@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--groundtruth",
         type=Path,
         default=None,
-        help="ground-truth trajectory: TUM, EuRoC .csv or KITTI poses (default: the --dataset's)",
+        help="ground-truth trajectory: TUM, EuRoC .csv or KITTI poses, or a bag with one pose topic (or a "
+        "groundtruth/pose topic, as 'online3r bag convert' writes) (default: the --dataset's)",
     )
     p.add_argument(
         "--groundtruth-times", type=Path, default=None, help="KITTI times file (default: <stem>_times.txt)"
@@ -101,7 +102,12 @@ def _load_bag(path: Path, topic: str | None) -> RunOutputs:
     return RunOutputs(frames=(t, T), posed=len(t), source=str(path))
 
 
-def _reference(args) -> tuple[tuple, str]:
+def load_reference(args) -> tuple[tuple, str]:
+    """The ground truth ``((t [M] s, T [M, 4, 4]), name)``: ``--groundtruth`` (a trajectory file, or a bag:
+    its only pose topic or its ``groundtruth/pose`` topic), else the ``--dataset``'s poses."""
+    if args.groundtruth is not None and is_bag(args.groundtruth):
+        run = _load_bag(args.groundtruth, None)  # same errors as an estimate bag
+        return run.frames, str(args.groundtruth)
     if args.groundtruth is not None:
         try:
             return read_trajectory_file(args.groundtruth, times=args.groundtruth_times), str(args.groundtruth)
@@ -154,7 +160,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
             run = load_estimate(args.run)
         except RunFolderError as exc:
             raise CliError(str(exc), EXIT_INPUT) from exc
-    reference, ref_name = _reference(args)
+    reference, ref_name = load_reference(args)
     settings = ReconstructionSettings(voxel=args.voxel, threshold=args.threshold)
     ev = score_run(
         run,
