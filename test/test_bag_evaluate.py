@@ -20,6 +20,7 @@ from online3r_ros.bags import BagWriter, list_topics, read_trajectory  # noqa: E
 from online3r_ros.bags.messages import camera_info_msg, image_msg, pose_stamped_msg  # noqa: E402
 from online3r_ros.eval.live_run import (  # noqa: E402
     frame_counts,
+    growth_per_1000_frames,
     latencies_ms,
     live_run_outputs,
     loop_edges_from_segments,
@@ -109,6 +110,15 @@ def test_live_run_outputs_fill_what_score_run_needs() -> None:
     assert len(run.frames[0]) == 4 and run.posed == 4 and run.lost == 1 and run.drops == 0
     np.testing.assert_allclose(run.latency_ms, [50.0] * 4)
     assert run.loop_edges == [(0, 1)] and run.map_points is None and run.source == "out.mcap"
+
+
+def test_memory_growth_is_the_slope_against_frames_after_warm_up() -> None:
+    t_frames = np.arange(1000) * 0.1  # 10 frames per second
+    t_rss = np.arange(0.0, 100.0, 1.0)
+    rss = 300.0 + 0.02 * np.searchsorted(t_frames, t_rss, side="right")  # 20 MB per 1,000 frames
+    rss[:5] += 200.0  # start-up: excluded by the warm-up
+    assert growth_per_1000_frames(t_rss, rss, t_frames) == pytest.approx(20.0, rel=1e-6)
+    assert growth_per_1000_frames(t_rss[:2], rss[:2], t_frames) is None  # too few samples
 
 
 def test_rss_of_this_process_is_sampled() -> None:

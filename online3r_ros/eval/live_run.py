@@ -26,6 +26,7 @@ __all__ = [
     "first_arrivals",
     "frame_counts",
     "latencies_ms",
+    "growth_per_1000_frames",
     "live_run_outputs",
     "loop_edges_from_segments",
     "pose_arrays",
@@ -72,6 +73,22 @@ def frame_counts(n_sent: int, n_posed: int, tracker_status: Mapping | None) -> d
         drops = max(0, int(n_sent) - worked)
     lost = max(0, int(n_sent) - int(n_posed) - (drops or 0))
     return {"posed": int(n_posed), "lost": lost, "drops": drops}
+
+
+def growth_per_1000_frames(
+    t_rss: np.ndarray, rss_mb: np.ndarray, t_frames: np.ndarray, warmup: float = 0.2
+) -> float | None:
+    """Memory growth in MB per 1,000 frames: the least-squares slope of RSS against the number of frames
+    sent by each sample time, over the samples taken while frames were sent, after the first ``warmup``
+    fraction of them (imports, first keyframes, allocator pools). ``t_rss``/``t_frames``: seconds on one
+    clock. ``None`` with fewer than 3 such samples or a span under 50 frames."""
+    t_frames = np.sort(np.asarray(t_frames, dtype=np.float64))
+    n = np.searchsorted(t_frames, np.asarray(t_rss, dtype=np.float64), side="right")
+    keep = (n >= max(1, warmup * len(t_frames))) & (n < len(t_frames))
+    if keep.sum() < 3 or np.ptp(n[keep]) < 50:
+        return None
+    slope = np.polyfit(n[keep].astype(np.float64), np.asarray(rss_mb, dtype=np.float64)[keep], 1)[0]
+    return float(1000.0 * slope)
 
 
 def loop_edges_from_segments(

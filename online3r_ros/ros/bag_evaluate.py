@@ -47,7 +47,7 @@ from rclpy.qos import QoSProfile
 from online3r_ros.bags.errors import BagError
 from online3r_ros.bags.reader import deserialize, iter_messages, open_bag, topic_connections
 from online3r_ros.bags.rgbd import RgbdTopics
-from online3r_ros.eval.live_run import live_run_outputs
+from online3r_ros.eval.live_run import growth_per_1000_frames, live_run_outputs
 from online3r_ros.eval.progress import progress
 from online3r_ros.eval.scoring import RunOutputs
 from online3r_ros.ros import topics as T
@@ -349,6 +349,7 @@ def evaluate_bag(
     group = NodeGroup(specs, log_dir=out / "logs", echo=None)
     result = BagEvalRun(run=RunOutputs(frames=(np.zeros(0), np.zeros((0, 4, 4)))), output_bag=target)
     dead: list[str] = []
+    pacer: _Pacer | None = None
 
     def nodes_ok() -> bool:
         ended = group.poll()
@@ -427,6 +428,12 @@ def evaluate_bag(
         result.node_exit_codes = group.stop()
         sampler.stop()
         result.run.memory = sampler.series() or None
+        if result.run.memory and pacer is not None:
+            t_frames = np.array(sorted(pacer.sent.values())) - sampler.t0
+            growth = {
+                n: growth_per_1000_frames(t, rss, t_frames) for n, (t, rss) in result.run.memory.items()
+            }
+            result.run.info["memory_growth_mb_per_1000_frames"] = growth
         result.error = result.error or (dead[0] if dead else None)
         if (out / ".output_bag").is_dir():
             _move_single_file(out / ".output_bag", target)

@@ -32,6 +32,7 @@ def rss_mb(pid: int) -> float | None:
 
 class RssSampler:
     """Sample the RSS of ``pids`` (``{name: pid}``, replaceable with :meth:`set_pids`) every ``period`` s.
+    Sample times are seconds since ``t0`` (the monotonic clock at :meth:`start`).
 
     Use as a context manager or call :meth:`start` / :meth:`stop`; :meth:`series` may be called any time.
     """
@@ -45,7 +46,7 @@ class RssSampler:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._t0 = time.monotonic()
+        self.t0 = time.monotonic()
 
     def set_pids(self, pids: Mapping[str, int]) -> None:
         """Sample these processes from now on (e.g. after a node was restarted)."""
@@ -54,7 +55,7 @@ class RssSampler:
 
     def sample(self) -> None:
         """Take one sample of every process now."""
-        now = time.monotonic() - self._t0
+        now = time.monotonic() - self.t0
         with self._lock:
             pids = dict(self._pids)
         for name, pid in pids.items():
@@ -69,7 +70,7 @@ class RssSampler:
             self._stop.wait(self.period)
 
     def start(self) -> RssSampler:
-        self._t0 = time.monotonic()
+        self.t0 = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="online3r-rss", daemon=True)
         self._thread.start()
         return self
