@@ -36,6 +36,7 @@ features into the grad path; never feed raw cache entries to code that different
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -93,13 +94,14 @@ class NetImage:
 
 @dataclass
 class EncodedImage:
-    """Cached encoder output of one image: ``feat [1,N,Denc]``, ``pos [1,N,2]``, ``shape (H, W)`` and the
-    prompt version it was computed with."""
+    """Cached encoder output of one image: ``feat [1,N,Denc]``, ``pos [1,N,2]``, ``shape (H, W)`` and
+    ``version`` = ``(engine id, prompt version)`` it was computed with (features attached to an image by
+    another engine, e.g. before a map was saved and loaded, are never mistaken for this engine's)."""
 
     feat: torch.Tensor
     pos: torch.Tensor
     shape: tuple[int, int]
-    prompt_version: int
+    version: tuple[str, int]
 
 
 @dataclass
@@ -196,6 +198,7 @@ class MASt3REngine:
         self._lock = threading.RLock()
         self._prompts: torch.Tensor | None = None
         self._prompt_version = 0
+        self._id = uuid.uuid4().hex  # tells this engine's cached features from any other's
 
     # ------------------------------------------------------------------------------------------ prompts
     @property
@@ -255,7 +258,8 @@ class MASt3REngine:
             enc is not None
             and enc.shape == frame.shape
             and enc.feat.device == self.device  # features another engine attached on another device
-            and (self.stale_features == "reuse" or enc.prompt_version == self._prompt_version)
+            and enc.version[0] == self._id
+            and (self.stale_features == "reuse" or enc.version[1] == self._prompt_version)
         )
 
     def _lookup(self, frame: NetImage) -> EncodedImage | None:
@@ -306,7 +310,7 @@ class MASt3REngine:
                 misses.setdefault(fr.shape, []).append(i)
             else:
                 self.stats.cache_hits += 1
-        version = self._prompt_version
+        version = (self._id, self._prompt_version)
         for shape, idx in misses.items():
             imgs = torch.cat([frames[i].img for i in idx]).to(self.device, non_blocking=True)
             ts = torch.cat([torch.as_tensor(frames[i].true_shape) for i in idx]).to(self.device)
@@ -365,7 +369,7 @@ class MASt3REngine:
         inputs = (frame.img.to(self.device, non_blocking=True), ek.feat, ek.pos, *prompts)
         if not self._tracking_step.uses_graph(inputs):
             return None
-        version = self._prompt_version
+        version = (self._id, self._prompt_version)
         feat, pos, *out = self._tracking_step(*inputs)
         self.stats.cache_misses += 1
         self.stats.encoder_calls += 1
