@@ -160,6 +160,38 @@ def probe_mast3r_source(cfg) -> str:
     )
 
 
+def probe_tuning(cfg) -> str:
+    """Prompt tuning built from the config: two keyframes tuned in line (prompts, losses, the network's
+    checkpointing switch), then a stopped background tuner offered three keyframes (its backlog)."""
+    from types import SimpleNamespace
+
+    from online3r_ros.model.inference import NetImage
+    from online3r_ros.tuning import make_online_tuning
+
+    src = build_source(cfg)
+    hook = make_online_tuning(cfg, src, background=False)
+    if hook is None:
+        return "off"
+    g = torch.Generator().manual_seed(0)
+    nets = [
+        NetImage(i, torch.rand(1, 3, 32, 32, generator=g) * 2 - 1, torch.tensor([[32, 32]])) for i in range(4)
+    ]
+    fused = [(torch.rand(32, 32, 3, generator=g), 1 + torch.rand(32, 32, generator=g)) for _ in nets]
+    backend = SimpleNamespace(
+        source=SimpleNamespace(net_image=lambda frame: frame),
+        kf_frames=nets,
+        keyframes=SimpleNamespace(get=lambda i, device=None: SimpleNamespace(X=fused[i][0], C=fused[i][1])),
+    )
+    for kf in (1, 2, 3):
+        hook(backend, SimpleNamespace(kf_id=kf))
+    queued = make_online_tuning(cfg, src, background=True)
+    queued.close()
+    for kf in (1, 2, 3):
+        queued(backend, SimpleNamespace(kf_id=kf))
+    history = [{k: v for k, v in u.items() if k != "time_ms"} for u in hook.stats.history]
+    return _digest(hook.tuner.prompts, history, src.engine.model.grad_checkpointing, queued.stats.dropped)
+
+
 def probe_source_kind(cfg) -> str:
     try:
         return type(build_source(cfg)).__name__ + str(build_source(cfg).device)
@@ -294,6 +326,10 @@ def probe_place_tracking(cfg) -> str:
 
 # ---------------------------------------------------------------------------------------------- the table
 # key -> (changed value, probe, base overrides of the probe's configuration)
+_TUNING = {
+    "source": {"kind": "mast3r", "checkpoint": "CHECKPOINT", "img_size": 224},
+    "tuning": {"enabled": True},
+}
 PROBES: dict[str, tuple] = {
     "dataset.subsample": (2, "dataset", {}),
     "matching.max_iter": (1, "matching", {}),
@@ -397,6 +433,15 @@ PROBES: dict[str, tuple] = {
     "system.device": ("cuda" if not torch.cuda.is_available() else "cpu", "source_kind", {}),
     "system.seed": (7, "pipeline", {"local_opt": {"max_points_per_edge": 50}}),
     "system.deterministic": (False, "determinism", {}),
+    "tuning.enabled": (False, "tuning", _TUNING),
+    "tuning.num_tokens": (4, "tuning", _TUNING),
+    "tuning.lr": (1e-2, "tuning", _TUNING),
+    "tuning.weight_decay": (0.5, "tuning", _TUNING),
+    "tuning.iters_per_keyframe": (2, "tuning", _TUNING),
+    "tuning.local_weight": (1.0, "tuning", _TUNING),
+    "tuning.conf_weighted": (True, "tuning", _TUNING),
+    "tuning.grad_checkpointing": (False, "tuning", _TUNING),
+    "tuning.max_backlog": (2, "tuning", _TUNING),
     "system.mapper_thread": (True, "mapper_host", {}),
     "system.reloc_keyframes": (0, "pipeline", {}),
     "system.max_lost_frames": (2, "pipeline", {}),

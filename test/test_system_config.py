@@ -34,9 +34,10 @@ def test_defaults_match_mast3r_slam_base_yaml():
     assert cfg.local_opt.pin == 1 and cfg.local_opt.max_iters == 10 and cfg.local_opt.delta_norm == 1e-8
     assert cfg.local_opt.min_match_frac == 0.1
     assert cfg.reloc.min_match_frac == 0.3 and cfg.dataset.subsample == 1
-    # the network source keeps every reference value; the RGB-D source resolves its own once, at load
+    # the network source keeps every reference value (and switches Online3R's prompt tuning on); the RGB-D
+    # source resolves its own once, at load
     assert load_config(overrides={"source": {"kind": "mast3r"}}) == SlamConfig().replace(
-        source={"kind": "mast3r"}
+        source={"kind": "mast3r"}, tuning={"enabled": True}
     )
 
 

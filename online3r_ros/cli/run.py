@@ -70,6 +70,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="run the mapper in a thread beside the tracker (system.mapper_thread; faster, timing-dependent)",
     )
     p.add_argument(
+        "--prompts",
+        type=Path,
+        default=None,
+        help="warm-start prompt tuning from this prompt file (e.g. the prompts.pt of an earlier run here)",
+    )
+    p.add_argument(
         "--quiet", action="store_true", help="no progress bar and no summary (errors still printed)"
     )
     p.set_defaults(func=run_command)
@@ -111,10 +117,22 @@ def run_command(args: argparse.Namespace) -> int:
         if not Path(cfg.source.checkpoint).is_file():
             raise CliError(f"checkpoint {cfg.source.checkpoint} not found", EXIT_INPUT)
 
+    system = None
+    if args.prompts is not None:
+        from ..tuning.prompt_files import PromptFileError
+
+        try:
+            system = runner.build_system(cfg)
+            system.load_prompts(args.prompts)
+        except runner.MissingComponentError as exc:
+            raise CliError(str(exc), EXIT_MISSING_COMPONENT) from exc
+        except (PromptFileError, ValueError) as exc:
+            raise CliError(str(exc), EXIT_INPUT) from exc
     try:
         result = runner.run_dataset(
             args.dataset,
             cfg,
+            system=system,
             max_frames=args.max_frames,
             intrinsics=args.intrinsics,
             frames=args.frames,

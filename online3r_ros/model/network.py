@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from .blocks import IMPLS, Block, DecoderBlock, layer_norm, make_rope_positions
@@ -29,6 +30,8 @@ class MASt3R(nn.Module):
     def __init__(self, cfg: MASt3RConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        #: recompute encoder/decoder block activations in backward passes (prompt tuning's memory bound)
+        self.grad_checkpointing = False
         self.patch_embed = PatchEmbed(cfg.patch_size, 3, cfg.enc_embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.dec_embed_dim))  # unused at inference
         self.enc_blocks = nn.ModuleList(
@@ -135,6 +138,13 @@ class MASt3R(nn.Module):
         """dtype of the encoder weights (see :meth:`set_precision`)."""
         return self.patch_embed.proj.weight.dtype
 
+    def _run_block(self, blk: nn.Module, *args: Any) -> torch.Tensor:
+        """``blk(*args)``; with :attr:`grad_checkpointing` and autograd recording, its activations are not
+        kept but recomputed in the backward pass (memory O(one block) instead of O(depth))."""
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(blk, *args, use_reentrant=False)
+        return blk(*args)
+
     # ---------------------------------------------------------------------------------------------- prompts
     def new_prompts(
         self, num_tokens: int = 32, dtype: torch.dtype | None = None, device: torch.device | str | None = None
@@ -194,7 +204,7 @@ class MASt3R(nn.Module):
             prompts = prompts.to(device=x.device)
             for layer, blk in enumerate(self.enc_blocks):
                 p = prompts[layer].to(x.dtype).unsqueeze(0).expand(b, -1, -1)
-                x = blk(torch.cat([p, x], dim=1), rope)[:, num_prompts:]
+                x = self._run_block(blk, torch.cat([p, x], dim=1), rope)[:, num_prompts:]
         return self.enc_norm(x), pos
 
     def decode(
@@ -221,7 +231,7 @@ class MASt3R(nn.Module):
         f1, f2 = self.decoder_embed(feat1.to(dtype)), self.decoder_embed(feat2.to(dtype))
         out1, out2 = [feat1], [feat2]
         for blk1, blk2 in zip(self.dec_blocks, self.dec_blocks2, strict=True):
-            f1, f2 = blk1(f1, f2, rope1, rope2), blk2(f2, f1, rope2, rope1)
+            f1, f2 = self._run_block(blk1, f1, f2, rope1, rope2), self._run_block(blk2, f2, f1, rope2, rope1)
             out1.append(f1)
             out2.append(f2)
         out1[-1] = self.dec_norm(out1[-1])

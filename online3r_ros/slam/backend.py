@@ -54,7 +54,7 @@ from .global_opt import OptResult
 from .map_export import MapPoints, keyframe_points
 from .map_files import MAP_FORMAT, MAP_VERSION, check_map, keep_other_session, read_map
 from .neighbours import proximity_candidates
-from .packets import KeyframePacket, MapperState, MapUpdate, ObservationPacket
+from .packets import KeyframePacket, MapperState, MapUpdate, ObservationPacket, PromptUpdate
 
 if TYPE_CHECKING:
     from ..retrieval.place import PlaceCandidate
@@ -179,6 +179,9 @@ class MapperBackend:
         self._optimizer = make_optimizer(config, source)
         self.generation = 0
         self.last_backup: Path | None = None  # where the last save kept another session's map
+        #: the tuned prompts that belong with this map (online prompt tuning; kept across resets: they are
+        #: the scene's prior, not one session's), saved and loaded with it
+        self.prompts: PromptUpdate | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -482,6 +485,9 @@ class MapperBackend:
             "loop_edges": list(self.loop_edges),
             "kf_stamps": self.kf_stamps,  # derived from the keyframes; kept in the file for older readers
             "stamps_ns": dict(self.stamps_ns),
+            "prompts": None
+            if self.prompts is None
+            else {"version": self.prompts.version, "tensor": self.prompts.prompts.clone()},
         }
 
     def load_state_dict(self, state: dict, origin: str = "map") -> None:
@@ -503,6 +509,9 @@ class MapperBackend:
         self.loop_edges = [(int(i), int(j)) for i, j in state.get("loop_edges", [])]
         self.stamps_ns = {float(k): int(v) for k, v in state.get("stamps_ns", {}).items()}
         self.session = None if state["session"] is None else int(state["session"])
+        saved = state.get("prompts")
+        if saved is not None:  # a map without prompts keeps the current ones (e.g. an RGB-D map)
+            self.prompts = PromptUpdate(int(saved["version"]), saved["tensor"].float())
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the map (keyframes, poses, graph, frames, session) atomically to the file ``path``. A map of

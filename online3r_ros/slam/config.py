@@ -333,6 +333,35 @@ class RetrievalConfig:
 
 
 @dataclass
+class TuningConfig:
+    """Online prompt tuning (Online3R): deep encoder prompts learned at every new keyframe."""
+
+    enabled: bool = _opt(
+        False,
+        "tune the MASt3R encoder's prompts at every new keyframe (default on with the MASt3R source; the "
+        "RGB-D source has no network: refused)",
+        by_source={"mast3r": True},
+    )
+    num_tokens: int = _opt(32, "prompt tokens per encoder layer (Online3R: 32)", ge=1)
+    lr: float = _opt(1e-4, "AdamW learning rate (Online3R: 1e-4)", gt=0.0)
+    weight_decay: float = _opt(0.0, "AdamW weight decay (not stated by Online3R; Test3R: 0)", ge=0.0)
+    iters_per_keyframe: int = _opt(
+        1, "optimiser steps per new keyframe (the paper reads as 1 or 32: measure both)", ge=1
+    )
+    local_weight: float = _opt(0.5, "lambda: loss = lambda * local + (1 - lambda) * global", ge=0.0, le=1.0)
+    conf_weighted: bool = _opt(False, "weight the local loss by the fused confidence (the paper: plain l1)")
+    grad_checkpointing: bool = _opt(
+        True, "recompute block activations in the backward pass (memory bound of a ViT-L step)"
+    )
+    max_backlog: int = _opt(
+        1,
+        "in a background tuner: keyframes waiting for a step; older ones are dropped (counted) when more "
+        "arrive",
+        ge=1,
+    )
+
+
+@dataclass
 class SourceConfig:
     """Which pointmap source, and how big its pointmaps are."""
 
@@ -453,6 +482,7 @@ _SECTIONS: dict[str, type] = {
     "local_opt": LocalOptConfig,
     "reloc": RelocConfig,
     "retrieval": RetrievalConfig,
+    "tuning": TuningConfig,
     "source": SourceConfig,
     "system": SystemConfig,
     "keyframes": KeyframesConfig,
@@ -470,6 +500,7 @@ class SlamConfig:
     local_opt: LocalOptConfig = field(default_factory=LocalOptConfig)
     reloc: RelocConfig = field(default_factory=RelocConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
     system: SystemConfig = field(default_factory=SystemConfig)
     keyframes: KeyframesConfig = field(default_factory=KeyframesConfig)
@@ -489,6 +520,7 @@ _SECTION_DOCS = {
     "local_opt": "Global keyframe-graph optimisation (MASt3R-SLAM reference section).",
     "reloc": "Relocalisation (MASt3R-SLAM reference section).",
     "retrieval": "Place recognition: loop closure, relocalisation, tracking guard (online3r_ros).",
+    "tuning": "Online prompt tuning of the MASt3R encoder (Online3R).",
     "source": "Pointmap source and working resolution (online3r_ros).",
     "system": "Pipeline behaviour (online3r_ros).",
     "keyframes": "Keyframe store (online3r_ros).",
@@ -604,6 +636,11 @@ def _cross_checks(cfg: SlamConfig) -> None:
     dev = cfg.system.device
     if not re.fullmatch(r"cpu|cuda(:\d+)?", dev):
         raise ConfigError(f"config key 'system.device': {dev!r} is not cpu, cuda or cuda:N")
+    if cfg.tuning.enabled and cfg.source.kind != "mast3r":
+        raise ConfigError(
+            "config key 'tuning.enabled': prompt tuning needs the MASt3R source (source.kind: mast3r); the "
+            f"{cfg.source.kind!r} source has no network to tune"
+        )
     if cfg.source.kind == "mast3r" and cfg.system.pose_group == "se3":
         raise ConfigError("config key 'system.pose_group': 'se3' needs a metric source (source.kind: depth)")
 

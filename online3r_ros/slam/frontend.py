@@ -47,7 +47,7 @@ from .config import SlamConfig
 from .frame_store import FrameStore, frames_from_map
 from .motion import MotionModel, Odometry
 from .neighbours import tracking_keyframe
-from .packets import KeyframePacket, ObservationPacket
+from .packets import KeyframePacket, ObservationPacket, PromptUpdate
 from .place_tracking import FrameInput, PlaceTracking
 from .places import make_describer, make_place_recognizer
 from .tracking import TrackResult
@@ -142,6 +142,7 @@ class TrackerFrontend:
         self.pose_group = resolve_pose_group(config, source)
         describe, places = make_describer(config, source), make_place_recognizer(config)
         self.place = None if describe is None or places is None else PlaceTracking(config, describe, places)
+        self._offered_prompts: PromptUpdate | None = None
         self.reset(session)
 
     def reset(self, session: int | None = None) -> None:
@@ -251,6 +252,25 @@ class TrackerFrontend:
         self.motion.load_state_dict(state["motion"])
         self.odometry.load_state_dict(state["odometry"])
 
+    # ------------------------------------------------------------------------------------------ prompts
+    @property
+    def prompt_version(self) -> int:
+        """Version of the tuned prompts the source uses (0: none / not a tunable source)."""
+        return int(self.source.prompt_version) if self.source.tunable else 0
+
+    def offer_prompts(self, update: PromptUpdate) -> None:
+        """Use ``update``'s prompts from the next frame on (never mid-frame); callable from any thread. Of
+        several offers before the next frame the newest version wins; without a tunable source this does
+        nothing."""
+        current = self._offered_prompts
+        if current is None or update.version >= current.version:
+            self._offered_prompts = update
+
+    def _swap_prompts(self) -> None:
+        update, self._offered_prompts = self._offered_prompts, None
+        if update is not None and self.source.tunable and update.version != self.prompt_version:
+            self.source.set_prompts(update.prompts, update.version)
+
     def adopt_map(self, state: dict) -> None:
         """Continue in a map saved by the backend (:meth:`MapperBackend.state_dict`, e.g. its ``map_path``
         file): its keyframes, their features, its frames and its session become this frontend's, and the
@@ -269,6 +289,8 @@ class TrackerFrontend:
                 if f is not None:
                     self.place.places.add(kf_id, LocalFeatures.from_state_dict(f))
         self.n_frames = len(self.frames)  # frame indices continue after the map's
+        if (saved := state.get("prompts")) is not None:  # the map's tuned prompts
+            self.offer_prompts(PromptUpdate(int(saved["version"]), saved["tensor"].float()))
         self.active_kf = n - 1
         self.state = SlamState.LOST if n else SlamState.INIT
         self.lost_streak = 1 if n else 0
@@ -310,6 +332,7 @@ class TrackerFrontend:
         watch = Stopwatch(cuda_sync=self.device.type == "cuda")
         size = tuple(np.shape(rgb)[:2])
         reset_reason = self._admit(float(timestamp), size)
+        self._swap_prompts()
         sf = self.source.prepare(rgb, index=self.n_frames, timestamp=float(timestamp), depth=depth, K=K)
         inp = FrameInput(sf, rgb, depth, K)
         watch.lap("prepare")

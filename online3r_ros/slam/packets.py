@@ -9,6 +9,7 @@ process, the ROS nodes pack them into messages (:mod:`online3r_ros.ros.nodes.msg
 - :class:`MapUpdate` (backend -> frontend): every keyframe's optimised pose after integrating a keyframe.
 - :class:`MapperState` (backend -> frontend): what the backend holds, for the re-send protocol
   (:mod:`~online3r_ros.slam.session`).
+- :class:`PromptUpdate` (backend -> frontend): a new version of the tuned prompts (online prompt tuning).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..sources.base import SourceFrame
 
 Tensor = torch.Tensor
 
-__all__ = ["KeyframePacket", "ObservationPacket", "MapUpdate", "MapperState"]
+__all__ = ["KeyframePacket", "ObservationPacket", "MapUpdate", "MapperState", "PromptUpdate"]
 
 
 @dataclass
@@ -116,3 +117,29 @@ class MapperState:
     session: int | None
     num_keyframes: int
     reset: bool = False
+
+
+@dataclass(frozen=True)
+class PromptUpdate:
+    """One version of the prompts (``prompts [layers, tokens, dim]`` float32 CPU) and how it was made:
+    the keyframe that triggered it, losses (``loss_*``: total, ``local_*``, ``global_*``; NaN when a term
+    was not computed) before and after the step, ``iters`` optimiser steps and ``time_ms`` of the step
+    (without the after-loss pass)."""
+
+    version: int
+    prompts: Tensor
+    kf_id: int = -1
+    loss_before: float = float("nan")
+    loss_after: float = float("nan")
+    local_before: float = float("nan")
+    local_after: float = float("nan")
+    global_before: float = float("nan")
+    global_after: float = float("nan")
+    iters: int = 0
+    time_ms: float = 0.0
+
+    def summary(self) -> dict:
+        """Plain numbers for status messages and reports (no tensor)."""
+        out = {k: v for k, v in self.__dict__.items() if k != "prompts"}
+        out["shape"] = list(self.prompts.shape)
+        return out

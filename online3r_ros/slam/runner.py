@@ -252,7 +252,22 @@ def timing_report(result: RunResult) -> dict:
         },
         "device": str(result.system.device),
         "torch_threads": torch.get_num_threads(),
+        **(
+            {"prompt_tuning": _tuning_times(result.system.tuning)} if result.system.tuning is not None else {}
+        ),
     }
+
+
+def _tuning_times(tuning) -> dict:
+    """``{"prompt_tuning": ...}``: time per prompt-tuning step (ms; in the mapper, off the tracking path
+    with a mapper thread); ``{}`` without tuning."""
+    if tuning is None:
+        return {}
+    ms = np.asarray([u["time_ms"] for u in tuning.stats.history], dtype=np.float64)
+    stats = {"steps": int(ms.size), "dropped": tuning.stats.dropped, "failed": tuning.stats.failed}
+    if ms.size:
+        stats |= {"mean_ms": float(ms.mean()), "max_ms": float(ms.max()), "total_ms": float(ms.sum())}
+    return {"prompt_tuning": stats}
 
 
 def metrics_report(result: RunResult) -> dict:
@@ -282,6 +297,8 @@ def metrics_report(result: RunResult) -> dict:
         "skipped": [{"path": p, "reason": r} for p, r in result.skipped],
     }
     report["loop_edges"] = [list(e) for e in system.backend.loop_edges]
+    if system.tuning is not None:
+        report["prompt_tuning"] = {**system.tuning.stats.as_dict(), "updates": system.tuning.stats.history}
     if system.frontend.place is not None:
         report["place_recognition"] = system.frontend.place.stats()
     if result.gt is not None:
@@ -332,6 +349,8 @@ def write_outputs(result: RunResult, out_dir: str | os.PathLike, conf_threshold:
     paths["timing"] = out / "timing.json"
     (out / "config.yaml").write_text(documented_yaml(system.config))
     paths["config"] = out / "config.yaml"
+    if result.system.backend.prompts is not None:  # the tuned prompts, to warm-start the next run here
+        paths["prompts"] = result.system.save_prompts(out / "prompts.pt")
     return paths
 
 

@@ -31,6 +31,8 @@ import torch
 
 from ..geometry.lie import sim3_to_matrix
 from ..sources.base import PointmapSource
+from ..tuning.online import make_online_tuning
+from ..tuning.prompt_files import load_prompts, save_prompts
 from ..utils.atomic import save_atomic
 from .backend import BackendHooks, MapperBackend
 from .config import SlamConfig, config_from_dict, config_to_dict
@@ -38,7 +40,7 @@ from .frontend import SlamState, TrackerFrontend, TrackerStep
 from .loops import LoopCloser
 from .map_export import MapPoints
 from .mapper_thread import MapperThread
-from .packets import MapUpdate
+from .packets import MapUpdate, PromptUpdate
 from .places import make_place_recognizer
 
 Tensor = torch.Tensor
@@ -84,6 +86,10 @@ class SlamSystem:
         loops = config.retrieval.loop_closure and hooks.loop_candidates is None
         if loops and (places := make_place_recognizer(config)) is not None:
             hooks = dataclasses.replace(hooks, loop_candidates=LoopCloser(config, places))
+        # online prompt tuning: in the mapper's thread when it has one, else in line (deterministic)
+        self.tuning = make_online_tuning(config, source, background=config.system.mapper_thread)
+        if self.tuning is not None and hooks.on_keyframe is None:
+            hooks = dataclasses.replace(hooks, on_keyframe=self.tuning)
         self.backend = MapperBackend(config, source, hooks, wait_s=0.0)  # in order: never waits
         self.config, self.source, self.device = config, source, self.frontend.device
         self.mapper_thread = MapperThread(self.backend) if config.system.mapper_thread else None
@@ -116,7 +122,39 @@ class SlamSystem:
                 step.timings_ms["total"] += sum(update.timings_ms.values())
             if step.T_WC is not None:  # an update may arrive with a lost frame (mapper thread)
                 step.T_WC = self.frontend.frame_world_pose(step.index)
+        self._deliver_prompts()
         return step
+
+    def _deliver_prompts(self) -> None:
+        """Finished prompt versions go to the map (saved with it) and to the tracker (from its next frame)."""
+        if self.tuning is None:
+            return
+        for update in self.tuning.updates():
+            self.adopt_prompts(update)
+
+    def adopt_prompts(self, update: PromptUpdate) -> None:
+        """Use ``update``'s prompts from the next frame on, keep them with the map, and tune on from them."""
+        self.backend.prompts = update
+        self.frontend.offer_prompts(update)
+        if self.tuning is not None and update.version != self.tuning.tuner.version:
+            self.tuning.tuner.restart_from(update)
+
+    def load_prompts(self, path: str | Path) -> PromptUpdate:
+        """Warm-start from a prompt file (:func:`~online3r_ros.tuning.prompt_files.load_prompts`)."""
+        if not self.source.tunable:
+            raise ValueError(f"the {self.source.name} has no prompts: a prompt file needs the MASt3R source")
+        c = self.source.engine.model.cfg
+        update = load_prompts(path, (c.enc_depth, c.enc_embed_dim))
+        self.flush()
+        self.adopt_prompts(update)
+        return update
+
+    def save_prompts(self, path: str | Path) -> Path:
+        """Write the map's current prompts to ``path`` (``ValueError`` when it has none)."""
+        self.flush()
+        if self.backend.prompts is None:
+            raise ValueError("no tuned prompts to save (tuning off, or no keyframe tuned yet)")
+        return save_prompts(path, self.backend.prompts)
 
     def flush(self) -> list[MapUpdate]:
         """With a mapper thread: wait for the submitted work and apply its remaining updates (returned).
@@ -126,13 +164,19 @@ class SlamSystem:
         updates = self.mapper_thread.flush()
         for update in updates:
             self.frontend.apply_keyframe_poses(update.T_WC)
+        if self.tuning is not None:
+            self.tuning.flush()
+            self._deliver_prompts()
         return updates
 
     def close(self) -> None:
-        """Apply the mapper's last updates and stop its thread (no-op without one); idempotent."""
+        """Apply the mapper's last updates and stop its thread and the tuner's (no-op without them);
+        idempotent."""
         if self.mapper_thread is not None:
             self.flush()
             self.mapper_thread.close()
+        if self.tuning is not None:
+            self.tuning.close()
 
     # ---------------------------------------------------------------------------------------------- results
     def trajectory(self) -> Trajectory:
@@ -172,6 +216,7 @@ class SlamSystem:
             "config": config_to_dict(self.config),
             "frontend": self.frontend.state_dict(),
             "backend": self.backend.state_dict(),
+            "tuning": None if self.tuning is None else self.tuning.tuner.state_dict(),
         }
         save_atomic(state, path / STATE_FILE, sync_dir=True)
         return path
@@ -183,6 +228,8 @@ class SlamSystem:
         self.flush()
         self.backend.load(path)
         self.frontend.adopt_map(self.backend.state_dict())
+        if self.backend.prompts is not None:
+            self.adopt_prompts(self.backend.prompts)
 
     @classmethod
     def load(cls, path: str | Path, source: PointmapSource, config: SlamConfig | None = None) -> SlamSystem:
@@ -199,4 +246,8 @@ class SlamSystem:
         system = cls(config or config_from_dict(state["config"]), source)
         system.frontend.load_state_dict(state["frontend"])
         system.backend.load_state_dict(state["backend"], origin=str(file))
+        if system.backend.prompts is not None:
+            system.adopt_prompts(system.backend.prompts)
+        if system.tuning is not None and state.get("tuning") is not None:
+            system.tuning.tuner.load_state_dict(state["tuning"])  # continue the optimiser where it stopped
         return system

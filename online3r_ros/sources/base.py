@@ -164,12 +164,15 @@ class PointmapSource(ABC):
     - ``has_descriptors``: predictions carry ``D``/``Q`` (descriptor refinement of the matches).
     - ``pose_dependent``: :meth:`predict_asymmetric` / :meth:`predict_symmetric` use the pose guesses
       (the pipeline may call them again after a pose update, ICP-style).
+    - ``tunable``: the source has learnable prompts (online prompt tuning): ``net_image(frame)``,
+      ``set_prompts(prompts, version)`` and ``prompt_version`` (the MASt3R source).
     """
 
     metric: bool = False
     calibrated: bool = False
     has_descriptors: bool = False
     pose_dependent: bool = False
+    tunable: bool = False
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)

@@ -17,6 +17,7 @@ inference mode), so the pipeline may modify them in place.
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -88,6 +89,7 @@ class MASt3RSource(PointmapSource):
     calibrated = False
     has_descriptors = True
     pose_dependent = False
+    tunable = True
 
     def __init__(
         self,
@@ -127,7 +129,9 @@ class MASt3RSource(PointmapSource):
         self.square_ok = bool(square_ok)
         self.calibrated = bool(use_calib)
         self.intrinsics_convention = intrinsics_convention
-        self._keys = itertools.count()
+        # cache keys unique beyond this source: frames of a loaded map keep the keys they were made with
+        self._keys = zip(itertools.repeat(uuid.uuid4().hex), itertools.count())
+        self._prompt_version = 0
 
     # ------------------------------------------------------------------------------------------ construction
     @classmethod
@@ -193,6 +197,28 @@ class MASt3RSource(PointmapSource):
                 raise SourceError(f"frame {fr.index} was not prepared by MASt3RSource")
             nets.append(net)
         return nets
+
+    def net_image(self, frame: SourceFrame) -> NetImage:
+        """The network input of a frame this source prepared (its encoder features stay attached)."""
+        return self._nets([frame])[0]
+
+    # ------------------------------------------------------------------------------------------------ prompts
+    @property
+    def prompt_version(self) -> int:
+        """Version of the prompts in use (0: none, the plain network)."""
+        return self._prompt_version
+
+    def set_prompts(self, prompts: Tensor | None, version: int) -> None:
+        """Use ``prompts [enc_depth, T, Denc]`` (``None``: the plain network) as version ``version`` from
+        the next prediction on; the same version again is a no-op. Cached encoder features of older prompts
+        are re-encoded when next used (the engine's ``stale_features='reencode'``)."""
+        if int(version) == self._prompt_version:
+            return
+        if prompts is not None:
+            self.engine.model._check_prompts(prompts)
+            prompts = prompts.detach().to(self.device, torch.float32)
+        self.engine.set_prompts(prompts)
+        self._prompt_version = int(version)
 
     def predict_mono(self, frame: SourceFrame) -> Pointmap:
         return _pointmap(self.engine.mono(self._nets([frame])[0]))
