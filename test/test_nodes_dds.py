@@ -577,6 +577,80 @@ def test_mapper_killed_tracker_continues_and_restarted_mapper_recovers(session) 
     assert _status(h, "mapper_status")["session"] == _status(h, "tracker_status")["session"]
 
 
+@pytest.mark.slow
+def test_tuned_prompts_reach_the_tracker_and_outlive_the_mapper(session, tmp_path) -> None:
+    """MASt3R source (a small random network whose two decoders are one, so a static camera tracks) with
+    prompt tuning, a keyframe per frame: the mapper tunes, saves the prompts with the map and sends them; the
+    tracker uses them from its next frame (its status says which version) and keeps them, and keeps
+    tracking, after the mapper is killed."""
+    import torch
+    from helpers_mast3r import P1_KWARGS
+
+    from online3r_ros.model import build_mast3r
+    from online3r_ros.model.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_mast3r(**P1_KWARGS).eval()
+    with torch.no_grad():
+        model.dec_blocks2.load_state_dict(model.dec_blocks.state_dict())
+        model.downstream_head2.load_state_dict(model.downstream_head1.state_dict())
+    ckpt = tmp_path / "twin.pth"
+    save_checkpoint(ckpt, model.state_dict(), P1_KWARGS, layout="pth")
+    slam = {
+        "source": {"kind": "mast3r", "checkpoint": str(ckpt), "img_size": 224},
+        "tuning": {"enabled": True},
+        "tracking": {"Q_conf": 0.0, "match_frac_thresh": 1.0},
+        "local_opt": {"Q_conf": 0.0},
+        "retrieval": {"enabled": False},
+    }
+    procs, h = session(slam=slam, mapper={"prompts_path": str(tmp_path / "prompts.pt"), "autosave": False})
+    procs.start("mapper")
+    procs.start("tracker")
+    frame = next(iter(_sequence(1)))
+    h.wait_subscribers(timeout=120, procs=procs)
+    t0 = time.time_ns()
+    sent = 0
+
+    def send(n: int) -> None:
+        nonlocal sent
+        for _ in range(n):
+            h.publish_frame(frame, t0 + sent * 200_000_000)  # a static camera
+            sent += 1
+            time.sleep(0.2)
+
+    send(3)
+    h.wait_for(
+        lambda: ((_status(h, "mapper_status").get("prompts") or {}).get("version") or 0) >= 1,
+        180,
+        "a tuned prompt version in the mapper",
+        procs,
+    )
+    version = _status(h, "mapper_status")["prompts"]["version"]
+    assert version >= 1 and _status(h, "mapper_status")["prompts"]["steps"] >= 1
+    h.wait_for(
+        lambda: _status(h, "tracker_status").get("prompt_version_received", 0) >= 1, 60, "prompts", procs
+    )
+    send(1)
+    h.wait_for(
+        lambda: _status(h, "tracker_status").get("prompt_version", 0) >= 1,
+        60,
+        "the tracker to use them",
+        procs,
+    )
+    assert _call(h, "/mapper/save_prompts").success and (tmp_path / "prompts.pt").is_file()
+    assert _call(h, "/mapper/save_map").success
+    saved = torch.load(tmp_path / "map.pt", map_location="cpu", weights_only=False)["prompts"]
+    assert saved is not None and saved["tensor"].shape == (2, 32, 64) and saved["version"] >= 1
+    procs.stop("mapper", signal.SIGKILL)
+    in_use = _status(h, "tracker_status")["prompt_version"]
+    processed = _status(h, "tracker_status")["processed"]
+    h.clear("pose")
+    send(2)
+    h.wait_for(lambda: len(h.messages("pose")) >= 2, 60, "poses with the mapper down", procs)
+    h.wait_for(lambda: _status(h, "tracker_status").get("processed", 0) >= processed + 2, 30, "status", procs)
+    assert _status(h, "tracker_status")["prompt_version"] == in_use >= 1
+
+
 def _raw_image(height: int, width: int, encoding: str, stamp_ns: int, bytes_per_pixel: int = 3):
     from sensor_msgs.msg import Image
 

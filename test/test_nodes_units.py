@@ -564,3 +564,21 @@ def test_a_mapper_behind_integrates_its_keyframes_and_optimises_once(cfg, monkey
     calls.clear()
     _, be_live, _ = _run(cfg, frames)
     assert be_live.num_keyframes == n_kf
+
+
+@pytest.mark.ros
+def test_prompts_travel_as_bfloat16_and_bad_ones_are_refused() -> None:
+    pytest.importorskip("std_msgs.msg", reason="std_msgs is not installed")
+    from online3r_ros.ros.nodes import msgs as M
+    from online3r_ros.slam.packets import PromptUpdate
+
+    update = PromptUpdate(5, torch.randn(24, 32, 1024, generator=torch.Generator().manual_seed(0)), kf_id=9)
+    msg = M.prompts_to_msg(update)
+    assert len(msg.data) == 2 * 24 * 32 * 1024  # ~1.5 MB for ViT-L
+    back = M.msg_to_prompts(msg)
+    assert (back.version, back.kf_id) == (5, 9)
+    assert torch.equal(back.prompts, M.round_prompts(update).prompts)  # exactly what the mapper uses
+    torch.testing.assert_close(back.prompts, update.prompts, rtol=1 / 128, atol=0)
+    msg.data = msg.data[:-2]
+    with pytest.raises(M.MessageFormatError, match="bytes"):
+        M.msg_to_prompts(msg)

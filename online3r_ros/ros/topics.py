@@ -41,6 +41,7 @@ __all__ = [
     "MAPPER_STATE",
     "KEYFRAME_FEATURES",
     "LOOP_CANDIDATES",
+    "PROMPTS",
     "RETRIEVAL_STATUS",
     "ODOMETRY",
     "CAMERA_POSE",
@@ -262,6 +263,18 @@ MAPPER_STATUS = TopicSpec(
     "users",
     "JSON: keyframes, edges, points, optimisation report and times, keyframe scales, autosave",
 )
+PROMPTS = TopicSpec(
+    "online3r/prompts",
+    "std_msgs/msg/UInt8MultiArray",
+    "latched",
+    1,
+    "-",
+    "mapper",
+    "tracker",
+    "the tuned encoder prompts after every tuning step (online prompt tuning; ~1.5 MB for ViT-L): bfloat16 "
+    "bytes [layers, tokens, dim] (dim 0 label 'online3r/prompts;version=..;kf=..'); the tracker swaps them "
+    "between frames",
+)
 DIAGNOSTICS = TopicSpec(
     "/diagnostics",
     "diagnostic_msgs/msg/DiagnosticArray",
@@ -280,6 +293,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     MAPPER_STATE,
     KEYFRAME_FEATURES,
     LOOP_CANDIDATES,
+    PROMPTS,
     ODOMETRY,
     CAMERA_POSE,
     TRACKER_STATUS,
@@ -304,6 +318,8 @@ SERVICES: dict[str, str] = {
     "mapper/~/load_map": "replace the map with map_path; the tracker re-sends what the loaded map lacks",
     "mapper/~/save_trajectory": "all frames + keyframes as TUM (trajectory_path, *_keyframes.txt; atomic)",
     "mapper/~/publish_map": "publish the full map now",
+    "mapper/~/save_prompts": "the tuned prompts to prompts_path (atomic; to warm-start at this place later)",
+    "mapper/~/load_prompts": "tune on from the prompts at prompts_path (also sent to the tracker)",
     "retrieval/~/reset": "forget every keyframe of the database",
     "retrieval/~/save_database": "the indexed keyframe features to database_path (atomic)",
 }

@@ -52,6 +52,7 @@ from online3r_ros.ros.nodes.common import (
     take_queued,
 )
 from online3r_ros.ros.nodes.diagnostics import NodeStats
+from online3r_ros.ros.nodes.mapper_prompts import MapperPrompts
 from online3r_ros.ros.nodes.markers import frustum_lines, map_markers
 from online3r_ros.ros.nodes.msgs import (
     MessageFormatError,
@@ -66,10 +67,11 @@ from online3r_ros.ros.nodes.retrieval_msgs import array_to_features, array_to_lo
 from online3r_ros.ros.pointcloud import numpy_to_pointcloud2
 from online3r_ros.ros.pose import T_LINK_OPTICAL, matrix_to_pose
 from online3r_ros.ros.time import ns_to_stamp, sec_to_ns, stamp_to_ns
-from online3r_ros.slam.backend import MapperBackend
+from online3r_ros.slam.backend import BackendHooks, MapperBackend
 from online3r_ros.slam.map_export import MapPoints
 from online3r_ros.slam.packets import MapUpdate
 from online3r_ros.slam.runner import build_source
+from online3r_ros.tuning import make_online_tuning
 
 __all__ = ["MapperNode", "main", "frustum_lines"]
 
@@ -80,7 +82,10 @@ class MapperNode(Node):
     def __init__(self, context: Any = None, node_name: str = "mapper") -> None:
         super().__init__(node_name, context=context)
         self.p, cfg = setup_node_params(self, MapperParams)
-        self.backend = MapperBackend(cfg, build_source(cfg), wait_s=self.p.keyframe_wait)
+        source = build_source(cfg)
+        tuning = make_online_tuning(cfg, source, background=True)  # its own thread: never delays the map
+        hooks = BackendHooks(on_keyframe=tuning) if tuning is not None else None
+        self.backend = MapperBackend(cfg, source, hooks, wait_s=self.p.keyframe_wait)
         self.stats = NodeStats("mapper", error_hold=5.0, input_timeout=3600.0)
         self.stats.state = "waiting"
         self._log_once = LogOnce(2.0)
@@ -96,6 +101,7 @@ class MapperNode(Node):
         self._unsaved = False  # keyframes integrated since the last autosave
         self._loops: dict[tuple[int, int], list] = {}  # (session, kf_id) -> loop candidates not yet used
         self._build_io()
+        self.prompts = MapperPrompts(self, self.backend, tuning, self.p.prompts_path, self._lock)
         self._maybe_load_on_start()
         self._publish_state()
         start_worker(
@@ -243,6 +249,7 @@ class MapperNode(Node):
                     for update in self.backend.step():
                         self._after_update(update)
                     self._close_loops()
+                    self.prompts.deliver()
                 self._periodic(publish_map)
             except Exception as exc:  # noqa: BLE001 - the node must survive anything one message does
                 if not self._running or not self.context.ok():  # shutting down: nothing to report
@@ -358,6 +365,7 @@ class MapperNode(Node):
         return f" (the previous session's map is kept as {backup})"
 
     def _after_map_change(self) -> None:
+        self.prompts.after_map_load()
         self._publish_state()
         if self.backend.num_keyframes:
             self.pub_sim3.publish(poses_to_array(self.backend.keyframe_poses(), self.backend.session))
@@ -456,11 +464,13 @@ class MapperNode(Node):
             keyframes=self.backend.num_keyframes,
             session=self.backend.session,
             generation=self.backend.generation,
+            prompts=self.prompts.status(),
         )
         publish_node_diagnostics(self, self.stats, "online3r_mapper")
 
     def stop(self) -> None:
         stop_worker(self)
+        self.prompts.close()
         with self._lock:
             if self.p.autosave and self._unsaved and self.backend.num_keyframes:
                 self._autosave()  # what the period held back

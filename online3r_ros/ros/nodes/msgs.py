@@ -17,6 +17,7 @@ dimension's label). ROS-free except for the lazily imported message classes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from online3r_ros.ros.pointcloud import numpy_to_pointcloud2, pointcloud2_to_numpy
-from online3r_ros.slam.packets import KeyframePacket, MapperState, ObservationPacket
+from online3r_ros.slam.packets import KeyframePacket, MapperState, ObservationPacket, PromptUpdate
 
 __all__ = [
     "KF_PREFIX",
@@ -281,3 +282,48 @@ def parse_mapper_state(msg: Any) -> MapperState:
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise MessageFormatError(f"mapper state is not the documented JSON: {msg.data[:80]!r}") from exc
+
+
+PROMPTS_PREFIX = "online3r/prompts"
+
+
+def round_prompts(update: PromptUpdate) -> PromptUpdate:
+    """``update`` with its prompts rounded to bfloat16, as they travel: the mapper then uses exactly the
+    prompts the tracker receives."""
+    return dataclasses.replace(update, prompts=update.prompts.to(torch.bfloat16).float())
+
+
+def prompts_to_msg(update: PromptUpdate) -> Any:
+    """``std_msgs/UInt8MultiArray``: the prompts as bfloat16 bytes, shape in the layout, version and keyframe
+    in dim 0's label."""
+    from std_msgs.msg import MultiArrayDimension, UInt8MultiArray
+
+    p = update.prompts.detach().to("cpu", torch.bfloat16).contiguous()
+    msg = UInt8MultiArray()
+    label = f"{PROMPTS_PREFIX};version={int(update.version)};kf={int(update.kf_id)}"
+    sizes = [int(v) for v in p.shape]
+    for i, name in enumerate((label, "tokens", "dim")):  # strides in bfloat16 elements (2 bytes each)
+        msg.layout.dim.append(MultiArrayDimension(label=name, size=sizes[i], stride=int(np.prod(sizes[i:]))))
+    msg.data = p.view(torch.int16).numpy().tobytes()
+    return msg
+
+
+def msg_to_prompts(msg: Any) -> PromptUpdate:
+    """Inverse of :func:`prompts_to_msg`; :class:`MessageFormatError` if malformed."""
+    dims = list(msg.layout.dim)
+    if len(dims) != 3:
+        raise MessageFormatError(f"prompts need a 3-d layout, got {len(dims)} dimensions")
+    meta = parse_metadata(dims[0].label, PROMPTS_PREFIX)
+    shape = tuple(int(d.size) for d in dims)
+    raw = bytes(msg.data)
+    if len(raw) != 2 * int(np.prod(shape)):
+        raise MessageFormatError(f"prompts of shape {shape} need {2 * int(np.prod(shape))} bytes: {len(raw)}")
+    t = (
+        torch.from_numpy(np.frombuffer(raw, dtype=np.int16).copy())
+        .view(torch.bfloat16)
+        .float()
+        .reshape(shape)
+    )
+    if not bool(torch.isfinite(t).all()):
+        raise MessageFormatError("prompts are not finite")
+    return PromptUpdate(_int(meta, "version"), t, kf_id=_int(meta, "kf"))

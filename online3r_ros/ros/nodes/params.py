@@ -207,6 +207,9 @@ class MapperParams(NodeParams):
         1.0, "a keyframe waits this long for the previous keyframe's observations (s)", 0.0, 60.0
     )
     frustum_scale: float = param(0.1, "size of the keyframe frustum markers (m)", 0.001, 100.0)
+    prompts_path: str = param(
+        "online3r_prompts.pt", "~/save_prompts / ~/load_prompts file of the tuned prompts (MASt3R source)"
+    )
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.qos import ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-from std_msgs.msg import Float32MultiArray, Float64MultiArray, String
+from std_msgs.msg import Float32MultiArray, Float64MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
@@ -58,6 +58,7 @@ from online3r_ros.ros.nodes.msgs import (
     MessageFormatError,
     array_to_poses,
     keyframe_to_cloud,
+    msg_to_prompts,
     observation_to_cloud,
     parse_mapper_state,
 )
@@ -168,6 +169,7 @@ class TrackerNode(Node):
         self.create_subscription(
             String, T.MAPPER_STATE.name, self._on_mapper_state, T.qos_for(T.MAPPER_STATE)
         )
+        self.create_subscription(UInt8MultiArray, T.PROMPTS.name, self._on_prompts, T.qos_for(T.PROMPTS))
         if not p.base_to_camera:
             self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, tf_static_qos(10))
         if p.external_odometry:
@@ -231,6 +233,16 @@ class TrackerNode(Node):
         with self._wake:
             self._mapper_state = state
             self._wake.notify()
+
+    def _on_prompts(self, msg: Any) -> None:
+        """Tuned prompts from the mapper: used from the next frame on (never mid-frame)."""
+        try:
+            update = msg_to_prompts(msg)
+        except MessageFormatError as exc:
+            self._input_error(str(exc))
+            return
+        self.frontend.offer_prompts(update)
+        self.stats.values["prompt_version_received"] = update.version
 
     def _on_tf(self, msg: Any) -> None:
         for tr in msg.transforms:
@@ -429,6 +441,7 @@ class TrackerNode(Node):
         self.stats.add_times(step.timings_ms)
         self.stats.add_latency((self.get_clock().now().nanoseconds - stamp_to_ns(stamp)) * 1e-6)
         self.stats.values["keyframes"] = self.frontend.num_keyframes
+        self.stats.values["prompt_version"] = self.frontend.prompt_version
         if self.frontend.place is not None:
             self.stats.values["place_recognition"] = self.frontend.place.stats()
 
