@@ -6,6 +6,7 @@ No MASt3R weights exist here, so the mechanism is proven on small random network
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -348,3 +349,56 @@ def test_the_pipeline_tunes_once_per_keyframe_and_the_map_keeps_the_prompts(tmp_
     assert torch.equal(warm.source.engine.prompts.cpu(), system.backend.prompts.prompts)
     for s in (system, loaded, warm):
         s.close()
+
+
+SEVEN_SCENES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "7scenes_redkitchen_0000_0499"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SEVEN_SCENES.is_dir(), reason=f"{SEVEN_SCENES} (public 7-Scenes frames) is absent")
+def test_online3r_run_tunes_per_keyframe_writes_the_prompts_and_warm_starts(tmp_path, capsys) -> None:
+    """``online3r run --source mast3r`` on real frames (a keyframe per frame): one update per keyframe after
+    the first in metrics.json and timing.json, prompts.pt beside the map; ``--prompts`` continues from it;
+    a bad prompt file is one error line and exit code 3."""
+    import json
+
+    from online3r_ros.cli.main import EXIT_INPUT, EXIT_OK, main
+    from online3r_ros.model.checkpoint import save_checkpoint
+
+    source = _symmetric_twin_source()
+    ckpt = tmp_path / "twin.pth"
+    save_checkpoint(ckpt, source.engine.model.state_dict(), P1_KWARGS, layout="pth")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "tracking: {Q_conf: 0.0, match_frac_thresh: 1.0}\nlocal_opt: {Q_conf: 0.0}\n"
+        "retrieval: {enabled: false}\nsource: {img_size: 224}\n"
+    )
+    common = ["--source", "mast3r", "--checkpoint", str(ckpt), "--config", str(cfg), "--quiet"]
+    first = tmp_path / "a"
+    assert main(["run", str(SEVEN_SCENES), "--out", str(first), "--max-frames", "3", *common]) == EXIT_OK
+    metrics = json.loads((first / "metrics.json").read_text())
+    updates = metrics["prompt_tuning"]["updates"]
+    assert metrics["n_keyframes"] == 3 and [(u["kf_id"], u["version"]) for u in updates] == [(1, 1), (2, 2)]
+    assert json.loads((first / "timing.json").read_text())["prompt_tuning"]["steps"] == 2
+    saved = load_prompts(first / "prompts.pt", (2, 64))
+    assert saved.version == 2 and torch.count_nonzero(saved.prompts) > 0
+    out = tmp_path / "b"
+    args = [
+        "run",
+        str(SEVEN_SCENES),
+        "--out",
+        str(out),
+        "--max-frames",
+        "2",
+        "--prompts",
+        str(tmp_path / "a" / "prompts.pt"),
+    ]
+    assert main([*args, *common]) == EXIT_OK
+    updates = json.loads((out / "metrics.json").read_text())["prompt_tuning"]["updates"]
+    assert [u["version"] for u in updates] == [3]  # tuned on from version 2
+    (tmp_path / "bad.pt").write_bytes(b"junk")
+    capsys.readouterr()
+    args[-1] = str(tmp_path / "bad.pt")
+    assert main([*args, *common]) == EXIT_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unreadable" in err[0], err

@@ -252,9 +252,7 @@ def timing_report(result: RunResult) -> dict:
         },
         "device": str(result.system.device),
         "torch_threads": torch.get_num_threads(),
-        **(
-            {"prompt_tuning": _tuning_times(result.system.tuning)} if result.system.tuning is not None else {}
-        ),
+        **_tuning_times(result.system.tuning),
     }
 
 
