@@ -82,9 +82,10 @@ def test_latency_is_first_arrival_minus_send_time_of_sent_stamps() -> None:
 
 
 def test_frame_counts_split_unposed_frames_into_drops_and_lost() -> None:
-    assert frame_counts(10, 6, {"processed": 8, "rejected": 1}) == {"posed": 6, "lost": 3, "drops": 1}
-    assert frame_counts(10, 10, {"processed": 10}) == {"posed": 10, "lost": 0, "drops": 0}
-    assert frame_counts(5, 3, None) == {"posed": 3, "lost": 2, "drops": None}
+    status = {"processed": 8, "rejected": 1, "relocalised": 2}
+    assert frame_counts(10, 6, status) == {"posed": 6, "lost": 3, "drops": 1, "relocalised": 2}
+    assert frame_counts(10, 10, {"processed": 10}) == {"posed": 10, "lost": 0, "drops": 0, "relocalised": 0}
+    assert frame_counts(5, 3, None) == {"posed": 3, "lost": 2, "drops": None, "relocalised": None}
 
 
 def test_loop_segments_become_keyframe_index_pairs() -> None:

@@ -96,5 +96,6 @@ def test_a_tracker_started_in_a_saved_map_localises_in_it(session) -> None:  # n
     assert {_stamp_ns(m) for m in h.messages("pose")} <= set(stamps)
     tracker, mapper = _status(h, "tracker_status"), _status(h, "mapper_status")
     assert tracker["session"] == session_id and tracker["state"] == "tracking", tracker
+    assert tracker.get("relocalised", 0) >= 1, tracker  # its first pose came from a relocalisation
     assert mapper.get("session") in (None, session_id) and mapper.get("keyframes", n_saved) >= n_saved, mapper
     assert "starting a new map" not in procs.log("mapper")

@@ -63,16 +63,18 @@ def latencies_ms(sent: Mapping[int, float], received: Iterable[tuple[int, float]
 
 
 def frame_counts(n_sent: int, n_posed: int, tracker_status: Mapping | None) -> dict[str, int | None]:
-    """``{"posed", "lost", "drops"}`` of ``n_sent`` published images of which ``n_posed`` got a pose, from the
-    tracker's final status counters (``processed``, ``rejected``): drops = images it never worked on
-    (``n_sent - processed - rejected``; ``None`` without a status), lost = ``n_sent - posed - drops``."""
+    """``{"posed", "lost", "drops", "relocalised"}`` of ``n_sent`` published images of which ``n_posed`` got a
+    pose, from the tracker's final status counters (``processed``, ``rejected``, ``relocalised``): drops =
+    images it never worked on (``n_sent - processed - rejected``; ``None`` without a status), lost =
+    ``n_sent - posed - drops``, relocalised = frames posed by a relocalisation."""
     st = tracker_status or {}
-    drops = None
+    drops = relocalised = None
     if "processed" in st:
         worked = int(st.get("processed") or 0) + int(st.get("rejected") or 0)
         drops = max(0, int(n_sent) - worked)
+        relocalised = int(st.get("relocalised") or 0)
     lost = max(0, int(n_sent) - int(n_posed) - (drops or 0))
-    return {"posed": int(n_posed), "lost": lost, "drops": drops}
+    return {"posed": int(n_posed), "lost": lost, "drops": drops, "relocalised": relocalised}
 
 
 def growth_per_1000_frames(
@@ -146,6 +148,7 @@ def live_run_outputs(
         loop_edges=loop_edges_from_segments(loop_segments, kf_xyz),
         posed=counts["posed"],
         lost=counts["lost"],
+        relocalised=counts["relocalised"],
         drops=counts["drops"],
         latency_ms=latencies_ms(sent, ((s, t) for s, _, t in camera_poses)),
         memory=dict(memory) if memory else None,

@@ -435,6 +435,8 @@ class TrackerNode(Node):
         self.stats.count("processed")
         self._stamps_ns[step.timestamp] = stamp_to_ns(stamp)
         self.stats.state = _STATE_NAMES.get(step.state.value, step.state.value)
+        if step.state.value == "reloc":
+            self.stats.count("relocalised")  # frames posed by a relocalisation (after being lost)
         self._publish_packets(step, stamp)
         if step.has_pose:
             self._publish_pose(step, stamp, T_W_odom)
