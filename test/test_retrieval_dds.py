@@ -58,8 +58,12 @@ def test_three_nodes_close_a_loop_and_survive_a_retrieval_restart(session) -> No
     assert tracker["processed"] >= 0.9 * tracker["received"] and tracker["state"] == "tracking", tracker
     retrieval = _status(h, "retrieval_status")
     assert retrieval["loop_candidates"] >= 1 and retrieval.get("rejected", 0) == 0, retrieval
-    markers = h.messages("markers")[-1].markers
-    assert any(m.ns == "loops" and len(m.points) >= 2 for m in markers)
+
+    def loop_markers() -> bool:  # published after the paths, so a moment after the status counts the edge
+        msgs = h.messages("markers")
+        return bool(msgs) and any(m.ns == "loops" and len(m.points) >= 2 for m in msgs[-1].markers)
+
+    h.wait_for(loop_markers, 30, "the loop edge's markers", procs)
     for name in ("tracker", "mapper", "retrieval"):
         assert "Traceback" not in procs.log(name), procs.log(name)[-3000:]
 
