@@ -85,7 +85,6 @@ def test_a_step_changes_the_prompts_and_nothing_else(engine) -> None:
         np.isfinite([update.loss_before, update.loss_after, update.local_before, update.global_before])
     )
     assert update.loss_after < update.loss_before
-    assert not torch.equal(update.prompts, tuner.prompts.detach()) or update.prompts is not tuner.prompts
     tuner.prompts.data.add_(1.0)  # the update is a copy: the tuner's tensor never leaves it
     assert not torch.equal(update.prompts, tuner.prompts.detach())
     assert engine.model.grad_checkpointing
