@@ -133,6 +133,37 @@ def test_rss_of_this_process_is_sampled() -> None:
 
 
 # -------------------------------------------------------------------------------------------- bad input
+def test_lockstep_holds_images_while_the_mapper_is_behind() -> None:
+    """The pacer releases image k once image k-1 is answered and the mapper has integrated the tracker's
+    keyframes minus ``mapper_lag``; a mapper that never catches up costs one counted timeout per image."""
+    import threading
+    from types import SimpleNamespace
+
+    from online3r_ros.ros.bag_evaluate import _Pacer
+
+    rec = SimpleNamespace(camera_poses=[], tracker_status={"processed": 1, "keyframes": 3}, mapper_status={})
+    bar = SimpleNamespace(update=lambda n: None)
+    topic = SimpleNamespace(name="/image")
+    pacer = _Pacer("/image", [10, 20, 30], rec, lockstep=True, timeout=5.0, nodes_ok=lambda: True, bar=bar,
+                   mapper_lag=1, mapper_timeout=5.0)  # fmt: skip
+    pacer(topic, 0)  # the first image never waits
+    rec.mapper_status = {"keyframes": 1}  # two behind: image 1 waits until the mapper reaches 2
+    threading.Timer(0.3, lambda: rec.mapper_status.update(keyframes=2)).start()
+    t0 = time.monotonic()
+    pacer(topic, 0)
+    assert time.monotonic() - t0 >= 0.25 and pacer.timeouts == 0 and len(pacer.sent) == 2
+    rec.tracker_status = {"processed": 2, "keyframes": 9}
+    pacer.mapper_timeout = 0.1
+    pacer(topic, 0)  # the mapper stays 7 behind: released after the timeout, counted
+    assert pacer.timeouts == 1 and len(pacer.sent) == 3
+    never = _Pacer("/image", [10, 20], rec, lockstep=True, timeout=5.0, nodes_ok=lambda: True, bar=bar,
+                   mapper_lag=-1, mapper_timeout=5.0)  # fmt: skip
+    never(topic, 0)
+    t0 = time.monotonic()
+    never(topic, 0)
+    assert time.monotonic() - t0 < 0.1 and never.timeouts == 0
+
+
 def _rgbd_bag(path: Path, depth_size: tuple[int, int] = (64, 48), with_image: bool = True) -> Path:
     K = np.array([[50.0, 0, 32], [0, 50.0, 24], [0, 0, 1]])
     with BagWriter(path, "mcap") as w:

@@ -376,6 +376,7 @@ PROBES: dict[str, tuple] = {
     "local_opt.pin": (2, "pipeline", {}),
     "local_opt.min_match_frac": (0.99, "pipeline", {"system": {"proximity_edges": 3}}),
     "local_opt.max_iters": (1, "pipeline", {}),
+    "local_opt.window": (1, "pipeline", {}),
     "local_opt.delta_norm": (10.0, "pipeline", {}),
     "local_opt.max_points_per_edge": (50, "pipeline", {}),
     "local_opt.icp_sigma": (0.01, "pipeline", {}),

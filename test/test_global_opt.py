@@ -713,3 +713,29 @@ def test_combined_match_confidence():
     idx = torch.tensor([[2, 0, 1]])
     Q_src = torch.tensor([[1.0, 1.0, 4.0]])
     torch.testing.assert_close(combined_match_confidence(Q_ref, idx, Q_src), torch.tensor([[3.0, 1.0, 4.0]]))
+
+
+def test_window_moves_only_its_keyframes_and_equals_holding_the_rest_fixed():
+    """A windowed optimisation (``free_ids``) reads only the factors touching the window, holds their other
+    ends fixed and leaves every other keyframe untouched; its solution is the full graph's with those
+    keyframes fixed (factors between two fixed keyframes only add a constant)."""
+    n = 8
+    T_true = _true_poses(n, seed=3)
+    Xs, sels, invs = _subset_scene(T_true, seed=3)
+    T0 = _perturb(T_true, seed=4, mag=0.03)
+    T0[:5] = T_true[:5]  # the old part of the map is right; the newest three drifted
+    edges = _chain_with_loops(n)
+    free = go.window_keyframes(list(range(n)), 3)
+    assert free == {5, 6, 7}
+    cfg = GlobalOptConfig(max_iters=20, rel_error=0.0)
+    store, graph = _store_and_graph(T0, Xs, edges, sels, invs)
+    res = GlobalOptimizer(cfg).optimize(store, graph, free_ids=free)
+    touching = {k for e in edges if set(e) & free for k in e}
+    assert res.kf_ids.tolist() == sorted(touching) and len(touching) < n
+    P = store.get_poses()
+    assert torch.equal(P[:5], T0[:5])
+    assert float(_pose_err(P[5:], T_true[5:]).max()) < 1e-4  # pulled back onto the fixed old map
+    ref_store, ref_graph = _store_and_graph(T0, Xs, edges, sels, invs)
+    GlobalOptimizer(cfg).optimize(ref_store, ref_graph, fixed_ids=[0, 1, 2, 3, 4])
+    torch.testing.assert_close(P, ref_store.get_poses(), atol=1e-9, rtol=0)
+    assert go.window_keyframes(list(range(n)), n) is None and go.window_keyframes(list(range(n)), 0) is None

@@ -94,6 +94,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument(
         "--frame-timeout", type=_positive, default=10.0, help="lock-step: seconds to wait per image (10)"
     )
+    e.add_argument(
+        "--mapper-lag",
+        type=int,
+        default=1,
+        help="lock-step: hold the next image while the mapper is more than N keyframes behind the tracker "
+        "(1; -1: never wait for the mapper)",
+    )
     e.add_argument("--dataset", type=Path, default=None, help="dataset folder: reconstruction metrics")
     e.add_argument("--fail-above", default=None, metavar="M=V,...", help="fail when metric M > V")
     e.add_argument("--fail-below", default=None, metavar="M=V,...", help="fail when metric M < V")
@@ -249,6 +256,7 @@ def bag_evaluate_command(args: argparse.Namespace) -> int:
         lockstep=args.rate is None,
         rate=args.rate or 1.0,
         frame_timeout=args.frame_timeout,
+        mapper_lag=args.mapper_lag,
         slam_config=args.config,
         checkpoint=args.checkpoint,
         device=args.device,

@@ -97,6 +97,9 @@ class BagEvalOptions:
 
     ``lockstep``: pace images by the tracker's answers (else real time at ``rate``, with ``/clock`` at
     ``clock_hz``); ``frame_timeout``: seconds a lock-step image waits for the previous one's answer;
+    ``mapper_lag``: lock-step also holds an image while the mapper has integrated fewer than the tracker's
+    keyframes minus this many (a mapper slower than the tracker then paces the run instead of falling ever
+    further behind; ``mapper_timeout`` s at most per wait, counted as a timeout; negative: never wait);
     ``slam_config``/``checkpoint``/``device``/``torch_threads``: the nodes' parameters of those names
     (``None``/0: the parameter file's); ``node_parameters``: ``{node: {parameter: value}}`` applied last;
     ``startup_timeout``/``settle_timeout``: seconds for the nodes to come up / the last results to arrive;
@@ -108,6 +111,8 @@ class BagEvalOptions:
     rate: float = 1.0
     clock_hz: float = 40.0
     frame_timeout: float = 10.0
+    mapper_lag: int = 1
+    mapper_timeout: float = 120.0
     slam_config: Path | None = None
     checkpoint: Path | None = None
     device: str | None = None
@@ -172,8 +177,8 @@ def launch_arguments(topics: RgbdTopics, opts: BagEvalOptions) -> dict[str, str]
 
 def _node_parameters(state: Path, opts: BagEvalOptions) -> dict[str, dict[str, Any]]:
     """Per-node parameters: state files under ``state``, a fresh map, no periodic full map (requested at
-    the end: a large map every few seconds would fill the output bag), a 0.2 s status period (lock-step
-    needs to see frames that got no pose)."""
+    the end: a large map every few seconds would fill the output bag), a 0.2 s status period of tracker and
+    mapper (lock-step needs to see frames that got no pose, and the mapper's keyframe count)."""
     params: dict[str, dict[str, Any]] = {
         "tracker": {
             "trajectory_path": str(state / "tracker_trajectory.txt"),
@@ -186,6 +191,7 @@ def _node_parameters(state: Path, opts: BagEvalOptions) -> dict[str, dict[str, A
             "autosave": False,
             "map_period": 0.0,
             "trajectory_path": str(state / "mapper_trajectory.txt"),
+            "diagnostics_period": 0.2,
         },
         "retrieval": {"database_path": str(state / "retrieval.pt"), "load_on_start": False},
     }
@@ -208,12 +214,16 @@ class _Pacer:
         timeout: float,
         nodes_ok: Callable[[], bool],
         bar: Any,
+        mapper_lag: int = -1,
+        mapper_timeout: float = 0.0,
     ) -> None:
         self.image_topic = image_topic
         self.stamps = stamps
         self.recorder = recorder
         self.lockstep = lockstep
         self.timeout = timeout
+        self.mapper_lag = mapper_lag
+        self.mapper_timeout = mapper_timeout
         self.nodes_ok = nodes_ok
         self.bar = bar
         self.sent: dict[int, float] = {}
@@ -228,6 +238,12 @@ class _Pacer:
         st = self.recorder.tracker_status or {}
         return sum(int(st.get(key) or 0) for key in ("processed", "dropped", "rejected")) >= k + 1
 
+    def mapper_caught_up(self) -> bool:
+        """The mapper's status counts at least the tracker's keyframes minus ``mapper_lag``."""
+        tracker = int((self.recorder.tracker_status or {}).get("keyframes") or 0)
+        mapper = int((self.recorder.mapper_status or {}).get("keyframes") or 0)
+        return mapper >= tracker - self.mapper_lag
+
     def __call__(self, topic: Any, log_ns: int) -> None:
         self.last_log_ns = log_ns
         if topic.name != self.image_topic:
@@ -238,6 +254,10 @@ class _Pacer:
         if self.lockstep and k > 0:
             ok = wait_until(lambda: self.answered(k - 1) or not self.nodes_ok(), self.timeout, 0.002)
             self.timeouts += 0 if ok else 1
+            if self.mapper_lag >= 0 and not self.mapper_caught_up():
+                caught_up = lambda: self.mapper_caught_up() or not self.nodes_ok()  # noqa: E731
+                ok = wait_until(caught_up, self.mapper_timeout, 0.01)
+                self.timeouts += 0 if ok else 1
         self.sent[self.stamps[k]] = time.monotonic()
         self.bar.update(1)
 
@@ -383,7 +403,9 @@ def evaluate_bag(
                 with progress(None, total=len(stamps), desc="bag evaluate", enabled=opts.show_progress,
                               unit="frame") as bar:  # fmt: skip
                     pacer = _Pacer(topics.image, stamps, live, lockstep=opts.lockstep,
-                                   timeout=opts.frame_timeout, nodes_ok=nodes_ok, bar=bar)  # fmt: skip
+                                   timeout=opts.frame_timeout, nodes_ok=nodes_ok, bar=bar,
+                                   mapper_lag=opts.mapper_lag,
+                                   mapper_timeout=opts.mapper_timeout)  # fmt: skip
                     poll_timer = node.create_timer(0.5, recorder.poll)
                     play_bag(
                         node,

@@ -50,7 +50,7 @@ from .components import make_graph, make_keyframe_store, make_optimizer, uses_ca
 from .config import SlamConfig, config_to_dict
 from .edges import build_edges
 from .frame_store import FrameStore, frames_from_map
-from .global_opt import OptResult
+from .global_opt import OptResult, window_keyframes
 from .map_export import MapPoints, keyframe_points
 from .map_files import MAP_FORMAT, MAP_VERSION, check_map, keep_other_session, read_map
 from .neighbours import proximity_candidates
@@ -347,9 +347,8 @@ class MapperBackend:
             added, loops = self._connect(kf_id)
             watch.lap("edges")
             if optimise:
-                opt = self._optimizer.optimize(self.keyframes, self.graph)
+                info = self._run_optimizer()
                 watch.lap("optimise")
-                info = _opt_info(opt)
             else:
                 info = {"status": DEFERRED}
         update = MapUpdate(
@@ -368,7 +367,7 @@ class MapperBackend:
     def _optimise(self, update: MapUpdate) -> MapUpdate:
         """``update`` (a deferred integration) completed with the global optimisation it skipped."""
         watch = Stopwatch(cuda_sync=self.device.type == "cuda")
-        info = _opt_info(self._optimizer.optimize(self.keyframes, self.graph))
+        info = self._run_optimizer()
         watch.lap("optimise")
         return dataclasses.replace(
             update,
@@ -377,6 +376,12 @@ class MapperBackend:
             opt_info=info,
             timings_ms={**update.timings_ms, **watch.ms},
         )
+
+    def _run_optimizer(self, focus: tuple[int, ...] = ()) -> dict:
+        """One global optimisation (``local_opt.window``: of the newest keyframes and those up to ``focus``);
+        its ``opt_info``."""
+        free = window_keyframes(self.graph.keyframe_ids(), self.config.local_opt.window, focus)
+        return _opt_info(self._optimizer.optimize(self.keyframes, self.graph, free_ids=free))
 
     def _add_keyframe(self, pkt: KeyframePacket) -> int:
         sf = source_frame_from_keyframe(self.source, pkt)
@@ -454,7 +459,7 @@ class MapperBackend:
         if not loops:
             return None
         self.loop_edges.extend(loops)
-        info = _opt_info(self._optimizer.optimize(self.keyframes, self.graph))
+        info = self._run_optimizer(focus=(kf_id,))
         watch.lap("optimise")
         return MapUpdate(
             kf_id=kf_id,

@@ -238,6 +238,13 @@ class LocalOptConfig(ResidualConfig):
         0.1, "non-consecutive edges need this valid-match fraction both ways", ge=0.0, le=1.0
     )
     max_iters: int = _opt(10, "Gauss-Newton iterations per optimisation", ge=1)
+    window: int = _opt(
+        0,
+        "(online3r_ros) optimise only the newest N keyframes (and, for a late loop closure, the N up to "
+        "its keyframe); older keyframes they share edges with are held fixed: cost and memory per "
+        "keyframe stay bounded on long runs (0: every keyframe, as the reference)",
+        ge=0,
+    )
     delta_norm: float = _opt(1e-8, "stop when the update norm is below this", gt=0.0)
     max_points_per_edge: int = _opt(
         0,

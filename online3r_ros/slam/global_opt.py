@@ -504,6 +504,24 @@ def gauss_newton(
     return T, info
 
 
+def window_keyframes(kf_ids: list[int], window: int, focus: tuple[int, ...] = ()) -> set[int] | None:
+    """The keyframes a windowed optimisation moves: the ``window`` newest of ``kf_ids`` (sorted graph ids) and
+    the ``window`` up to each ``focus`` id (a late loop closure's keyframe); ``None`` (all) when ``window`` is
+    0 or covers the graph.
+
+    >>> sorted(window_keyframes(list(range(10)), 3, focus=(4,)))
+    [2, 3, 4, 7, 8, 9]
+    >>> window_keyframes(list(range(10)), 0) is None
+    True
+    """
+    if window <= 0 or window >= len(kf_ids):
+        return None
+    free = set(kf_ids[-window:])
+    for f in focus:
+        free.update(k for k in kf_ids if f - window < k <= f)
+    return free
+
+
 class GlobalOptimizer:
     """``GlobalOptimizer(config).optimize(keyframes, graph) -> OptResult`` (writes the poses back)."""
 
@@ -512,17 +530,25 @@ class GlobalOptimizer:
         self.config = dataclasses.replace(config, **overrides) if overrides else config
 
     def optimize(
-        self, keyframes, graph: FactorGraph, fixed_ids: list[int] | None = None, write_back: bool = True
+        self,
+        keyframes,
+        graph: FactorGraph,
+        fixed_ids: list[int] | None = None,
+        write_back: bool = True,
+        free_ids: set[int] | None = None,
     ) -> OptResult:
-        """Optimise the poses of all keyframes of ``graph`` (a :class:`KeyframeStore`-like ``keyframes``).
+        """Optimise the poses of all keyframes of ``graph`` (a :class:`KeyframeStore`-like ``keyframes``), or
+        only ``free_ids`` (:func:`window_keyframes`): then the factors with an end among them take part and
+        their other ends are held fixed.
 
         The first ``pin`` graph keyframes (lowest ids) and ``fixed_ids`` are held fixed. With ``write_back``
         the optimised poses are stored with ``keyframes.set_poses``.
         """
         cfg = self.config
         t_start = time.perf_counter()
-        kf_ids = graph.keyframe_ids()
-        batch = graph.factor_batch()
+        graph_ids = graph.keyframe_ids()
+        batch = graph.factor_batch(free_ids)
+        kf_ids = graph_ids if free_ids is None else sorted(set(batch.a.tolist()) | set(batch.b.tolist()))
         store_dtype = getattr(keyframes, "pose_dtype", torch.float32)
         if not kf_ids or batch.n_factors == 0:
             ids = torch.tensor(kf_ids, dtype=torch.long)
@@ -534,8 +560,10 @@ class GlobalOptimizer:
         var_of_kf = torch.full((max(kf_ids) + 1,), -1, dtype=torch.long)
         var_of_kf[ids] = torch.arange(len(kf_ids))
         fixed = torch.zeros(len(kf_ids), dtype=torch.bool)
-        fixed[: min(cfg.pin, len(kf_ids))] = True
-        for k in fixed_ids or []:
+        held = [*graph_ids[: cfg.pin], *(fixed_ids or [])]
+        if free_ids is not None:
+            held += [k for k in kf_ids if k not in free_ids]
+        for k in held:
             if 0 <= k < var_of_kf.numel() and var_of_kf[k] >= 0:
                 fixed[var_of_kf[k]] = True
         t0 = time.perf_counter()

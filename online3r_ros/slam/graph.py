@@ -98,6 +98,26 @@ def _direction(idx: Tensor, valid: Tensor, q: Tensor, E: int, P: int | None, d: 
     return idx, valid, q
 
 
+def _concat_factors(factors: list, device: torch.device | None) -> FactorBatch:
+    """``FactorGraph._factors`` entries -> one :class:`FactorBatch` (on the factors' device)."""
+    if not factors:
+        z = torch.zeros(0, dtype=torch.long, device=device or "cpu")
+        return FactorBatch(z, z, z, z, z, z, torch.zeros(0, device=device or "cpu"))
+    dev = factors[0][2].device
+    a = torch.tensor([f[0] for f in factors], dtype=torch.long, device=dev)
+    b = torch.tensor([f[1] for f in factors], dtype=torch.long, device=dev)
+    counts = torch.tensor([f[3].numel() for f in factors], dtype=torch.long, device=dev)
+    return FactorBatch(
+        a=a,
+        b=b,
+        counts=counts,
+        point_factor=torch.repeat_interleave(torch.arange(a.numel(), device=dev), counts),
+        pix_a=torch.cat([f[2] for f in factors]).long(),
+        pix_b=torch.cat([f[3] for f in factors]).long(),
+        q=torch.cat([f[4] for f in factors]),
+    )
+
+
 class FactorGraph:
     """Growable set of keyframe edges with compact per-direction matches (see the module docstring).
 
@@ -268,30 +288,19 @@ class FactorGraph:
             return removed
 
     # ---------------------------------------------------------------------------------------- optimiser feed
-    def factor_batch(self) -> FactorBatch:
-        """All directed factors concatenated (cached until the graph changes)."""
+    def factor_batch(self, touching: set[int] | None = None) -> FactorBatch:
+        """The directed factors concatenated: all of them (cached until the graph changes), or those with an
+        end in ``touching`` (keyframe ids; built each call, never cached: a windowed optimisation keeps no
+        copy of the whole graph's matches)."""
         with self._lock:
-            if self._cache is not None:
+            if touching is None and self._cache is not None:
                 return self._cache
-            dev = self.device if self.device is not None else torch.device("cpu")
-            if not self._factors:
-                z = torch.zeros(0, dtype=torch.long, device=dev)
-                batch = FactorBatch(z, z, z, z, z, z, torch.zeros(0, device=dev))
-            else:
-                dev = self._factors[0][2].device
-                a = torch.tensor([f[0] for f in self._factors], dtype=torch.long, device=dev)
-                b = torch.tensor([f[1] for f in self._factors], dtype=torch.long, device=dev)
-                counts = torch.tensor([f[3].numel() for f in self._factors], dtype=torch.long, device=dev)
-                batch = FactorBatch(
-                    a=a,
-                    b=b,
-                    counts=counts,
-                    point_factor=torch.repeat_interleave(torch.arange(a.numel(), device=dev), counts),
-                    pix_a=torch.cat([f[2] for f in self._factors]).long(),
-                    pix_b=torch.cat([f[3] for f in self._factors]).long(),
-                    q=torch.cat([f[4] for f in self._factors]),
-                )
-            self._cache = batch
+            factors = self._factors
+            if touching is not None:
+                factors = [f for f in factors if f[0] in touching or f[1] in touching]
+            batch = _concat_factors(factors, self.device)
+            if touching is None:
+                self._cache = batch
             return batch
 
     # ------------------------------------------------------------------------------------------ persistence
