@@ -577,12 +577,37 @@ def test_mapper_killed_tracker_continues_and_restarted_mapper_recovers(session) 
     assert _status(h, "mapper_status")["session"] == _status(h, "tracker_status")["session"]
 
 
+def _random_retrieval_files(folder: Path, backbone_dim: int) -> tuple[Path, Path]:
+    """A random MASt3R retrieval head over ``backbone_dim`` tokens (the released file's layout) and a
+    16-word codebook of its descriptor space: ``(checkpoint, codebook)``."""
+    import argparse
+
+    import torch
+
+    from online3r_ros.retrieval.codebook import train_codebook
+    from online3r_ros.retrieval.mast3r_head import RetrievalHead
+
+    torch.manual_seed(0)
+    head = RetrievalHead(backbone_dim, hdims=str(backbone_dim), nfeat=50)
+    args = argparse.Namespace(
+        pretrained="x", freeze_backbone=1, prewhiten=0, hdims=str(backbone_dim), residual=False,
+        postwhiten=0, featweights="l2norm", nfeat=50, imsize=512,
+    )  # fmt: skip
+    ckpt = folder / "twin_retrieval_trainingfree.pth"
+    torch.save({"model": head.state_dict(), "args": args}, ckpt)
+    desc = torch.nn.functional.normalize(torch.randn(2000, backbone_dim), dim=1).numpy()
+    codebook = folder / "twin_codebook.npz"
+    train_codebook(desc, 16, seed=0, kind="mast3r").save(codebook)
+    return ckpt, codebook
+
+
 @pytest.mark.slow
 def test_tuned_prompts_reach_the_tracker_and_outlive_the_mapper(session, tmp_path) -> None:
     """MASt3R source (a small random network whose two decoders are one, so a static camera tracks) with
-    prompt tuning, a keyframe per frame: the mapper tunes, saves the prompts with the map and sends them; the
+    prompt tuning, a keyframe per frame, and the retrieval node on MASt3R retrieval features (a random head
+    over the tuned encoder's tokens): the mapper tunes, saves the prompts with the map and sends them; the
     tracker uses them from its next frame (its status says which version) and keeps them, and keeps
-    tracking, after the mapper is killed."""
+    tracking, after the mapper is killed; the retrieval node indexes every keyframe throughout."""
     import torch
     from helpers_mast3r import P1_KWARGS
 
@@ -596,16 +621,17 @@ def test_tuned_prompts_reach_the_tracker_and_outlive_the_mapper(session, tmp_pat
         model.downstream_head2.load_state_dict(model.downstream_head1.state_dict())
     ckpt = tmp_path / "twin.pth"
     save_checkpoint(ckpt, model.state_dict(), P1_KWARGS, layout="pth")
+    head, codebook = _random_retrieval_files(tmp_path, P1_KWARGS["enc_embed_dim"])
     slam = {
         "source": {"kind": "mast3r", "checkpoint": str(ckpt), "img_size": 224},
         "tuning": {"enabled": True},
         "tracking": {"Q_conf": 0.0, "match_frac_thresh": 1.0},
         "local_opt": {"Q_conf": 0.0},
-        "retrieval": {"enabled": False},
+        "retrieval": {"features": "mast3r", "checkpoint": str(head), "codebook": str(codebook)},
     }
     procs, h = session(slam=slam, mapper={"prompts_path": str(tmp_path / "prompts.pt"), "autosave": False})
-    procs.start("mapper")
-    procs.start("tracker")
+    for name in ("mapper", "retrieval", "tracker"):
+        procs.start(name)
     frame = next(iter(_sequence(1)))
     h.wait_subscribers(timeout=120, procs=procs)
     t0 = time.time_ns()
@@ -649,6 +675,16 @@ def test_tuned_prompts_reach_the_tracker_and_outlive_the_mapper(session, tmp_pat
     h.wait_for(lambda: len(h.messages("pose")) >= 2, 60, "poses with the mapper down", procs)
     h.wait_for(lambda: _status(h, "tracker_status").get("processed", 0) >= processed + 2, 30, "status", procs)
     assert _status(h, "tracker_status")["prompt_version"] == in_use >= 1
+    keyframes = _status(h, "tracker_status")["keyframes"]
+    h.wait_for(
+        lambda: _status(h, "retrieval_status").get("keyframes_indexed", 0) >= keyframes,
+        60,
+        "the retrieval node to index every keyframe",
+        procs,
+    )
+    assert _status(h, "retrieval_status").get("rejected", 0) == 0  # its vocabulary is MASt3R's: so were they
+    for name in ("tracker", "retrieval"):
+        assert "Traceback" not in procs.log(name), procs.log(name)[-3000:]
 
 
 def _raw_image(height: int, width: int, encoding: str, stamp_ns: int, bytes_per_pixel: int = 3):
