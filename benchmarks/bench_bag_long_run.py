@@ -94,6 +94,8 @@ def main() -> int:
         "lost": m["frames_without_pose"],
         "timeouts": m["lockstep_timeouts"],
         "keyframes": m["n_keyframes"],
+        "tracker_keyframes": m["tracker"].get("keyframes"),
+        "mapper_keyframes": m["mapper"].get("keyframes_integrated"),
         "loop_closures": m.get("n_loop_closures"),
         "ate_m": m["ate"]["frames"]["se3"].get("rmse"),
         "rss_mb": m["memory_rss_mb"],
