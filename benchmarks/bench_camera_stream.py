@@ -345,6 +345,7 @@ def run_tracker(
     counts = {k: int(status.get(k) or 0) for k in ("received", "processed", "dropped", "rejected")}
     r.update(counts, paired=counts["processed"] + counts["dropped"], poses=len(poses))
     r.update(state=status.get("state"), keyframes=status.get("keyframes"), resets=status.get("resets", 0))
+    r.update(stage_ms=status.get("stage_ms"), tracker_latency_ms=status.get("latency_ms"))
     r["rejected_reasons"] = {
         k[len("rejected_") :]: int(v) for k, v in status.items() if k.startswith("rejected_") and v
     }
