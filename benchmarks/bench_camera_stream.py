@@ -13,12 +13,13 @@ run: colour / depth / CameraInfo messages received of those published, colour im
 and CameraInfo, latency from stamp to reception (p50 / p90 ms), this process's RSS at start and end.
 
 Tracker (``--tracker``): the publisher sends one lap of the synthetic orbit
-(:func:`~online3r_ros.synthetic.make_synthetic_sequence`: :data:`LAP_FRAMES` distinct poses, 8 s at 30 Hz,
-looped; the timestamps keep increasing), rendered once at ``1/f`` of the stream size (``f`` the largest
-integer dividing width and height that leaves the render at least :data:`RENDER_WIDTH` wide: 160x120 for
-640x480, 160x90 for 1280x720) and upsampled ``f`` times nearest-neighbour: rgb8, depth 16UC1 millimetres
-(0 where the render has none), CameraInfo with the render's ``K`` scaled to the stream (``fx, fy`` times
-``f``, ``c' = f (c + 0.5) - 0.5``), no distortion. The real tracker node runs as a process, started as
+(:func:`~online3r_ros.synthetic.make_synthetic_sequence`: ``--lap-frames`` distinct poses, default 240: 8 s at
+30 Hz, 1.5 deg and 1.8 cm per frame, the pace of 7-Scenes; looped, the timestamps increasing; only the
+stream's frames are rendered when it is shorter than a lap), rendered once at ``1/f`` of the stream size
+(``f`` the largest integer dividing width and height that leaves the render at least :data:`RENDER_WIDTH`
+wide: 160x120 for 640x480, 160x90 for 1280x720) and upsampled ``f`` times nearest-neighbour: rgb8, depth 16UC1
+millimetres (0 where the render has none), CameraInfo with the render's ``K`` scaled to the stream (``fx, fy``
+times ``f``, ``c' = f (c + 0.5) - 0.5``), no distortion. The real tracker node runs as a process, started as
 ``online3r bag evaluate`` starts it (:class:`~online3r_ros.cli.launch.NodeGroup` on
 :func:`~online3r_ros.launch_description.node_specs`, the tracker only: ``source`` depth, raw images, wall
 time, the run's ``image_qos``, status every 0.5 s, no wait for ``/tf_static``; logs in a temporary folder,
@@ -67,7 +68,6 @@ import numpy as np
 
 CHILD = "--publisher-child"
 RENDER_WIDTH = 160  # the lap is rendered about this wide (rendering at full size is slow)
-LAP_FRAMES = 240  # one lap of the orbit: 8 s at 30 Hz, ~1.8 cm and 1.5 deg per frame
 
 
 def _qos(kind: str, depth: int = 10):
@@ -100,16 +100,18 @@ class Lap:
         return up(self.rgb[k]).tobytes(), up(self.depth_mm[k]).tobytes()
 
 
-def render_lap(size: tuple[int, int], n_frames: int = LAP_FRAMES) -> Lap:
+def render_lap(size: tuple[int, int], n_frames: int, max_frames: int | None = None) -> Lap:
     """:func:`~online3r_ros.synthetic.make_synthetic_sequence`'s orbit, ``n_frames`` distinct poses (its
-    closing pose, equal to the first, left out so the loop repeats no pose), rendered small (see
-    :func:`_render_factor`). Depth: metres rounded to mm, non-finite or out-of-range values 0. ``K``: the
-    render's ``fx, fy`` times ``factor``, ``c' = factor * (c + 0.5) - 0.5`` (pixel-centre convention)."""
+    closing pose, equal to the first, left out so the loop repeats no pose; only the first ``max_frames``
+    rendered when given), rendered small (see :func:`_render_factor`). Depth: metres rounded to mm,
+    non-finite or out-of-range values 0. ``K``: the render's ``fx, fy`` times ``factor``,
+    ``c' = factor * (c + 0.5) - 0.5`` (pixel-centre convention)."""
     from online3r_ros.synthetic import make_synthetic_sequence
 
     w, h = size
     f = _render_factor(w, h)
-    seq = make_synthetic_sequence(n_frames=n_frames + 1, width=w // f, height=h // f, max_frames=n_frames)
+    n = n_frames if max_frames is None else max(1, min(n_frames, max_frames))
+    seq = make_synthetic_sequence(n_frames=n_frames + 1, width=w // f, height=h // f, max_frames=n)
     frames = list(seq)
     rgb = np.stack([fr.rgb for fr in frames])
     depth = np.stack([fr.depth for fr in frames]).astype(np.float64) * 1000.0
@@ -121,8 +123,8 @@ def render_lap(size: tuple[int, int], n_frames: int = LAP_FRAMES) -> Lap:
     return Lap(rgb=rgb, depth_mm=depth_mm, factor=f, K=K)
 
 
-def publish(size: tuple[int, int], rate: float, frames: int, reliability: str, scene: bool = False) -> None:
-    """The camera-driver stand-in (child process): random noise, or the synthetic lap with ``scene``
+def publish(size: tuple[int, int], rate: float, frames: int, reliability: str, lap_frames: int = 0) -> None:
+    """The camera-driver stand-in (child process): random noise, or with ``lap_frames`` the synthetic lap
     (which also prints ``t0 <monotonic s>`` when the first frame leaves, for the parent)."""
     import rclpy
     from sensor_msgs.msg import CameraInfo, Image
@@ -130,7 +132,7 @@ def publish(size: tuple[int, int], rate: float, frames: int, reliability: str, s
     from online3r_ros.ros.camera_info import Intrinsics, intrinsics_to_camera_info
 
     w, h = size
-    lap = render_lap(size) if scene else None
+    lap = render_lap(size, lap_frames, frames) if lap_frames > 0 else None
     rclpy.init()
     node = rclpy.create_node("bench_camera")
     qos = _qos(reliability)
@@ -149,7 +151,7 @@ def publish(size: tuple[int, int], rate: float, frames: int, reliability: str, s
     K = np.array([[w * 0.9, 0, w / 2], [0, w * 0.9, h / 2], [0, 0, 1.0]]) if lap is None else lap.K
     info = intrinsics_to_camera_info(Intrinsics(width=w, height=h, K=K, frame_id="camera"))
     t0 = time.monotonic()
-    if scene:
+    if lap is not None:
         print(f"t0 {t0:.6f}", flush=True)
     for i in range(frames):
         if lap is not None:
@@ -270,6 +272,7 @@ def run_tracker(
     startup_timeout: float = 180.0,
     settle_timeout: float = 30.0,
     memory_period: float = 0.5,
+    lap_frames: int = 240,
 ) -> dict[str, Any]:
     """One run of the synthetic lap into a tracker node process; returns the counts (module docstring)."""
     from online3r_ros.cli.launch import NodeGroup
@@ -315,7 +318,7 @@ def run_tracker(
                     r["error"] = "the tracker ended before the stream"
                 if r["error"]:
                     return r
-                stream = [f"{size[0]}x{size[1]}", str(rate), str(frames), publisher, "scene"]
+                stream = [f"{size[0]}x{size[1]}", str(rate), str(frames), publisher, str(lap_frames)]
                 child = subprocess.Popen(
                     [sys.executable, __file__, CHILD, *stream],
                     env=dict(os.environ),
@@ -399,8 +402,8 @@ def _size(text: str) -> tuple[int, int]:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == CHILD:
-        size, rate, frames, reliability = sys.argv[2:6]
-        publish(_size(size), float(rate), int(frames), reliability, scene=sys.argv[6:7] == ["scene"])
+        size, rate, frames, reliability, lap_frames = (sys.argv[2:7] + ["0"])[:5]
+        publish(_size(size), float(rate), int(frames), reliability, int(lap_frames))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=_size, nargs="+", default=[(640, 480), (1280, 720)])
@@ -409,6 +412,7 @@ def main() -> None:
     ap.add_argument("--publisher", nargs="+", default=["reliable", "best_effort"])
     ap.add_argument("--image-qos", nargs="+", default=["auto", "sensor_data"], help="the tracker's image_qos")
     ap.add_argument("--tracker", action="store_true", help="stream the synthetic lap into a tracker node")
+    ap.add_argument("--lap-frames", type=int, default=240, help="--tracker: frames per lap of the orbit")
     ap.add_argument("--json", type=Path, help="also write every run's figures to this JSON file")
     args = ap.parse_args()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -426,7 +430,9 @@ def main() -> None:
         for publisher in args.publisher:
             for qos in args.image_qos:
                 if args.tracker:
-                    r = run_tracker(size, args.rate, args.duration, publisher, qos)
+                    r = run_tracker(
+                        size, args.rate, args.duration, publisher, qos, lap_frames=args.lap_frames
+                    )
                     results.append(r)
                     print(_tracker_line(r), flush=True)
                     continue

@@ -30,10 +30,10 @@ def test_lap_is_a_nearest_neighbour_upsampling_with_matching_intrinsics() -> Non
     bench = _bench()
     assert bench._render_factor(640, 480) == 4 and bench._render_factor(1280, 720) == 8
     assert bench._render_factor(848, 480) == 4 and bench._render_factor(100, 80) == 1
-    lap = bench.render_lap((640, 480), n_frames=3)
+    lap = bench.render_lap((640, 480), n_frames=240, max_frames=3)
     assert lap.factor == 4 and lap.rgb.shape == (3, 120, 160, 3) and lap.depth_mm.dtype == np.uint16
     assert 500 < np.median(lap.depth_mm) < 5000  # millimetres of a room
-    rgb, depth = lap.frame(4)  # modulo the lap: frame 1
+    rgb, depth = lap.frame(4)  # modulo the rendered frames: frame 1
     rgb = np.frombuffer(rgb, np.uint8).reshape(480, 640, 3)
     depth = np.frombuffer(depth, np.uint16).reshape(480, 640)
     np.testing.assert_array_equal(rgb[::4, ::4], lap.rgb[1])
