@@ -327,6 +327,8 @@ def run_tracker(
                 )
                 out, _ = child.communicate(timeout=duration + 120.0)
                 t0 = [float(line.split()[1]) for line in out.splitlines() if line.startswith("t0 ")]
+                if child.returncode != 0:
+                    r["error"] = f"the publisher exited with code {child.returncode}"
                 r["settled"] = wait_until(lambda: _settled(live.tracker_status), settle_timeout, 0.1)
                 time.sleep(1.0)  # two more status periods: the last counts, not an in-between snapshot
                 r["settled"] = r["settled"] and _settled(live.tracker_status)
