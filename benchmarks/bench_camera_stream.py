@@ -1,31 +1,73 @@
-"""Full-resolution RGB-D streams over DDS into the tracker's input path: received, paired, latency, memory.
+"""Full-resolution RGB-D streams over DDS into the tracker's input path or the tracker node itself.
 
 A publisher process plays a camera driver: colour (rgb8), aligned depth (16UC1) and CameraInfo with one stamp
 per frame, depth published just before its colour image (as RGB-D drivers often do), at ``--rate`` Hz and
-``--size`` WxH, reliable or best effort (``--publisher``). This process subscribes exactly as the tracker
+``--size`` WxH, reliable or best effort (``--publisher``), on ``bench/color``, ``bench/depth`` and
+``bench/camera_info``.
+
+Input path (default): the publisher sends random noise. This process subscribes exactly as the tracker
 node does (``image_qos`` ``auto``: :class:`~online3r_ros.ros.adaptive_qos.AdaptiveSubscription`, keep-last
 10; or a fixed profile) and pairs with the tracker's :class:`~online3r_ros.ros.nodes.inputs.InputSync`
 (every colour image is offered for pairing; nothing is processed, so nothing is dropped as stale). Printed per
 run: colour / depth / CameraInfo messages received of those published, colour images paired with their depth
 and CameraInfo, latency from stamp to reception (p50 / p90 ms), this process's RSS at start and end.
 
+Tracker (``--tracker``): the publisher sends one lap of the synthetic orbit
+(:func:`~online3r_ros.synthetic.make_synthetic_sequence`: ``--lap-frames`` distinct poses, default 240: 8 s at
+30 Hz, 1.5 deg and 1.8 cm per frame, the pace of 7-Scenes; looped, the timestamps increasing; only the
+stream's frames are rendered when it is shorter than a lap), rendered once at ``1/f`` of the stream size
+(``f`` the largest integer dividing width and height that leaves the render at least :data:`RENDER_WIDTH`
+wide: 160x120 for 640x480, 160x90 for 1280x720) and upsampled ``f`` times nearest-neighbour: rgb8, depth 16UC1
+millimetres (0 where the render has none), CameraInfo with the render's ``K`` scaled to the stream (``fx, fy``
+times ``f``, ``c' = f (c + 0.5) - 0.5``), no distortion. The real tracker node runs as a process, started as
+``online3r bag evaluate`` starts it (:class:`~online3r_ros.cli.launch.NodeGroup` on
+:func:`~online3r_ros.launch_description.node_specs`, the tracker only: ``source`` depth, raw images, wall
+time, the run's ``image_qos``, status every 0.5 s, no wait for ``/tf_static``; logs in a temporary folder,
+kept and named when the run failed). The publisher starts once the tracker subscribes to all three topics;
+after the stream the run waits (30 s at most) until the tracker's status accounts for every image it received,
+then stops the tracker. Printed per run (counts from the last ``online3r/tracker_status``):
+
+- published: frames sent (colour + depth + CameraInfo each);
+- received: the tracker's ``received`` (colour images its callback saw; published - received were lost in
+  transport);
+- paired = ``processed`` + ``dropped``: images taken with their depth and CameraInfo, or superseded in the
+  input queue by a newer complete image (``dropped``: stale, by design, as the tracker runs slower than the
+  camera; a superseded image is not checked for its depth). received = paired + rejected once settled;
+- rejected, with its ``rejected_<reason>`` counters: ``no_depth`` / ``no_camera_info`` (incomplete after
+  ``sync_wait``: lost in pairing), others (a conversion or processing error);
+- poses: camera poses that arrived here (processed frames that were not lost);
+- latency p50 / p90: camera pose arrival here (wall time) - its header stamp (the image's stamp, the
+  publisher's wall clock): transport, queueing and processing;
+- tracker RSS: at the first sample (every 0.5 s) after the stream began -> at the end (counts settled), the
+  maximum since the stream began, and the growth in MiB per 1,000 frames published
+  (:func:`~online3r_ros.eval.live_run.growth_per_1000_frames`; ``n/a`` for streams too short for it).
+
     .venv/bin/python benchmarks/bench_camera_stream.py                       # 640x480 and 1280x720, 30 Hz
     .venv/bin/python benchmarks/bench_camera_stream.py --size 640x480 --publisher best_effort --duration 60
+    .venv/bin/python benchmarks/bench_camera_stream.py --tracker --duration 10 --publisher reliable \\
+        --image-qos auto --json tracker_stream.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 CHILD = "--publisher-child"
+RENDER_WIDTH = 160  # the lap is rendered about this wide (rendering at full size is slow)
 
 
 def _qos(kind: str, depth: int = 10):
@@ -34,14 +76,63 @@ def _qos(kind: str, depth: int = 10):
     return sensor_data_qos(depth, reliable=kind == "reliable")
 
 
-def publish(size: tuple[int, int], rate: float, frames: int, reliability: str) -> None:
-    """The camera-driver stand-in (child process)."""
+def _render_factor(width: int, height: int, target: int = RENDER_WIDTH) -> int:
+    """The largest integer ``f`` dividing both ``width`` and ``height`` with ``width / f >= target`` (1 when
+    none does): the lap is rendered at ``(width / f) x (height / f)`` and upsampled ``f`` times."""
+    g = math.gcd(width, height)
+    return max([f for f in range(1, g + 1) if g % f == 0 and width // f >= target] or [1])
+
+
+@dataclass(frozen=True)
+class Lap:
+    """One pre-rendered lap of the synthetic orbit at ``1 / factor`` of the stream size: ``rgb`` [N, h, w, 3]
+    uint8, ``depth_mm`` [N, h, w] uint16 (0: no depth), ``K`` 3x3 of the upsampled (stream-size) image."""
+
+    rgb: np.ndarray
+    depth_mm: np.ndarray
+    factor: int
+    K: np.ndarray
+
+    def frame(self, i: int) -> tuple[bytes, bytes]:
+        """Frame ``i`` (modulo the lap) at stream size, nearest-neighbour: ``(rgb8 bytes, 16UC1 bytes)``."""
+        k, f = i % len(self.rgb), self.factor
+        up = lambda a: np.repeat(np.repeat(a, f, axis=0), f, axis=1)  # noqa: E731
+        return up(self.rgb[k]).tobytes(), up(self.depth_mm[k]).tobytes()
+
+
+def render_lap(size: tuple[int, int], n_frames: int, max_frames: int | None = None) -> Lap:
+    """:func:`~online3r_ros.synthetic.make_synthetic_sequence`'s orbit, ``n_frames`` distinct poses (its
+    closing pose, equal to the first, left out so the loop repeats no pose; only the first ``max_frames``
+    rendered when given), rendered small (see :func:`_render_factor`). Depth: metres rounded to mm,
+    non-finite or out-of-range values 0. ``K``: the render's ``fx, fy`` times ``factor``,
+    ``c' = factor * (c + 0.5) - 0.5`` (pixel-centre convention)."""
+    from online3r_ros.synthetic import make_synthetic_sequence
+
+    w, h = size
+    f = _render_factor(w, h)
+    n = n_frames if max_frames is None else max(1, min(n_frames, max_frames))
+    seq = make_synthetic_sequence(n_frames=n_frames + 1, width=w // f, height=h // f, max_frames=n)
+    frames = list(seq)
+    rgb = np.stack([fr.rgb for fr in frames])
+    depth = np.stack([fr.depth for fr in frames]).astype(np.float64) * 1000.0
+    valid = np.isfinite(depth) & (depth > 0) & (depth < 65535)
+    depth_mm = np.where(valid, np.rint(depth), 0.0).astype(np.uint16)
+    K = np.array(frames[0].K, dtype=np.float64)
+    K[:2, :2] *= f
+    K[:2, 2] = f * (K[:2, 2] + 0.5) - 0.5
+    return Lap(rgb=rgb, depth_mm=depth_mm, factor=f, K=K)
+
+
+def publish(size: tuple[int, int], rate: float, frames: int, reliability: str, lap_frames: int = 0) -> None:
+    """The camera-driver stand-in (child process): random noise, or with ``lap_frames`` the synthetic lap
+    (which also prints ``t0 <monotonic s>`` when the first frame leaves, for the parent)."""
     import rclpy
     from sensor_msgs.msg import CameraInfo, Image
 
     from online3r_ros.ros.camera_info import Intrinsics, intrinsics_to_camera_info
 
     w, h = size
+    lap = render_lap(size, lap_frames, frames) if lap_frames > 0 else None
     rclpy.init()
     node = rclpy.create_node("bench_camera")
     qos = _qos(reliability)
@@ -57,10 +148,14 @@ def publish(size: tuple[int, int], rate: float, frames: int, reliability: str) -
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 255, (h, w, 3), dtype=np.uint8).tobytes()
     depth = rng.integers(500, 4000, (h, w), dtype=np.uint16).tobytes()
-    K = np.array([[w * 0.9, 0, w / 2], [0, w * 0.9, h / 2], [0, 0, 1.0]])
+    K = np.array([[w * 0.9, 0, w / 2], [0, w * 0.9, h / 2], [0, 0, 1.0]]) if lap is None else lap.K
     info = intrinsics_to_camera_info(Intrinsics(width=w, height=h, K=K, frame_id="camera"))
     t0 = time.monotonic()
+    if lap is not None:
+        print(f"t0 {t0:.6f}", flush=True)
     for i in range(frames):
+        if lap is not None:
+            rgb, depth = lap.frame(i)
         now = node.get_clock().now().to_msg()
         for key, enc, data, step in (("depth", "16UC1", depth, 2 * w), ("rgb", "rgb8", rgb, 3 * w)):
             m = Image(height=h, width=w, encoding=enc, step=step, is_bigendian=0)
@@ -156,6 +251,152 @@ def run(size: tuple[int, int], rate: float, duration: float, publisher: str, ima
     }
 
 
+def _tracker_up(node: Any, topics: tuple[str, ...]) -> bool:
+    return all(node.count_subscribers(t) > 0 for t in topics)
+
+
+def _settled(status: dict | None) -> bool:
+    """The tracker's status accounts for every image it received (processed, dropped or rejected)."""
+    st = status or {}
+    handled = sum(int(st.get(k) or 0) for k in ("processed", "dropped", "rejected"))
+    return bool(st) and int(st.get("received") or 0) == handled
+
+
+def run_tracker(
+    size: tuple[int, int],
+    rate: float,
+    duration: float,
+    publisher: str,
+    image_qos: str,
+    *,
+    startup_timeout: float = 180.0,
+    settle_timeout: float = 30.0,
+    memory_period: float = 0.5,
+    lap_frames: int = 240,
+) -> dict[str, Any]:
+    """One run of the synthetic lap into a tracker node process; returns the counts (module docstring)."""
+    from online3r_ros.cli.launch import NodeGroup
+    from online3r_ros.eval.live_run import growth_per_1000_frames
+    from online3r_ros.launch_description import node_specs
+    from online3r_ros.ros.bag_play import standalone_node
+    from online3r_ros.ros.replay import OutputRecorder, SpinThread, wait_until
+    from online3r_ros.utils.proc_memory import RssSampler
+
+    frames = int(round(duration * rate))
+    inputs = ("/bench/color", "/bench/depth", "/bench/camera_info")
+    tmp = Path(tempfile.mkdtemp(prefix="bench_camera_stream_"))
+    arguments = {
+        "image": inputs[0],
+        "depth": inputs[1],
+        "camera_info": inputs[2],
+        "image_transport": "raw",
+        "source": "depth",
+        "use_sim_time": "false",
+    }
+    params = {
+        "image_qos": image_qos,
+        "diagnostics_period": 0.5,
+        "tf_static_wait": 0.0,
+        "trajectory_path": str(tmp / "tracker_trajectory.txt"),
+    }
+    specs = [s for s in node_specs(arguments, {"tracker": params}) if s.name == "tracker"]
+    group = NodeGroup(specs, log_dir=tmp / "logs", echo=None)
+    r: dict[str, Any] = {"size": f"{size[0]}x{size[1]}", "publisher": publisher, "image_qos": image_qos}
+    r.update(published=frames, error=None, settled=False, logs=str(tmp / "logs"))
+    group.start()
+    sampler = RssSampler({"tracker": group.processes[0].popen.pid}, memory_period).start()
+    child = None
+    try:
+        with standalone_node("bench_tracker_stream") as node:
+            live = OutputRecorder(node, record_tf=False)
+            spin = SpinThread(node)
+            try:
+                alive = lambda: bool(group.running())  # noqa: E731
+                if not wait_until(lambda: not alive() or _tracker_up(node, inputs), startup_timeout, 0.1):
+                    r["error"] = f"the tracker did not subscribe within {startup_timeout:.0f} s"
+                elif not alive():
+                    r["error"] = "the tracker ended before the stream"
+                if r["error"]:
+                    return r
+                stream = [f"{size[0]}x{size[1]}", str(rate), str(frames), publisher, str(lap_frames)]
+                child = subprocess.Popen(
+                    [sys.executable, __file__, CHILD, *stream],
+                    env=dict(os.environ),
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                out, _ = child.communicate(timeout=duration + 120.0)
+                t0 = [float(line.split()[1]) for line in out.splitlines() if line.startswith("t0 ")]
+                if child.returncode != 0:
+                    r["error"] = f"the publisher exited with code {child.returncode}"
+                r["settled"] = wait_until(lambda: _settled(live.tracker_status), settle_timeout, 0.1)
+                time.sleep(1.0)  # two more status periods: the last counts, not an in-between snapshot
+                r["settled"] = r["settled"] and _settled(live.tracker_status)
+                status, poses = live.tracker_status or {}, live.camera_poses
+                memory = sampler.series().get("tracker")
+            finally:
+                spin.stop()
+    except subprocess.TimeoutExpired:
+        r["error"] = "the publisher did not finish"
+        return r
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
+        r["exit_code"] = group.stop().get("tracker")
+        sampler.stop()
+    wall_offset = time.time() - time.monotonic()  # arrival (monotonic) -> wall time, the stamps' clock
+    lat = np.array([(p.received + wall_offset) * 1e3 - p.stamp_ns * 1e-6 for p in poses]) if poses else None
+    counts = {k: int(status.get(k) or 0) for k in ("received", "processed", "dropped", "rejected")}
+    r.update(counts, paired=counts["processed"] + counts["dropped"], poses=len(poses))
+    r.update(state=status.get("state"), keyframes=status.get("keyframes"), resets=status.get("resets", 0))
+    r.update(stage_ms=status.get("stage_ms"), tracker_latency_ms=status.get("latency_ms"))
+    r["rejected_reasons"] = {
+        k[len("rejected_") :]: int(v) for k, v in status.items() if k.startswith("rejected_") and v
+    }
+    r["latency_p50_ms"] = float(np.percentile(lat, 50)) if lat is not None else float("nan")
+    r["latency_p90_ms"] = float(np.percentile(lat, 90)) if lat is not None else float("nan")
+    if memory is not None and t0:
+        t, rss = memory
+        t_frames = t0[0] - sampler.t0 + np.arange(frames) / rate  # the publisher's schedule
+        during = t >= t_frames[0]
+        r["rss_start_mib"] = float(rss[during][0]) if during.any() else float(rss[-1])
+        r["rss_end_mib"], r["rss_max_mib"] = float(rss[-1]), float(rss[during].max(initial=rss[-1]))
+        r["rss_growth_mib_per_1000_frames"] = growth_per_1000_frames(t, rss, t_frames)
+    if r["error"] is None and not r["settled"]:
+        r["error"] = f"the tracker's counts did not settle within {settle_timeout:.0f} s"
+    if r["error"] is None and r["exit_code"] == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        r["logs"] = None
+    return r
+
+
+def _tracker_line(r: dict[str, Any]) -> str:
+    n = max(int(r["published"]), 1)
+    head = f"tracker[{r['size']} publisher={r['publisher']} image_qos={r['image_qos']}]"
+    if "received" not in r:
+        return f"{head} FAILED: {r['error']} (logs in {r['logs']})"
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(r["rejected_reasons"].items()))
+    growth = r.get("rss_growth_mib_per_1000_frames")
+    line = (
+        f"{head} published {r['published']}, received {r['received']} ({100 * r['received'] / n:.1f}%), "
+        f"paired {r['paired']} ({100 * r['paired'] / n:.1f}%): processed {r['processed']}, dropped (stale) "
+        f"{r['dropped']}, rejected {r['rejected']}{f' ({reasons})' if reasons else ''}; poses {r['poses']}, "
+        f"latency p50 {r['latency_p50_ms']:.1f} ms p90 {r['latency_p90_ms']:.1f} ms"
+    )
+    if "rss_start_mib" in r:
+        line += (
+            f", tracker RSS {r['rss_start_mib']:.0f} -> {r['rss_end_mib']:.0f} "
+            f"(max {r['rss_max_mib']:.0f}) MiB, "
+            + ("growth n/a" if growth is None else f"growth {growth:+.1f} MiB/1000 frames")
+        )
+    if r["error"]:
+        line += f"; {r['error']} (logs in {r['logs']})"
+    elif r["logs"]:
+        line += f"; tracker exit code {r['exit_code']} (logs in {r['logs']})"
+    return line
+
+
 def _size(text: str) -> tuple[int, int]:
     w, h = text.lower().split("x")
     return int(w), int(h)
@@ -163,8 +404,8 @@ def _size(text: str) -> tuple[int, int]:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == CHILD:
-        size, rate, frames, reliability = sys.argv[2:6]
-        publish(_size(size), float(rate), int(frames), reliability)
+        size, rate, frames, reliability, lap_frames = (sys.argv[2:7] + ["0"])[:5]
+        publish(_size(size), float(rate), int(frames), reliability, int(lap_frames))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=_size, nargs="+", default=[(640, 480), (1280, 720)])
@@ -172,6 +413,9 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=20.0, help="seconds of stream per run")
     ap.add_argument("--publisher", nargs="+", default=["reliable", "best_effort"])
     ap.add_argument("--image-qos", nargs="+", default=["auto", "sensor_data"], help="the tracker's image_qos")
+    ap.add_argument("--tracker", action="store_true", help="stream the synthetic lap into a tracker node")
+    ap.add_argument("--lap-frames", type=int, default=240, help="--tracker: frames per lap of the orbit")
+    ap.add_argument("--json", type=Path, help="also write every run's figures to this JSON file")
     args = ap.parse_args()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     if "ROS_DOMAIN_ID" not in os.environ:
@@ -183,10 +427,19 @@ def main() -> None:
         f"{Path(__file__).name}: {args.rate:g} Hz, {args.duration:g} s per run, "
         f"domain {os.environ['ROS_DOMAIN_ID']}"
     )
+    results = []
     for size in args.size:
         for publisher in args.publisher:
             for qos in args.image_qos:
+                if args.tracker:
+                    r = run_tracker(
+                        size, args.rate, args.duration, publisher, qos, lap_frames=args.lap_frames
+                    )
+                    results.append(r)
+                    print(_tracker_line(r), flush=True)
+                    continue
                 r = run(size, args.rate, args.duration, publisher, qos)
+                results.append(r)
                 n = r["published"]
                 print(
                     f"stream[{r['size']} publisher={publisher} image_qos={qos}] received "
@@ -198,6 +451,8 @@ def main() -> None:
                     f"{r['rss_start_mib']:.0f} -> {r['rss_end_mib']:.0f} MiB",
                     flush=True,
                 )
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":
