@@ -992,3 +992,67 @@ def test_bad_checkpoint_is_one_fatal_line_and_exit_code_1(tmp_path, dds_domain, 
     assert lines[0].startswith(f"[{node}] FATAL: cannot load the MASt3R checkpoint: "), lines[0]
     assert str(checkpoint) in lines[0]
     assert ("not found" in lines[0]) == (problem == "missing"), lines[0]
+
+
+@pytest.mark.slow
+def test_a_mapper_killed_under_online3r_launch_respawns_while_odometry_keeps_flowing(tmp_path, dds_domain):
+    """Issue 12: ``online3r launch`` (the real launcher and launch description), the mapper killed with
+    SIGKILL mid-run: every frame streamed while it is down (within its 2 s respawn delay) gets odometry, the
+    launcher starts it again, and the respawned mapper ends up holding the tracker's keyframes of the same
+    session (its autosaved map reloaded, the rest re-sent)."""
+    from test_launch import _children, _cmdline
+
+    env = dict(os.environ, ROS_DOMAIN_ID=str(dds_domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    cmd = [sys.executable, "-m", "online3r_ros.cli.main", "launch", "--log-dir", str(tmp_path),
+           "--grace", "15", "image:=image", "depth:=depth", "camera_info:=camera_info"]  # fmt: skip
+    launcher = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    h = Harness(dds_domain)
+    try:
+        h.wait_subscribers(timeout=90)
+        from online3r_ros.synthetic import make_synthetic_sequence
+
+        frames = list(make_synthetic_sequence(n_frames=160, width=W, height=H, max_frames=60))  # 2.25 deg
+        t0 = time.time_ns()
+        _stream(h, frames[:25], t0, period=0.2)
+        h.wait_for(
+            lambda: _status(h, "mapper_status").get("keyframes", 0) >= 2,
+            60,
+            f"a map in the mapper (tracker: {_status(h, 'tracker_status')})",
+        )
+        h.wait_for(lambda: (tmp_path / "online3r_map.pt").is_file(), 30, "the mapper's autosave")
+        mapper = [p for p in _children(launcher.pid) if "online3r_ros.ros.nodes.mapper" in _cmdline(p)]
+        assert len(mapper) == 1
+        os.kill(mapper[0], signal.SIGKILL)
+        h.clear("odom")
+        during = _stream(h, frames[25:33], t0, period=0.2)  # 1.6 s: within the respawn delay
+
+        def odometry_while_down() -> bool:  # a loaded machine's tracker may drop a frame (takes the newest)
+            return len({_stamp_ns(m) for m in h.messages("odom")} & set(during)) >= len(during) - 2
+
+        h.wait_for(odometry_while_down, 30, "odometry while the mapper is down")
+        mapper_log = tmp_path / "mapper.log"
+        h.wait_for(lambda: mapper_log.read_text().count("ready") >= 2, 90, "the mapper to be started again")
+        _stream(h, frames[33:], t0, period=0.2)
+
+        def same_map() -> bool:
+            tracker, mapper_st = _status(h, "tracker_status"), _status(h, "mapper_status")
+            return (
+                tracker.get("processed", 0) + tracker.get("dropped", 0) >= len(frames) - 2
+                and mapper_st.get("keyframes", -1) == tracker.get("keyframes")
+                and mapper_st.get("session") == tracker.get("session")
+            )
+
+        h.wait_for(same_map, 60, "the respawned mapper to hold the tracker's keyframes")
+        assert launcher.poll() is None
+        assert "recovered map online3r_map.pt" in mapper_log.read_text()  # autosave; the rest re-sent
+        assert "starting a new map" not in mapper_log.read_text()
+        os.killpg(launcher.pid, signal.SIGINT)
+        out, _ = launcher.communicate(timeout=60)
+    finally:
+        h.close()
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait(timeout=10)
+    text = out.decode(errors="replace")
+    assert launcher.returncode == 0 and "respawning mapper in 2 s" in text, text[-3000:]
