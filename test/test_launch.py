@@ -509,9 +509,7 @@ def test_online3r_launch_starts_and_stops_the_real_nodes(tmp_path, dds_domain):
         os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        _stop_launcher(proc)
     text = out.decode(errors="replace")
     assert proc.returncode == 0, text
     assert "SIGINT received" in text
@@ -550,3 +548,22 @@ def test_launch_executables_are_console_scripts_of_the_same_modules():
         if spec.module is not None:
             assert scripts.get(spec.executable) == spec.module, (spec.executable, scripts)
     assert 'glob("launch/*.py")' in setup_text and 'glob("config/*.rviz")' in setup_text
+
+
+def _stop_launcher(launcher: subprocess.Popen) -> None:
+    """A failed test's launcher: SIGINT (it stops its nodes), then SIGKILL for it and any node left (each
+    node runs in its own process group, so killing the launcher's group alone would orphan them)."""
+    if launcher.poll() is not None:
+        return
+    nodes = _children(launcher.pid)
+    os.killpg(launcher.pid, signal.SIGINT)
+    try:
+        launcher.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait(timeout=10)
+    for pid in nodes:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

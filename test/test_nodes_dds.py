@@ -1000,7 +1000,7 @@ def test_a_mapper_killed_under_online3r_launch_respawns_while_odometry_keeps_flo
     SIGKILL mid-run: every frame streamed while it is down (within its 2 s respawn delay) gets odometry, the
     launcher starts it again, and the respawned mapper ends up holding the tracker's keyframes of the same
     session (its autosaved map reloaded, the rest re-sent)."""
-    from test_launch import _children, _cmdline
+    from test_launch import _children, _cmdline, _stop_launcher
 
     env = dict(os.environ, ROS_DOMAIN_ID=str(dds_domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     cmd = [sys.executable, "-m", "online3r_ros.cli.main", "launch", "--log-dir", str(tmp_path),
@@ -1051,8 +1051,6 @@ def test_a_mapper_killed_under_online3r_launch_respawns_while_odometry_keeps_flo
         out, _ = launcher.communicate(timeout=60)
     finally:
         h.close()
-        if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGKILL)
-            launcher.wait(timeout=10)
+        _stop_launcher(launcher)
     text = out.decode(errors="replace")
     assert launcher.returncode == 0 and "respawning mapper in 2 s" in text, text[-3000:]
