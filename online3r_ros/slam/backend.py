@@ -46,6 +46,7 @@ from ..geometry.lie import sim3_identity
 from ..retrieval.features import LocalFeatures
 from ..sources.base import PointmapSource, SourceFrame
 from ..utils.atomic import save_atomic
+from ..utils.heap import release_free_heap
 from .components import make_graph, make_keyframe_store, make_optimizer, uses_calibration
 from .config import SlamConfig, config_to_dict
 from .edges import build_edges
@@ -379,9 +380,11 @@ class MapperBackend:
 
     def _run_optimizer(self, focus: tuple[int, ...] = ()) -> dict:
         """One global optimisation (``local_opt.window``: of the newest keyframes and those up to ``focus``);
-        its ``opt_info``."""
+        its ``opt_info``. The heap's freed temporaries go back to the OS (:func:`release_free_heap`)."""
         free = window_keyframes(self.graph.keyframe_ids(), self.config.local_opt.window, focus)
-        return _opt_info(self._optimizer.optimize(self.keyframes, self.graph, free_ids=free))
+        info = _opt_info(self._optimizer.optimize(self.keyframes, self.graph, free_ids=free))
+        release_free_heap()  # the optimisation's temporaries, else kept fragmented by the allocator
+        return info
 
     def _add_keyframe(self, pkt: KeyframePacket) -> int:
         sf = source_frame_from_keyframe(self.source, pkt)
