@@ -53,6 +53,21 @@ def write_bag(path: Path, n_frames: int, width: int, height: int) -> Path:
     return path
 
 
+def final_path_ate(output: Path, bag: Path) -> float | None:
+    """ATE (m, SE(3) alignment) of the mapper's last all-frames path (the optimised trajectory; ``ate_m`` is
+    of the poses the tracker published live) against the bag's ground truth; ``None`` without a path."""
+    from online3r_ros.bags import read_trajectory
+    from online3r_ros.bags.errors import BagError
+    from online3r_ros.eval import compute_ate
+
+    try:
+        t_est, T_est = read_trajectory(output, "/online3r/path")[:2]
+    except BagError:  # no path recorded: reported as missing
+        return None
+    t_gt, T_gt = read_trajectory(bag, "/groundtruth/pose")[:2]
+    return compute_ate(np.asarray(t_est), np.asarray(T_est), np.asarray(t_gt), np.asarray(T_gt)).rmse
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=2000)
@@ -98,6 +113,7 @@ def main() -> int:
         "mapper_keyframes": m["mapper"].get("keyframes_integrated"),
         "loop_closures": m.get("n_loop_closures"),
         "ate_m": m["ate"]["frames"]["se3"].get("rmse"),
+        "final_path_ate_m": final_path_ate(out / "output.mcap", bag),
         "rss_mb": m["memory_rss_mb"],
         "growth_mb_per_1000_frames": m["memory_growth_mb_per_1000_frames"],
         "map_file_mb": round(Path(m["map_file"]).stat().st_size / 2**20, 2) if m.get("map_file") else None,
