@@ -76,6 +76,7 @@ from online3r_ros.slam.runner import build_source
 from online3r_ros.slam.session import LinkAction, MapperLink
 from online3r_ros.sources.base import SourceError
 from online3r_ros.synthetic import make_synthetic_sequence
+from online3r_ros.utils.heap import release_free_heap
 
 __all__ = ["TrackerNode", "main", "decode_inputs"]
 
@@ -352,6 +353,7 @@ class TrackerNode(Node):
                     self._apply_mapper_messages(poses, state)
                 if item is not None:
                     self._process(*item)
+                    release_free_heap()  # full-size images and their conversions: see utils/heap.py
             except Exception as exc:  # noqa: BLE001 - the node must survive anything one frame does
                 if not self._running or not self.context.ok():  # shutting down: nothing to report
                     return
