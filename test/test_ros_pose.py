@@ -22,6 +22,7 @@ from online3r_ros.ros.pose import (  # noqa: E402
     base_pose_from_camera_pose,
     check_quaternion,
     invert,
+    matrices_to_poses,
     matrix_to_pose,
     matrix_to_quat,
     matrix_to_tqs,
@@ -101,6 +102,24 @@ def test_pose_messages_match_4x4_matrices_numerically() -> None:
         np.testing.assert_allclose(pose_to_matrix(msg), T, atol=1e-12)
         X = rng.normal(size=(7, 3))
         np.testing.assert_allclose(transform_points(pose_to_matrix(msg), X), X @ T[:3, :3].T + t, atol=1e-12)
+
+
+def test_many_matrices_convert_as_one_at_a_time_and_bad_ones_raise() -> None:
+    rng = np.random.default_rng(3)
+    T = np.stack([tqs_to_matrix(rng.normal(size=3), q) for q in _random_quats(rng, 50)])
+    for msg, M in zip(matrices_to_poses(T), T, strict=True):
+        np.testing.assert_allclose(pose_to_matrix(msg), pose_to_matrix(matrix_to_pose(M)), atol=1e-14, rtol=0)
+    assert matrices_to_poses(np.zeros((0, 4, 4))) == []
+    scaled, reflected, nan = T[:3].copy(), T[:3].copy(), T[:3].copy()
+    scaled[1, :3, :3] *= 1.1
+    reflected[2, :3, 0] *= -1
+    nan[0, 0, 3] = np.nan
+    with pytest.raises(ScaleError):
+        matrices_to_poses(scaled)
+    with pytest.raises(PoseError):
+        matrices_to_poses(reflected)
+    with pytest.raises(PoseError):
+        matrices_to_poses(nan)
 
 
 def test_stamped_transform_and_odometry_messages() -> None:

@@ -65,7 +65,7 @@ from online3r_ros.ros.nodes.msgs import (
 from online3r_ros.ros.nodes.params import MapperParams
 from online3r_ros.ros.nodes.retrieval_msgs import array_to_features, array_to_loops
 from online3r_ros.ros.pointcloud import numpy_to_pointcloud2
-from online3r_ros.ros.pose import T_LINK_OPTICAL, matrix_to_pose
+from online3r_ros.ros.pose import T_LINK_OPTICAL, matrices_to_poses
 from online3r_ros.ros.time import ns_to_stamp, sec_to_ns, stamp_to_ns
 from online3r_ros.slam.backend import BackendHooks, MapperBackend
 from online3r_ros.slam.map_export import MapPoints
@@ -402,8 +402,8 @@ class MapperNode(Node):
         stamp = self._stamp(float(ts[-1])) if len(ts) else self.get_clock().now().to_msg()
         msg = PathMsg(header=Header(frame_id=frame, stamp=stamp))
         msg.poses = [
-            PoseStamped(header=Header(frame_id=frame, stamp=self._stamp(float(t))), pose=matrix_to_pose(M))
-            for t, M in zip(ts, poses, strict=True)
+            PoseStamped(header=Header(frame_id=frame, stamp=self._stamp(t)), pose=pose)
+            for t, pose in zip(np.asarray(ts, np.float64).tolist(), matrices_to_poses(poses), strict=True)
         ]
         return msg
 
@@ -412,7 +412,7 @@ class MapperNode(Node):
         kmap = self.frames.cameras_in_map(kposes)
         if len(kts):
             header = Header(frame_id=self.p.map_frame, stamp=self._stamp(float(kts[-1])))
-            self.pub_kf_poses.publish(PoseArray(header=header, poses=[matrix_to_pose(M) for M in kmap]))
+            self.pub_kf_poses.publish(PoseArray(header=header, poses=matrices_to_poses(kmap)))
             self.pub_kf_path.publish(self._path_msg(kts, kmap))
         ts, poses = self.backend.trajectory()
         if len(ts):
