@@ -51,7 +51,7 @@ from .components import make_graph, make_keyframe_store, make_optimizer, uses_ca
 from .config import SlamConfig, config_to_dict
 from .edges import build_edges
 from .frame_store import FrameStore, frames_from_map
-from .global_opt import OptResult, window_keyframes
+from .global_opt import OptResult
 from .map_export import MapPoints, keyframe_points
 from .map_files import MAP_FORMAT, MAP_VERSION, check_map, keep_other_session, read_map
 from .neighbours import proximity_candidates
@@ -381,8 +381,7 @@ class MapperBackend:
     def _run_optimizer(self, focus: tuple[int, ...] = ()) -> dict:
         """One global optimisation (``local_opt.window``: of the newest keyframes and those up to ``focus``);
         its ``opt_info``. The heap's freed temporaries go back to the OS (:func:`release_free_heap`)."""
-        free = window_keyframes(self.graph.keyframe_ids(), self.config.local_opt.window, focus)
-        info = _opt_info(self._optimizer.optimize(self.keyframes, self.graph, free_ids=free))
+        info = _opt_info(self._optimizer.optimize(self.keyframes, self.graph, focus=focus))
         release_free_heap()  # the optimisation's temporaries, else kept fragmented by the allocator
         return info
 

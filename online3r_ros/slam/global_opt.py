@@ -536,10 +536,12 @@ class GlobalOptimizer:
         fixed_ids: list[int] | None = None,
         write_back: bool = True,
         free_ids: set[int] | None = None,
+        focus: tuple[int, ...] = (),
     ) -> OptResult:
         """Optimise the poses of all keyframes of ``graph`` (a :class:`KeyframeStore`-like ``keyframes``), or
-        only ``free_ids`` (:func:`window_keyframes`): then the factors with an end among them take part and
-        their other ends are held fixed.
+        only ``free_ids`` (default: :func:`window_keyframes` of the config's ``window`` and ``focus``, the
+        keyframe of a late loop closure): then the factors with an end among them take part and their other
+        ends are held fixed.
 
         The first ``pin`` graph keyframes (lowest ids) and ``fixed_ids`` are held fixed. With ``write_back``
         the optimised poses are stored with ``keyframes.set_poses``.
@@ -547,6 +549,8 @@ class GlobalOptimizer:
         cfg = self.config
         t_start = time.perf_counter()
         graph_ids = graph.keyframe_ids()
+        if free_ids is None:
+            free_ids = window_keyframes(graph_ids, cfg.window, focus)
         batch = graph.factor_batch(free_ids)
         kf_ids = graph_ids if free_ids is None else sorted(set(batch.a.tolist()) | set(batch.b.tolist()))
         store_dtype = getattr(keyframes, "pose_dtype", torch.float32)
