@@ -109,6 +109,7 @@ def test_many_matrices_convert_as_one_at_a_time_and_bad_ones_raise() -> None:
     T = np.stack([tqs_to_matrix(rng.normal(size=3), q) for q in _random_quats(rng, 50)])
     for msg, M in zip(matrices_to_poses(T), T, strict=True):
         np.testing.assert_allclose(pose_to_matrix(msg), pose_to_matrix(matrix_to_pose(M)), atol=1e-14, rtol=0)
+        np.testing.assert_allclose(pose_to_matrix(msg), M, atol=1e-12, rtol=0)
     assert matrices_to_poses(np.zeros((0, 4, 4))) == []
     scaled, reflected, nan = T[:3].copy(), T[:3].copy(), T[:3].copy()
     scaled[1, :3, :3] *= 1.1

@@ -305,13 +305,7 @@ def slam_points_to_map(
 
 def matrix_to_pose(pose: Any) -> Any:
     """``geometry_msgs/Pose`` from a rigid pose-like input (:class:`ScaleError` on Sim(3) scale != 1)."""
-    from geometry_msgs.msg import Point, Pose, Quaternion
-
-    t, q, _ = matrix_to_tqs(rigid_matrix(pose))
-    return Pose(
-        position=Point(x=float(t[0]), y=float(t[1]), z=float(t[2])),
-        orientation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])),
-    )
+    return matrices_to_poses(rigid_matrix(pose))[0]
 
 
 def matrices_to_poses(poses: Any) -> list:
