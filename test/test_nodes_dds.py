@@ -580,21 +580,17 @@ def test_mapper_killed_tracker_continues_and_restarted_mapper_recovers(session) 
 def _random_retrieval_files(folder: Path, backbone_dim: int) -> tuple[Path, Path]:
     """A random MASt3R retrieval head over ``backbone_dim`` tokens (the released file's layout) and a
     16-word codebook of its descriptor space: ``(checkpoint, codebook)``."""
-    import argparse
-
     import torch
+    from test_retrieval_head import _args, _save_ckpt
 
     from online3r_ros.retrieval.codebook import train_codebook
     from online3r_ros.retrieval.mast3r_head import RetrievalHead
 
     torch.manual_seed(0)
     head = RetrievalHead(backbone_dim, hdims=str(backbone_dim), nfeat=50)
-    args = argparse.Namespace(
-        pretrained="x", freeze_backbone=1, prewhiten=0, hdims=str(backbone_dim), residual=False,
-        postwhiten=0, featweights="l2norm", nfeat=50, imsize=512,
-    )  # fmt: skip
-    ckpt = folder / "twin_retrieval_trainingfree.pth"
-    torch.save({"model": head.state_dict(), "args": args}, ckpt)
+    ckpt = _save_ckpt(
+        folder / "twin_retrieval_trainingfree.pth", head, _args(hdims=str(backbone_dim), nfeat=50)
+    )
     desc = torch.nn.functional.normalize(torch.randn(2000, backbone_dim), dim=1).numpy()
     codebook = folder / "twin_codebook.npz"
     train_codebook(desc, 16, seed=0, kind="mast3r").save(codebook)
