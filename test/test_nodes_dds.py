@@ -931,23 +931,30 @@ def test_sigint_mid_stream_stops_both_nodes_cleanly(session) -> None:
     procs, h = session()
     procs.start("mapper")
     procs.start("tracker")
-    frames = list(_sequence(30))
+    frames = list(_sequence(90))  # the tracker's second keyframe comes near frame 37
     h.wait_subscribers(procs=procs)
     t0 = time.time_ns()
+    stamps = [t0 + int(round(f.timestamp * 1e9)) for f in frames]
+    # first frame by frame (a loaded machine's busy tracker would take only the newest frames, and
+    # relocalise on them instead of making keyframes), until the mapper has a keyframe edge to publish
+    for f, stamp in zip(frames[:50], stamps[:50], strict=True):
+        h.publish_frame(f, stamp)
+        h.wait_for(lambda s=stamp: s in {_stamp_ns(m) for m in h.messages("pose")}, 30, "a pose", procs)
+    h.wait_for(lambda: h.messages("map_updates"), 30, "the mapper's first map update", procs)
     stop_streaming = threading.Event()
 
     def keep_streaming() -> None:  # faster than the tracker: its worker is always busy with a frame
-        for f in frames:
+        for f, stamp in zip(frames[50:], stamps[50:], strict=True):
             if stop_streaming.is_set():
                 return
-            h.publish_frame(f, t0 + int(round(f.timestamp * 1e9)))
+            h.publish_frame(f, stamp)
             time.sleep(0.05)
 
+    n_posed = len(h.messages("pose"))
     streamer = threading.Thread(target=keep_streaming, daemon=True)
     streamer.start()
     try:
-        h.wait_for(lambda: len(h.messages("pose")) >= 2, 30, "poses while streaming", procs)
-        h.wait_for(lambda: h.messages("map_updates"), 30, "the mapper's first map update", procs)
+        h.wait_for(lambda: len(h.messages("pose")) > n_posed, 30, "poses while streaming", procs)
         running = dict(procs.procs)
         for name in ("tracker", "mapper"):
             running[name].send_signal(signal.SIGINT)
