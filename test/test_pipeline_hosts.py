@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from online3r_ros.geometry.lie import sim3_exp
+from online3r_ros.geometry.lie import sim3_compose, sim3_exp, sim3_inverse
 from online3r_ros.ros.frames import ExternalOdometry, RobotFrames
 from online3r_ros.ros.nodes.inputs import InputSync
 from online3r_ros.ros.pose import T_LINK_OPTICAL, invert, tqs_to_matrix
@@ -68,6 +68,41 @@ def test_slam_system_and_the_nodes_wiring_give_identical_poses(cfg, frames) -> N
     assert np.array_equal(idx, ref.indices) and np.array_equal(ts, ref.timestamps)
     assert torch.equal(poses, ref.poses)
     assert be.edges() == system.backend.edges()
+
+
+def test_a_keyframe_made_before_a_correction_arrived_lands_on_its_corrected_anchor(cfg, frames) -> None:
+    """The nodes' race behind a late loop closure: the backend moves keyframe 1 (a loop closed there)
+    while the frontend, not yet told, makes keyframe 2 from it. The backend places keyframe 2 by its pose
+    relative to the anchor, not where the uncorrected map had it; the packet's anchor pose survives the
+    message packing."""
+    M = pytest.importorskip(
+        "online3r_ros.ros.nodes.msgs", reason="the ROS message packages are not installed"
+    )
+    fe = TrackerFrontend(cfg, build_source(cfg))
+    packets = []
+    for f in frames:
+        step = fe.process(f.rgb, f.depth, f.K, f.timestamp)
+        if step.keyframe is not None:
+            packets.append(step.keyframe)
+        if len(packets) == 3:
+            break
+    assert len(packets) == 3 and packets[2].anchor_id == 1
+    assert torch.equal(packets[2].T_WA, packets[1].T_WC)  # the frontend heard of no correction
+    be = MapperBackend(cfg, build_source(cfg), wait_s=0.0)
+    for pkt in packets[:2]:
+        be.submit_keyframe(pkt)
+    be.step()
+    correction = sim3_exp(torch.tensor([0.3, -0.1, 0.2, 0.05, 0.1, -0.02, 0.0], dtype=torch.float64))
+    moved = sim3_compose(correction, be.keyframe_poses()[1])
+    be.keyframes.set_poses([1], moved[None])
+
+    pkt, _ = M.cloud_to_keyframe(M.keyframe_to_cloud(packets[2], 0, T_LINK_OPTICAL))
+    assert torch.equal(pkt.T_WA, packets[2].T_WA)
+    be.integrate(pkt, optimise=False)
+    T_anchor_kf = sim3_compose(sim3_inverse(packets[1].T_WC), packets[2].T_WC)  # what tracking measured
+    placed = be.keyframe_poses()[2]
+    assert torch.allclose(placed, sim3_compose(moved, T_anchor_kf), atol=1e-9)
+    assert (placed[:3] - packets[2].T_WC[:3]).norm() > 0.1  # not where the frontend's map had it
 
 
 def test_mapper_link_resends_what_the_backend_lacks() -> None:

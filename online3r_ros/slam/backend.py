@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from ..eval.timing import Stopwatch
-from ..geometry.lie import sim3_identity
+from ..geometry.lie import sim3_compose, sim3_identity, sim3_inverse
 from ..retrieval.features import LocalFeatures
 from ..sources.base import PointmapSource, SourceFrame
 from ..utils.atomic import save_atomic
@@ -385,10 +385,24 @@ class MapperBackend:
         release_free_heap()  # the optimisation's temporaries, else kept fragmented by the allocator
         return info
 
+    def _placed_pose(self, pkt: KeyframePacket) -> Tensor:
+        """Where keyframe ``pkt`` goes ``[8]`` float64: its pose relative to its anchor (as the frontend knew
+        the anchor) composed with the anchor's pose here, which a correction the frontend had not yet heard
+        of may have moved; ``pkt.T_WC`` itself when the anchor did not move (or there is none)."""
+        T_WC = pkt.T_WC.to(torch.float64)
+        anchor = int(pkt.anchor_id)
+        if pkt.T_WA is None or not 0 <= anchor < len(self.keyframes):
+            return T_WC
+        here = self.keyframes.get_poses([anchor]).reshape(8).detach().to("cpu", torch.float64)
+        there = pkt.T_WA.to(torch.float64)
+        if torch.equal(here, there):
+            return T_WC
+        return sim3_compose(here, sim3_compose(sim3_inverse(there), T_WC))
+
     def _add_keyframe(self, pkt: KeyframePacket) -> int:
         sf = source_frame_from_keyframe(self.source, pkt)
         kf_id = self.keyframes.append(
-            pkt.T_WC.to(torch.float64),
+            self._placed_pose(pkt),
             pkt.X.to(self.device),
             pkt.C.to(self.device),
             frame_index=pkt.frame_index,

@@ -209,6 +209,7 @@ class TrackerFrontend:
             prev_observations=prev_observations,
             features=None if self.place is None else self.place.places.features.get(kf_id),
             anchor_id=self.kf_anchor[kf_id],
+            T_WA=self._anchor_pose(self.kf_anchor[kf_id]),
             fused_frames=self.frames.anchored_to(kf_id),
         )
 
@@ -560,4 +561,9 @@ class TrackerFrontend:
             frame=sf,
             features=features,
             anchor_id=int(anchor),
+            T_WA=self._anchor_pose(anchor),
         )
+
+    def _anchor_pose(self, anchor: int) -> Tensor | None:
+        """Keyframe ``anchor``'s current pose ``[8]`` float64 CPU (``None`` for no anchor, -1)."""
+        return None if anchor < 0 else self.keyframe_pose(anchor).clone()

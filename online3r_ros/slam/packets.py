@@ -45,6 +45,10 @@ class KeyframePacket:
         features: its local features for place recognition (``None``: retrieval off).
         anchor_id: the keyframe it was tracked from (its always-kept edge; ``-1``: none, e.g. keyframe 0;
             after a relocalisation not ``kf_id - 1``).
+        T_WA: Sim(3) ``[8]`` float64 pose of keyframe ``anchor_id`` as the frontend knew it when it sent this
+            (``None``: no anchor). The backend places the keyframe relative to its own, possibly since
+            corrected, anchor pose: ``T_WA_backend · T_WA⁻¹ · T_WC``, so a keyframe made before the frontend
+            heard of a correction (a late loop closure) is not left where the uncorrected map had it.
         fused_frames: a re-sent working copy's frames whose observations ``X`` already holds:
             ``(timestamps [M] s, T_CkCf [M, 8] float64)``, so a backend that never saw those observations
             still knows their poses (``None``: a new keyframe, nothing fused yet).
@@ -67,6 +71,7 @@ class KeyframePacket:
     frame: SourceFrame | None = field(default=None, compare=False, repr=False)
     features: LocalFeatures | None = field(default=None, compare=False, repr=False)
     anchor_id: int | None = None
+    T_WA: Tensor | None = None
     fused_frames: tuple[np.ndarray, Tensor] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:

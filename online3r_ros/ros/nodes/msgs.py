@@ -6,10 +6,12 @@ observations: ``x, y, z, confidence``). Their ``header.stamp`` is the input imag
 ``header.frame_id`` is a metadata string (exact: floats are written with ``repr``)::
 
     online3r/kf;session=<int>;id=<int>;index=<int>;t=<float s>;N=<int>;N_updates=<int>;prev_obs=<int>;
-        anchor=<int>;T_WC=<tx,ty,tz,qx,qy,qz,qw,s>;K=<9 floats row-major | none>;T_bc=<tx,ty,tz,qx,qy,qz,qw>
+        anchor=<int>;T_WC=<tx,ty,tz,qx,qy,qz,qw,s>;T_WA=<8 floats | none>;K=<9 floats row-major | none>;
+        T_bc=<tx,ty,tz,qx,qy,qz,qw>
     online3r/obs;session=<int>;kf=<int>;seq=<int>;index=<int>;t=<float s>;T_CkCf=<8 floats>
 
-(``anchor`` = the keyframe it was tracked from, its always-kept edge; ``T_bc`` = the tracker's base ->
+(``anchor`` = the keyframe it was tracked from, its always-kept edge; ``T_WA`` = the anchor's pose as the
+tracker knew it, see :class:`~online3r_ros.slam.packets.KeyframePacket`; ``T_bc`` = the tracker's base ->
 camera transform, so the mapper expresses its outputs in the same ``map``.) Keyframe poses travel as
 ``std_msgs/Float64MultiArray`` ``[K, 8]`` (:func:`poses_to_array`; the session id is in the first
 dimension's label). ROS-free except for the lazily imported message classes.
@@ -101,6 +103,8 @@ def keyframe_to_cloud(
     """Organised ``PointCloud2`` of a keyframe packet (``stamp``: the keyframe image's stamp;
     ``fused_stamps_ns``: the input stamps of ``pkt.fused_frames``, ``None`` where unknown)."""
     K = "none" if pkt.K is None else _floats(pkt.K.detach().cpu().numpy())
+    T_WC = _floats(pkt.T_WC.detach().cpu().numpy())
+    T_WA = "none" if pkt.T_WA is None else _floats(pkt.T_WA.detach().cpu().numpy())
     t = T_base_camera
     from online3r_ros.ros.pose import matrix_to_tqs
 
@@ -108,7 +112,7 @@ def keyframe_to_cloud(
     meta = (
         f"{KF_PREFIX};session={int(pkt.session)};id={int(pkt.kf_id)};index={int(pkt.frame_index)};"
         f"t={float(pkt.timestamp)!r};N={int(pkt.N)};N_updates={int(pkt.N_updates)};"
-        f"prev_obs={int(pkt.prev_observations)};anchor={int(pkt.anchor_id)};T_WC={_floats(pkt.T_WC.detach().cpu().numpy())};K={K};"
+        f"prev_obs={int(pkt.prev_observations)};anchor={int(pkt.anchor_id)};T_WC={T_WC};T_WA={T_WA};K={K};"
         f"T_bc={_floats(np.concatenate([tb, qb]))}"
     )
     if pkt.fused_frames is not None and len(pkt.fused_frames[0]):  # rows: t, T_CkCf (re-sent working copy)
@@ -137,6 +141,8 @@ def cloud_to_keyframe(msg: Any) -> tuple[KeyframePacket, np.ndarray]:
     K_text = _need(meta, "K")
     K = None if K_text == "none" else torch.from_numpy(_parse_floats(K_text, 9, "K").reshape(3, 3)).float()
     T_WC = _parse_floats(_need(meta, "T_WC"), 8, "T_WC")
+    T_WA_text = meta.get("T_WA", "none")  # absent in an older tracker's keyframes: placed by T_WC
+    T_WA = None if T_WA_text == "none" else torch.from_numpy(_parse_floats(T_WA_text, 8, "T_WA"))
     T_bc = _parse_floats(_need(meta, "T_bc"), 7, "T_bc")
     pkt = KeyframePacket(
         session=_int(meta, "session"),
@@ -152,6 +158,7 @@ def cloud_to_keyframe(msg: Any) -> tuple[KeyframePacket, np.ndarray]:
         N_updates=_int(meta, "N_updates"),
         prev_observations=_int(meta, "prev_obs"),
         anchor_id=_int(meta, "anchor") if "anchor" in meta else None,
+        T_WA=T_WA,
         fused_frames=_fused_frames(meta),
     )
     return pkt, tqs_to_matrix(T_bc[:3], T_bc[3:])
