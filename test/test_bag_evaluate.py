@@ -304,10 +304,12 @@ def test_lockstep_round_trip_matches_online3r_run(roundtrip, storage, dds_domain
     # the output bag: every pose output and TF, one pose per frame
     recorded = {t.name: t.count for t in list_topics(out / "output.mcap")}
     assert recorded["/online3r/camera_pose"] == N_FRAMES and recorded["/online3r/odometry"] == N_FRAMES
-    assert recorded["/tf"] >= N_FRAMES and recorded["/online3r/map"] >= 1
-    assert {"/online3r/tracker_status", "/online3r/path", "/online3r/keyframe_path", "/tf_static"} <= set(
-        recorded
-    )
+    assert recorded["/tf"] >= N_FRAMES and "/online3r/tracker_status" in recorded and "/tf_static" in recorded
+    # the outputs that restate a whole path or map: their last message only (a long run's bag stays linear)
+    for topic in ("/online3r/path", "/online3r/keyframe_path", "/online3r/map"):
+        assert recorded[topic] == 1 and m["recorded"][topic] >= 1, (topic, recorded, m["recorded"])
+    t_path, _ = read_trajectory(out / "output.mcap", "/online3r/path")
+    assert len(t_path) == N_FRAMES  # the final path: every frame
     t_out, _ = read_trajectory(out / "output.mcap")  # the camera pose topic, chosen by default
     np.testing.assert_allclose(t_out, START + np.arange(N_FRAMES) / 30.0, atol=1e-6)
     # online3r evaluate on the output bag against the input bag's ground truth: the same ATE

@@ -165,3 +165,42 @@ def test_ros1_bag_plays_as_ros2(tmp_path, dds_domain, monkeypatch) -> None:
     t_rec, T_rec = read_trajectory(recorded, frames=("odom", "base_link"))
     np.testing.assert_array_equal(t_rec, t_src)
     np.testing.assert_array_equal(T_rec, T_src)
+
+
+def test_latest_only_topics_keep_their_last_message(tmp_path, dds_domain, monkeypatch) -> None:
+    """A topic that restates a whole state (a path after every optimisation) keeps only its last message,
+    written at close; the others every message; the counts are of the messages received."""
+    import time
+
+    from geometry_msgs.msg import PoseStamped
+
+    from online3r_ros.ros.bag_record import BagRecorder
+    from online3r_ros.ros.replay import SpinThread
+
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    with standalone_node("test_latest_only", domain_id=dds_domain) as node:
+        pubs = {name: node.create_publisher(PoseStamped, name, 10) for name in ("/every", "/state")}
+        recorder = BagRecorder(node, tmp_path / "out", list(pubs), latest_only=["/state"])
+        spin = SpinThread(node)
+        try:
+            deadline = time.monotonic() + 20
+            while len(recorder.subscribed) < 2 and time.monotonic() < deadline:
+                recorder.poll()
+                time.sleep(0.05)
+            while min(p.get_subscription_count() for p in pubs.values()) == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for i in range(5):
+                for pub in pubs.values():
+                    msg = PoseStamped()
+                    msg.pose.position.x = float(i)
+                    pub.publish(msg)
+            while sum(recorder.counts.values()) < 10 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            spin.stop()
+            counts = recorder.close()
+    assert counts == {"/every": 5, "/state": 5}
+    got = _payloads(tmp_path / "out")
+    assert len(got["/every"]) == 5 and len(got["/state"]) == 1
+    t, T = read_trajectory(tmp_path / "out", "/state")[:2]
+    assert len(t) == 1 and T[0][0, 3] == 4.0

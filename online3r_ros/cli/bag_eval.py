@@ -110,6 +110,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument("--domain-id", type=int, default=None, help="DDS domain (default: a free one, localhost)")
     e.add_argument("--ambient-domain", action="store_true", help="keep the caller's DDS domain settings")
     e.add_argument("--overwrite", action="store_true", help="replace an existing DIR/output.mcap")
+    e.add_argument(
+        "--every-snapshot",
+        action="store_true",
+        help="record every message of the outputs that restate a whole path or map (default: the last one)",
+    )
     e.add_argument("--quiet", action="store_true", help="no progress bar, print only errors")
     e.set_defaults(func=bag_evaluate_command)
     return e
@@ -247,7 +252,7 @@ def bag_evaluate_command(args: argparse.Namespace) -> int:
     if target.exists():
         target.unlink()
     try:
-        from ..ros.bag_evaluate import BagEvalOptions, evaluate_bag
+        from ..ros.bag_evaluate import SNAPSHOT_TOPICS, BagEvalOptions, evaluate_bag
     except ImportError as exc:
         raise CliError(
             f"rclpy is not importable ({exc}); run scripts/setup.sh", EXIT_MISSING_COMPONENT
@@ -264,6 +269,7 @@ def bag_evaluate_command(args: argparse.Namespace) -> int:
         startup_timeout=args.startup_timeout,
         settle_timeout=args.settle_timeout,
         show_progress=False if args.quiet else None,
+        latest_only_topics=() if args.every_snapshot else SNAPSHOT_TOPICS,
     )
     lease = _isolate_dds(args)
     try:

@@ -19,7 +19,8 @@ evaluate`` (the CLI parses, scores with :func:`~online3r_ros.eval.scoring.score_
      message while the results settle;
 
 3. records every output (:data:`OUTPUT_TOPICS`: odometry, camera pose, paths, map, markers, statuses,
-   ``/tf``) with :class:`~online3r_ros.ros.bag_record.BagRecorder` into ``OUT/output.mcap`` (one MCAP file)
+   ``/tf``) with :class:`~online3r_ros.ros.bag_record.BagRecorder` into ``OUT/output.mcap`` (one MCAP file;
+   of the :data:`SNAPSHOT_TOPICS`, each message a whole path or map, only the last message)
    and keeps the live view of :class:`~online3r_ros.ros.replay.OutputRecorder` for pacing and scoring;
 4. waits for the last results (:func:`~online3r_ros.ros.replay.session.settle_outputs`: last pose, final
    path, the full map on request), saves the map (``mapper/save_map``) and stops the nodes;
@@ -59,6 +60,7 @@ from online3r_ros.utils.proc_memory import RssSampler
 
 __all__ = [
     "OUTPUT_TOPICS",
+    "SNAPSHOT_TOPICS",
     "BagEvalOptions",
     "BagEvalRun",
     "evaluate_bag",
@@ -88,6 +90,10 @@ OUTPUT_TOPICS: tuple[str, ...] = (
     "/tf",
     "/tf_static",
 )
+#: Outputs that restate a whole state in every message: only their last message goes into the bag.
+SNAPSHOT_TOPICS: tuple[str, ...] = tuple(
+    "/" + spec.name.lstrip("/") for spec in (T.PATH, T.KEYFRAME_PATH, T.KEYFRAME_POSES, T.MAP, T.MARKERS)
+)
 OUTPUT_FILE = "output.mcap"
 
 
@@ -103,7 +109,8 @@ class BagEvalOptions:
     ``slam_config``/``checkpoint``/``device``/``torch_threads``: the nodes' parameters of those names
     (``None``/0: the parameter file's); ``node_parameters``: ``{node: {parameter: value}}`` applied last;
     ``startup_timeout``/``settle_timeout``: seconds for the nodes to come up / the last results to arrive;
-    ``memory_period``: seconds between RSS samples; ``record_topics``: what goes into the output bag;
+    ``memory_period``: seconds between RSS samples; ``record_topics``: what goes into the output bag, of
+    ``latest_only_topics`` (each message a whole path or map) only the last message;
     ``show_progress``: progress bar (``None``: on a terminal).
     """
 
@@ -122,6 +129,7 @@ class BagEvalOptions:
     settle_timeout: float = 30.0
     memory_period: float = 1.0
     record_topics: tuple[str, ...] = OUTPUT_TOPICS
+    latest_only_topics: tuple[str, ...] = SNAPSHOT_TOPICS
     show_progress: bool | None = None
 
 
@@ -386,7 +394,9 @@ def evaluate_bag(
             with _player_profile(state):
                 node = stack.enter_context(standalone_node("online3r_bag_evaluate"))
             live = OutputRecorder(node)
-            recorder = BagRecorder(node, out / ".output_bag", opts.record_topics)
+            recorder = BagRecorder(
+                node, out / ".output_bag", opts.record_topics, latest_only=opts.latest_only_topics
+            )
             spin = SpinThread(node)
             stop_clock = threading.Event()
             try:

@@ -5,6 +5,9 @@ as they are (:class:`online3r_ros.bags.writer.BagWriter`), with the receive time
 time. Topics are subscribed as they appear in the graph (their type from discovery), each with a QoS that
 matches its publishers: reliable unless one publisher is best effort, transient local when every publisher
 is (``/tf_static``, latched maps), keep-last 100. The publishers' profile is stored in the bag's metadata.
+Topics named ``latest_only`` restate a whole state in every message (a path, the full map): only the last
+message of each is written, at :meth:`BagRecorder.close` (a long run's path re-published after every
+optimisation would otherwise make the bag grow with the square of its length).
 Types unknown to the ``rosbags`` typestore get their definition from the installed package's ``.msg`` file.
 """
 
@@ -57,7 +60,8 @@ def _match_qos(infos: Sequence[Any]) -> tuple[QoSProfile, Qos]:
 
 
 class BagRecorder:
-    """Record ``topics`` (or every topic with ``all_topics``) seen by ``node`` into a new bag at ``out``.
+    """Record ``topics`` (or every topic with ``all_topics``) seen by ``node`` into a new bag at ``out``;
+    of the ``latest_only`` topics (recorded when they are among those) only the last message.
 
     Call :meth:`poll` periodically (it subscribes to the wanted topics that appeared), spin the node, and
     :meth:`close` at the end. Thread-safe: callbacks may run on another executor thread.
@@ -75,9 +79,13 @@ class BagRecorder:
         storage: Storage = "mcap",
         all_topics: bool = False,
         overwrite: bool = False,
+        latest_only: Sequence[str] = (),
     ) -> None:
         self.node = node
         self.wanted = {absolute_topic(t) for t in topics}
+        self.latest_only = {absolute_topic(t) for t in latest_only}
+        self._latest: dict[str, tuple[str, int, bytes, Qos]] = {}  # topic -> (type, log time, data, QoS)
+        self._received: dict[str, int] = {}  # messages of the latest-only topics received
         self.all_topics = bool(all_topics)
         self.writer = BagWriter(out, storage, overwrite=overwrite)
         self.skipped: dict[str, str] = {}
@@ -98,8 +106,9 @@ class BagRecorder:
 
     @property
     def counts(self) -> dict[str, int]:
+        """Messages received per topic (of a latest-only topic: all, though one is written)."""
         with self._lock:
-            return dict(self.writer.counts)
+            return {**self.writer.counts, **self._received}
 
     def poll(self) -> list[str]:
         """Subscribe to wanted topics that appeared in the graph; returns the newly subscribed ones."""
@@ -130,10 +139,17 @@ class BagRecorder:
         profile, offered = _match_qos(self.node.get_publishers_info_by_topic(name))
         clock = self.node.get_clock()
 
+        latest = name in self.latest_only
+
         def on_message(data: bytes) -> None:
             stamp = clock.now().nanoseconds
             with self._lock:
-                if not self._closed:
+                if self._closed:
+                    return
+                if latest:
+                    self._latest[name] = (msgtype, stamp, data, offered)
+                    self._received[name] = self._received.get(name, 0) + 1
+                else:
                     self.writer.write_raw(name, msgtype, stamp, data, [offered])
 
         self._subs[name] = self.node.create_subscription(cls, name, on_message, profile, raw=True)
@@ -141,12 +157,15 @@ class BagRecorder:
         return True
 
     def close(self) -> dict[str, int]:
-        """Stop recording and finish the bag; returns the message count per topic."""
+        """Stop recording (writing the latest-only topics' last messages) and finish the bag; returns the
+        messages received per topic."""
         with self._lock:
             if not self._closed:
                 self._closed = True
+                for name, (msgtype, stamp, data, offered) in sorted(self._latest.items()):
+                    self.writer.write_raw(name, msgtype, stamp, data, [offered])
                 self.writer.close()
-            counts = dict(self.writer.counts)
+            counts = {**self.writer.counts, **self._received}
         for sub in self._subs.values():
             self.node.destroy_subscription(sub)
         self._subs.clear()
