@@ -143,15 +143,26 @@ def test_a_late_backend_knows_the_frames_fused_into_resent_keyframes(cfg, pipeli
 
 
 def test_newer_local_keyframes_follow_the_correction(cfg, pipeline) -> None:
+    """Keyframes the mapper has not integrated yet follow their anchor's correction (where the mapper will
+    place them), a relocalised one (anchored to an older keyframe) that keyframe's."""
     fe0 = pipeline[0]
     fe = TrackerFrontend(cfg, build_source(cfg))
-    for k in range(fe0.num_keyframes):  # rebuild a local store with the same keyframes
-        pkt = fe0.keyframe_packet(k)
+    ids = [*range(fe0.num_keyframes), fe0.num_keyframes - 1]  # the same keyframes, the last one twice
+    for k, src in enumerate(ids):  # rebuild a local store
+        pkt = fe0.keyframe_packet(src)
         fe.keyframes.append(pkt.T_WC, pkt.X, pkt.C)
+        fe.kf_anchor.append(k - 1)
+    assert fe.num_keyframes >= 3
     old = fe.keyframes.get_poses().clone()
     delta = sim3_exp(torch.tensor([0.1, -0.05, 0.02, 0.01, 0.02, -0.03, 0.0], dtype=torch.float64))
     fe.apply_keyframe_poses(sim3_compose(delta, old[:1]))  # the mapper knows keyframe 0 only
     torch.testing.assert_close(fe.keyframes.get_poses(), sim3_compose(delta.expand_as(old), old))
+
+    fe.kf_anchor[2] = 0  # keyframe 2 relocalised on keyframe 0; the mapper knows 0 and 1 (1 moved apart)
+    old = fe.keyframes.get_poses().clone()
+    moved = torch.stack([old[0], sim3_compose(delta, old[1])])
+    fe.apply_keyframe_poses(moved)
+    torch.testing.assert_close(fe.keyframes.get_poses()[2], old[2])  # keyframe 0 did not move
 
 
 def test_odometry_is_continuous_across_corrections(cfg, frames) -> None:

@@ -299,20 +299,20 @@ class TrackerFrontend:
     # ------------------------------------------------------------------------------------- corrections
     def apply_keyframe_poses(self, T_WC: Tensor) -> int:
         """Adopt optimised poses ``T_WC [K, 8]`` (index = keyframe id) for keyframes ``0..K-1``; newer local
-        keyframes (made after the backend's snapshot) follow keyframe ``K-1``'s correction. Returns the number
-        of keyframes updated."""
+        keyframes (made after the backend's snapshot) follow their anchor's correction, as the backend will
+        place them (:class:`~online3r_ros.slam.packets.KeyframePacket` ``T_WA``). Returns the number of
+        keyframes updated."""
         T_WC = torch.as_tensor(T_WC, dtype=torch.float64).reshape(-1, 8)
         n_local = len(self.keyframes)
         K = min(int(T_WC.shape[0]), n_local)
         if K == 0:
             return 0
         old = self.keyframes.get_poses().detach().cpu().to(torch.float64)
-        self.keyframes.set_poses(list(range(K)), T_WC[:K])
-        if n_local > K:
-            delta = sim3_compose(T_WC[K - 1], sim3_inverse(old[K - 1]))
-            self.keyframes.set_poses(
-                list(range(K, n_local)), sim3_compose(delta.expand(n_local - K, 8), old[K:])
-            )
+        new = torch.cat([T_WC[:K], old[K:]])
+        for k in range(K, n_local):  # the few keyframes the backend has not integrated yet, in order
+            anchor = self.kf_anchor[k] if self.kf_anchor[k] >= 0 else K - 1
+            new[k] = sim3_compose(new[anchor], sim3_compose(sim3_inverse(old[anchor]), old[k]))
+        self.keyframes.set_poses(list(range(n_local)), new)
         return n_local
 
     def apply_map_update(self, T_WC: Tensor, session: int | None) -> bool:
