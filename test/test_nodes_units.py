@@ -452,7 +452,7 @@ def test_packets_round_trip_through_pointcloud2_exactly(pipeline) -> None:
     msg.header.frame_id = msg.header.frame_id.replace(";T_WC=", ";T_XX=")
     with pytest.raises(M.MessageFormatError, match="T_WC"):
         M.cloud_to_keyframe(msg)
-    state = MapperState(generation=3, session=None, num_keyframes=2, reset=True)
+    state = MapperState(generation=3, session=None, num_keyframes=2, reset=True, request=4)
     assert M.parse_mapper_state(M.mapper_state_msg(state)) == state
 
 

@@ -120,6 +120,37 @@ def test_mapper_link_resends_what_the_backend_lacks() -> None:
     assert fresh.on_state(MapperState(9, None, 0, reset=True), 7, 0).action is LinkAction.NONE
 
 
+def test_a_keyframe_lost_in_transport_is_asked_for_again(cfg, frames) -> None:
+    """Keyframe 1 never arrives (lost over DDS) while keyframe 2 and observations of later keyframes do:
+    after ``gap_s`` the backend counts a request into its announcement, the frontend's link answers with a
+    re-send from keyframe 1, and the map is complete again."""
+    fe = TrackerFrontend(cfg, build_source(cfg))
+    be = MapperBackend(cfg, build_source(cfg), wait_s=0.0, gap_s=2.0)
+    link = MapperLink()
+    assert link.on_state(be.state(), fe.session, 0).action is LinkAction.NONE  # the mapper's first word
+    for f in frames:
+        step = fe.process(f.rgb, f.depth, f.K, f.timestamp)
+        if step.observation is not None:
+            be.submit_observation(step.observation)
+        if step.keyframe is not None and step.keyframe.kf_id != 1:  # keyframe 1 is lost
+            be.submit_keyframe(step.keyframe, now=0.0)
+        be.step(now=0.0)
+        if fe.num_keyframes >= 3:
+            break
+    assert be.num_keyframes == 1 and fe.num_keyframes == 3
+    assert be.request_missing(now=10.0) is None  # waiting starts now
+    assert be.request_missing(now=11.0) is None
+    assert be.request_missing(now=12.0) == 1 and be.state().request == 1
+    assert be.request_missing(now=13.0) is None  # not again before another gap_s
+    step = link.on_state(be.state(), fe.session, fe.num_keyframes)
+    assert (step.action, step.first, step.stop) == (LinkAction.RESEND, 1, 3)
+    for k in range(step.first, step.stop):
+        be.submit_keyframe(fe.keyframe_packet(k), now=13.0)
+    be.step(now=13.0)
+    assert be.num_keyframes == 3 and be.request_missing(now=20.0) is None
+    assert link.on_state(be.state(), fe.session, fe.num_keyframes).action is LinkAction.NONE
+
+
 def test_robot_frames_chain_map_odom_base() -> None:
     T_bc = tqs_to_matrix([0.1, -0.02, 0.3], [-0.5, 0.5, -0.5, 0.5])
     frames = RobotFrames(T_bc)

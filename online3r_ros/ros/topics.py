@@ -123,8 +123,8 @@ MAPPER_STATE = TopicSpec(
     "-",
     "mapper",
     "tracker",
-    'JSON {"generation", "session", "num_keyframes", "reset"}: the tracker re-sends what a (re)started '
-    "mapper lacks",
+    'JSON {"generation", "session", "num_keyframes", "reset", "request"}: the tracker re-sends what a '
+    "(re)started mapper lacks, or a keyframe it asks for again (lost in transport)",
 )
 KEYFRAME_FEATURES = TopicSpec(
     "online3r/keyframe_features",

@@ -12,6 +12,11 @@ once it has fused the ``prev_observations`` observations of keyframe ``j-1`` the
 after ``wait_s``): its keyframes then hold exactly the frontend's fused pointmaps when the edges and the
 optimisation run. In process (:class:`~online3r_ros.slam.system.SlamSystem`) everything arrives in order.
 
+Lost keyframes: in the nodes a keyframe message can be lost (published before the mapper's reader matched,
+or overwritten in a full queue). The next one would then wait forever; :meth:`MapperBackend.request_missing`
+notices packets of later keyframes waiting ``gap_s`` for it and counts a request into the state, which makes
+the frontend send the keyframes from there again.
+
 Sessions: the map belongs to one frontend session. Keyframe 0 of another session starts a new map; any other
 packet of another session clears the map and bumps :attr:`MapperBackend.generation`, which tells the
 frontend (through :meth:`MapperBackend.state`) to re-send its keyframes (:mod:`~online3r_ros.slam.session`).
@@ -163,6 +168,8 @@ class MapperBackend:
         source: pointmap source of the edge predictions (``predict_symmetric``).
         hooks: :class:`BackendHooks` (loop candidates, per-keyframe work).
         wait_s: how long a keyframe waits for the previous keyframe's observations before it is integrated.
+        gap_s: how long packets of later keyframes wait for a missing one before :meth:`request_missing`
+            asks for it (again, every ``gap_s``).
     """
 
     def __init__(
@@ -171,10 +178,12 @@ class MapperBackend:
         source: PointmapSource,
         hooks: BackendHooks | None = None,
         wait_s: float = 1.0,
+        gap_s: float = 3.0,
     ) -> None:
         self.config, self.source = config, source
         self.hooks = hooks or BackendHooks()
-        self.wait_s = float(wait_s)
+        self.wait_s, self.gap_s = float(wait_s), float(gap_s)
+        self.requests = 0  # requests for a missing keyframe (MapperState.request)
         self.device = torch.device(config.system.device)
         self.calibrated = uses_calibration(config, source)
         self._optimizer = make_optimizer(config, source)
@@ -201,6 +210,7 @@ class MapperBackend:
         self._pending_kf: dict[int, tuple[KeyframePacket, float]] = {}
         self._pending_obs: dict[int, list[ObservationPacket]] = {}
         self._pending_features: dict[int, LocalFeatures] = {}
+        self._gap_since: float | None = None  # since when a missing keyframe holds later packets back
         self.n_fused = 0
         self.n_ignored = 0
         self.stamps_ns: dict[float, int] = {}  # exact input stamps by timestamp (filled by a ROS host)
@@ -212,7 +222,7 @@ class MapperBackend:
 
     def state(self, reset: bool = False) -> MapperState:
         """What this backend holds (``reset``: announce that the map was cleared on purpose)."""
-        return MapperState(self.generation, self.session, len(self.keyframes), reset)
+        return MapperState(self.generation, self.session, len(self.keyframes), reset, self.requests)
 
     def keyframe_poses(self) -> Tensor:
         """``[K, 8]`` float64 CPU Sim(3) poses, index = keyframe id."""
@@ -328,6 +338,23 @@ class MapperBackend:
         if updates and updates[-1].opt_info.get("status") == DEFERRED:  # the next one was not ready after all
             updates[-1] = self._optimise(updates[-1])
         return updates
+
+    def request_missing(self, now: float | None = None) -> int | None:
+        """The id of the next keyframe when it has been missing for ``gap_s`` while packets of later
+        keyframes wait (a request is then counted into :meth:`state`, again every ``gap_s``); or ``None``."""
+        nxt = len(self.keyframes)
+        later = any(k > nxt for k in self._pending_kf) or any(k >= nxt for k in self._pending_obs)
+        if nxt in self._pending_kf or not later:
+            self._gap_since = None
+            return None
+        t = time.monotonic() if now is None else now
+        if self._gap_since is None:
+            self._gap_since = t
+        if t - self._gap_since < self.gap_s:
+            return None
+        self._gap_since = t
+        self.requests += 1
+        return nxt
 
     # ---------------------------------------------------------------------------------------- integration
     def integrate(self, pkt: KeyframePacket, optimise: bool = True) -> MapUpdate:

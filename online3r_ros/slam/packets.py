@@ -115,13 +115,16 @@ class MapUpdate:
 @dataclass(frozen=True)
 class MapperState:
     """What the backend holds: ``generation`` (changes at every reset/load of its map), the ``session`` its
-    map belongs to (``None``: empty), ``num_keyframes``, and ``reset`` (the map was cleared on purpose: the
-    frontend must start a new session)."""
+    map belongs to (``None``: empty), ``num_keyframes``, ``reset`` (the map was cleared on purpose: the
+    frontend must start a new session) and ``request`` (counts the backend's requests for a keyframe it
+    lacks while it holds packets of later ones: a message lost in transport; each new value asks the
+    frontend to send keyframes ``num_keyframes..`` again)."""
 
     generation: int
     session: int | None
     num_keyframes: int
     reset: bool = False
+    request: int = 0
 
 
 @dataclass(frozen=True)

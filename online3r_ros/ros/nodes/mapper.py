@@ -85,7 +85,9 @@ class MapperNode(Node):
         source = build_source(cfg)
         tuning = make_online_tuning(cfg, source, background=True)  # its own thread: never delays the map
         hooks = BackendHooks(on_keyframe=tuning) if tuning is not None else None
-        self.backend = MapperBackend(cfg, source, hooks, wait_s=self.p.keyframe_wait)
+        self.backend = MapperBackend(
+            cfg, source, hooks, wait_s=self.p.keyframe_wait, gap_s=self.p.keyframe_gap_wait
+        )
         self.stats = NodeStats("mapper", error_hold=5.0, input_timeout=3600.0)
         self.stats.state = "waiting"
         self._log_once = LogOnce(2.0)
@@ -248,6 +250,7 @@ class MapperNode(Node):
                     self._submit_all(items)
                     for update in self.backend.step():
                         self._after_update(update)
+                    self._request_missing()
                     self._close_loops()
                     self.prompts.deliver()
                 self._periodic(publish_map)
@@ -305,6 +308,18 @@ class MapperNode(Node):
             self.backend.stamps_ns.setdefault(pkt.timestamp, stamp_to_ns(msg.header.stamp))
             for t, ns in stamps.items():  # the frames fused into a re-sent keyframe
                 self.backend.stamps_ns.setdefault(t, ns)
+
+    def _request_missing(self) -> None:
+        """Ask the tracker again for a keyframe lost in transport (see ``MapperBackend.request_missing``)."""
+        kf_id = self.backend.request_missing()
+        if kf_id is None:
+            return
+        self.stats.count("keyframes_requested")
+        self.get_logger().warning(
+            f"keyframe {kf_id} has not arrived while packets of later keyframes wait "
+            f"(>= {self.p.keyframe_gap_wait} s): asking the tracker to send it again"
+        )
+        self._publish_state()
 
     def _close_loops(self) -> None:
         """Loop candidates of integrated keyframes of this map become edges (one optimisation each)."""

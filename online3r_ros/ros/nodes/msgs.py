@@ -262,7 +262,7 @@ def array_to_poses(msg: Any) -> tuple[int, torch.Tensor]:
 
 def mapper_state_msg(state: MapperState) -> Any:
     """``std_msgs/String`` with the backend's announcement as JSON (``generation``, ``session``,
-    ``num_keyframes``, ``reset``)."""
+    ``num_keyframes``, ``reset``, ``request``)."""
     from std_msgs.msg import String
 
     return String(
@@ -272,6 +272,7 @@ def mapper_state_msg(state: MapperState) -> Any:
                 "session": None if state.session is None else int(state.session),
                 "num_keyframes": int(state.num_keyframes),
                 "reset": bool(state.reset),
+                "request": int(state.request),
             }
         )
     )
@@ -286,6 +287,7 @@ def parse_mapper_state(msg: Any) -> MapperState:
             session=None if state["session"] is None else int(state["session"]),
             num_keyframes=int(state["num_keyframes"]),
             reset=bool(state.get("reset", False)),
+            request=int(state.get("request", 0)),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise MessageFormatError(f"mapper state is not the documented JSON: {msg.data[:80]!r}") from exc

@@ -206,6 +206,13 @@ class MapperParams(NodeParams):
     keyframe_wait: float = param(
         1.0, "a keyframe waits this long for the previous keyframe's observations (s)", 0.0, 60.0
     )
+    keyframe_gap_wait: float = param(
+        3.0,
+        "a keyframe that has not arrived while packets of later ones wait (lost in transport) is asked for "
+        "again after this long, and then every this long (s)",
+        0.1,
+        600.0,
+    )
     frustum_scale: float = param(0.1, "size of the keyframe frustum markers (m)", 0.001, 100.0)
     prompts_path: str = param(
         "online3r_prompts.pt", "~/save_prompts / ~/load_prompts file of the tuned prompts (MASt3R source)"
