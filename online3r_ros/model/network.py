@@ -161,7 +161,8 @@ class MASt3R(nn.Module):
             device=device if device is not None else ref.device,
         )
 
-    def _check_prompts(self, prompts: torch.Tensor) -> None:
+    def check_prompts(self, prompts: torch.Tensor) -> None:
+        """``ValueError`` unless ``prompts`` is a ``[enc_depth, T, enc_embed_dim]`` tensor (any ``T``)."""
         c = self.cfg
         if not isinstance(prompts, torch.Tensor) or prompts.ndim != 3:
             got = tuple(prompts.shape) if isinstance(prompts, torch.Tensor) else type(prompts).__name__
@@ -197,7 +198,7 @@ class MASt3R(nn.Module):
             for blk in self.enc_blocks:
                 x = blk(x, rope)
         else:
-            self._check_prompts(prompts)
+            self.check_prompts(prompts)
             b, num_prompts = x.shape[0], prompts.shape[1]
             prompt_pos = torch.zeros(b, num_prompts, 2, dtype=pos.dtype, device=pos.device)
             rope = make_rope_positions(torch.cat([prompt_pos, pos + 1], dim=1), c.enc_head_dim, c.rope_base)

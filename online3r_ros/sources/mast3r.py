@@ -215,7 +215,7 @@ class MASt3RSource(PointmapSource):
         if int(version) == self._prompt_version:
             return
         if prompts is not None:
-            self.engine.model._check_prompts(prompts)
+            self.engine.model.check_prompts(prompts)
             prompts = prompts.detach().to(self.device, torch.float32)
         self.engine.set_prompts(prompts)
         self._prompt_version = int(version)

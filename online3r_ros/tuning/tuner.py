@@ -84,7 +84,7 @@ class PromptTuner:
         self.engine, self.config = engine, config
         model = engine.model
         init = model.new_prompts(config.num_tokens) if prompts is None else prompts
-        model._check_prompts(init)
+        model.check_prompts(init)
         self.prompts = torch.nn.Parameter(init.detach().to(engine.device, torch.float32).clone())
         self.optimizer = torch.optim.AdamW([self.prompts], lr=config.lr, weight_decay=config.weight_decay)
         self.generator = torch.Generator().manual_seed(int(seed))
@@ -172,7 +172,7 @@ class PromptTuner:
     def restart_from(self, update: PromptUpdate) -> None:
         """Continue from ``update``'s prompts and version (a loaded map or prompt file) with a fresh
         optimiser."""
-        self.engine.model._check_prompts(update.prompts)
+        self.engine.model.check_prompts(update.prompts)
         with torch.no_grad():
             self.prompts.copy_(update.prompts.to(self.prompts.device, torch.float32))
         self.optimizer = torch.optim.AdamW(
