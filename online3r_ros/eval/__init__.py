@@ -1,67 +1,67 @@
 """Evaluation and output helpers: trajectory I/O, ATE and RPE with evo, reconstruction metrics, PLY, timing,
-progress, JSON reports (the scoring of a whole run: :mod:`online3r_ros.eval.scoring`)."""
+progress, JSON reports (the scoring of a whole run: :mod:`online3r_ros.eval.scoring`).
+
+The names below are imported from their submodules on first use (PEP 562), so a light submodule (e.g.
+:mod:`~online3r_ros.eval.poses`, read by the bag tools) does not pull in torch with the package.
+"""
 
 from __future__ import annotations
 
-from .ate import ALIGNMENTS, AteResult, EvaluationError, associate_and_align, compute_ate, evaluate_trajectory
-from .consistency import DepthConsistency, depth_pair_consistency
-from .ply import PlyError, read_ply, write_ply
-from .poses import interpolate_poses, matrix_to_tum, poses_to_matrix, strip_scale, tum_to_matrix
-from .progress import progress, progress_enabled
-from .reconstruction import ReconstructionResult, reconstruction_metrics
-from .reports import (
-    METRICS_SCHEMA,
-    TIMING_SCHEMA,
-    build_metrics,
-    build_timing,
-    to_jsonable,
-    write_json,
-    write_metrics_json,
-    write_timing_json,
-)
-from .rpe import RpeResult, compute_rpe, evaluate_rpe
-from .timing import StageTimer, peak_memory
-from .trajectory_files import read_trajectory_file
-from .trajectory_io import TrajectoryFileError, read_tum, write_tum
-from .umeyama import umeyama_alignment
+import importlib
+from typing import Any
 
-__all__ = [
-    "ALIGNMENTS",
-    "METRICS_SCHEMA",
-    "TIMING_SCHEMA",
-    "AteResult",
-    "DepthConsistency",
-    "EvaluationError",
-    "PlyError",
-    "ReconstructionResult",
-    "RpeResult",
-    "StageTimer",
-    "TrajectoryFileError",
-    "build_metrics",
-    "associate_and_align",
-    "build_timing",
-    "compute_ate",
-    "compute_rpe",
-    "depth_pair_consistency",
-    "evaluate_rpe",
-    "evaluate_trajectory",
-    "interpolate_poses",
-    "matrix_to_tum",
-    "peak_memory",
-    "poses_to_matrix",
-    "progress",
-    "progress_enabled",
-    "read_ply",
-    "read_trajectory_file",
-    "read_tum",
-    "reconstruction_metrics",
-    "strip_scale",
-    "to_jsonable",
-    "tum_to_matrix",
-    "umeyama_alignment",
-    "write_json",
-    "write_metrics_json",
-    "write_ply",
-    "write_timing_json",
-    "write_tum",
-]
+#: exported name -> the submodule that defines it
+_EXPORTS: dict[str, str] = {
+    "ALIGNMENTS": "ate",
+    "AteResult": "ate",
+    "EvaluationError": "ate",
+    "associate_and_align": "ate",
+    "compute_ate": "ate",
+    "evaluate_trajectory": "ate",
+    "DepthConsistency": "consistency",
+    "depth_pair_consistency": "consistency",
+    "PlyError": "ply",
+    "read_ply": "ply",
+    "write_ply": "ply",
+    "interpolate_poses": "poses",
+    "matrix_to_tum": "poses",
+    "poses_to_matrix": "poses",
+    "strip_scale": "poses",
+    "tum_to_matrix": "poses",
+    "progress": "progress",
+    "progress_enabled": "progress",
+    "ReconstructionResult": "reconstruction",
+    "reconstruction_metrics": "reconstruction",
+    "METRICS_SCHEMA": "reports",
+    "TIMING_SCHEMA": "reports",
+    "build_metrics": "reports",
+    "build_timing": "reports",
+    "to_jsonable": "reports",
+    "write_json": "reports",
+    "write_metrics_json": "reports",
+    "write_timing_json": "reports",
+    "RpeResult": "rpe",
+    "compute_rpe": "rpe",
+    "evaluate_rpe": "rpe",
+    "StageTimer": "timing",
+    "peak_memory": "timing",
+    "read_trajectory_file": "trajectory_files",
+    "TrajectoryFileError": "trajectory_io",
+    "read_tum": "trajectory_io",
+    "write_tum": "trajectory_io",
+    "umeyama_alignment": "umeyama",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
