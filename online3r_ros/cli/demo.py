@@ -337,22 +337,6 @@ def _log_tail(path: Path, lines: int = 6) -> list[str]:
     return [line for line in text.splitlines() if line.strip()][-lines:]
 
 
-def _percentiles(values: list[float]) -> dict:
-    import numpy as np
-
-    if not values:
-        return {}
-    a = np.asarray(values, dtype=np.float64)
-    return {
-        "count": int(a.size),
-        "p50": float(np.percentile(a, 50)),
-        "p90": float(np.percentile(a, 90)),
-        "p99": float(np.percentile(a, 99)),
-        "max": float(a.max()),
-        "mean": float(a.mean()),
-    }
-
-
 def _trajectory(items, index_of: dict, timestamps):
     """``[(stamp_ns, T)]`` of published poses -> (sequence timestamps [N], T [N, 4, 4]) of known stamps."""
     import numpy as np
@@ -371,6 +355,7 @@ def write_demo_outputs(out: Path, seq, session, node_codes: dict | None = None) 
     from ..eval.ate import EvaluationError, compute_ate, evaluate_trajectory
     from ..eval.plot import apply_alignment, plot_trajectories
     from ..eval.ply import write_ply
+    from ..eval.reports import latency_stats
     from ..eval.trajectory_io import write_tum
 
     gt_t, gt_T = seq.gt_trajectory()
@@ -458,7 +443,7 @@ def write_demo_outputs(out: Path, seq, session, node_codes: dict | None = None) 
         "ate": ate,
         "stream_rate_hz": (n_sent - 1) / session.stream_s if session.stream_s > 0 else None,
         "pose_rate_hz": n_poses / span if span > 0 else None,
-        "latency_ms": _percentiles(latency_ms),
+        "latency_ms": latency_stats(latency_ms),
         "startup_s": session.wait_s,
         "settle_s": session.settle_s,
         "node_exit_codes": dict(node_codes or {}),
