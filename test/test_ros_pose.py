@@ -23,6 +23,7 @@ from online3r_ros.ros.pose import (  # noqa: E402
     check_quaternion,
     invert,
     matrices_to_poses,
+    matrices_to_tqs,
     matrix_to_pose,
     matrix_to_quat,
     matrix_to_tqs,
@@ -121,6 +122,17 @@ def test_many_matrices_convert_as_one_at_a_time_and_bad_ones_raise() -> None:
         matrices_to_poses(reflected)
     with pytest.raises(PoseError):
         matrices_to_poses(nan)
+    # the batched validation is matrix_to_tqs's, Sim(3) included
+    sim3 = T[:5].copy()
+    sim3[:, :3, :3] *= np.array([0.5, 1.0, 2.0, 3.0, 1.5])[:, None, None]
+    t, q, s = matrices_to_tqs(sim3)
+    for i, M in enumerate(sim3):
+        ti, qi, si = matrix_to_tqs(M)
+        assert np.array_equal(t[i], ti) and np.array_equal(q[i], qi) and s[i] == si
+    bottom = sim3.copy()
+    bottom[3, 3, 0] = 1.0
+    with pytest.raises(PoseError, match="bottom row"):
+        matrices_to_tqs(bottom)
 
 
 def test_stamped_transform_and_odometry_messages() -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "matrix_to_pose",
     "matrix_to_quat",
     "matrix_to_tqs",
+    "matrices_to_tqs",
     "matrix_to_transform",
     "odometry",
     "pose_stamped",
@@ -183,32 +184,47 @@ def tqs_to_matrix(t: Any, q: Any, scale: Any = 1.0) -> np.ndarray:
     return T
 
 
-def matrix_to_tqs(T: Any, field: str = "pose") -> tuple[np.ndarray, np.ndarray, float]:
-    """``(t[3], q_xyzw[4], s)`` of a single SE(3)/Sim(3) 4x4 matrix (validated).
+def matrices_to_tqs(T: Any, field: str = "pose") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(t [N, 3], q_xyzw [N, 4], s [N])`` of SE(3)/Sim(3) matrices ``[N, 4, 4]``, validated in one
+    vectorised pass (``field`` names the input in the errors).
 
     Raises:
         PoseError: wrong shape, NaN/inf, bottom row not ``[0 0 0 1]``, non-positive determinant or a top-left
             block that is not ``s`` times a rotation.
     """
     T = _as_numpy(T)
-    if T.shape != (4, 4):
-        raise PoseError("pose matrix must be 4x4", **{f"{field}.shape": T.shape})
+    if T.ndim != 3 or T.shape[1:] != (4, 4):
+        raise PoseError("pose matrices must be [N, 4, 4]", **{f"{field}.shape": T.shape})
     if not np.all(np.isfinite(T)):
-        raise PoseError("pose matrix holds NaN/inf", **{field: T.tolist()})
-    if not np.allclose(T[3], [0.0, 0.0, 0.0, 1.0], atol=1e-9):
-        raise PoseError("pose matrix bottom row must be [0, 0, 0, 1]", **{f"{field}[3]": T[3].tolist()})
-    A = T[:3, :3]
-    det = float(np.linalg.det(A))
-    if det <= 0:
-        raise PoseError("rotation block has non-positive determinant (reflection or degenerate)", det=det)
-    s = det ** (1.0 / 3.0)
-    R = A / s
-    err = float(np.abs(R.T @ R - np.eye(3)).max())
+        raise PoseError("pose matrix holds NaN/inf", **{field: T.tolist() if len(T) == 1 else len(T)})
+    if not np.allclose(T[:, 3], [0.0, 0.0, 0.0, 1.0], atol=1e-9):
+        bottom = T[:, 3].tolist()
+        raise PoseError("pose matrix bottom row must be [0, 0, 0, 1]", **{f"{field}[3]": bottom})
+    A = T[:, :3, :3]
+    det = np.linalg.det(A)
+    if len(T) and (det <= 0).any():
+        raise PoseError(
+            "rotation block has non-positive determinant (reflection or degenerate)", det=float(det.min())
+        )
+    s = np.cbrt(det)
+    R = A / s[:, None, None]
+    err = float(np.abs(np.swapaxes(R, -1, -2) @ R - np.eye(3)).max()) if len(T) else 0.0
     if err > _ORTHO_TOLERANCE:
         raise PoseError(
-            "top-left block is not a scaled rotation", orthogonality_error=err, **{field: T.tolist()}
+            "top-left block is not a scaled rotation",
+            orthogonality_error=err,
+            **{field: T.tolist() if len(T) == 1 else len(T)},
         )
-    return T[:3, 3].copy(), matrix_to_quat(R), s
+    return T[:, :3, 3].copy(), matrix_to_quat(R), s
+
+
+def matrix_to_tqs(T: Any, field: str = "pose") -> tuple[np.ndarray, np.ndarray, float]:
+    """``(t[3], q_xyzw[4], s)`` of a single SE(3)/Sim(3) 4x4 matrix (validated as :func:`matrices_to_tqs`)."""
+    T = _as_numpy(T)
+    if T.shape != (4, 4):
+        raise PoseError("pose matrix must be 4x4", **{f"{field}.shape": T.shape})
+    t, q, s = matrices_to_tqs(T[None], field)
+    return t[0], q[0], float(s[0])
 
 
 def as_matrix(pose: Any, field: str = "pose") -> np.ndarray:
@@ -310,28 +326,17 @@ def matrix_to_pose(pose: Any) -> Any:
 
 def matrices_to_poses(poses: Any) -> list:
     """``geometry_msgs/Pose`` of each rigid ``[N, 4, 4]`` matrix, converted in one vectorised pass (a path of
-    thousands of frames; :func:`matrix_to_pose` per matrix took ~0.1 ms each). Raises :class:`PoseError` when
-    a rotation block is not a rotation, :class:`ScaleError` when it carries a scale."""
+    thousands of frames; :func:`matrix_to_pose` per matrix took ~0.1 ms each). Raises :class:`PoseError` for
+    an invalid matrix (:func:`matrices_to_tqs`), :class:`ScaleError` when it carries a scale."""
     from geometry_msgs.msg import Point, Pose, Quaternion
 
-    T = _as_numpy(poses).reshape(-1, 4, 4)
-    if not np.isfinite(T).all():
-        raise PoseError("pose matrices hold NaN or inf", n=len(T))
-    A = T[:, :3, :3]
-    det = np.linalg.det(A)
-    if len(T) and (det <= 0).any():
-        raise PoseError("rotation block has non-positive determinant", det=float(det.min()))
-    scale = np.power(det, 1.0 / 3.0)
-    if len(T) and np.abs(scale - 1.0).max() > _SCALE_TOLERANCE:
-        raise ScaleError("Sim(3) pose with scale != 1 cannot be a ROS pose", scale=float(scale[0]))
-    err = np.abs(np.swapaxes(A, -1, -2) @ A - np.eye(3)).max() if len(T) else 0.0
-    if err > _ORTHO_TOLERANCE:
-        raise PoseError("top-left block is not a rotation", orthogonality_error=float(err))
-    q = matrix_to_quat(A / scale[:, None, None]).tolist()
-    t = T[:, :3, 3].tolist()
+    t, q, scale = matrices_to_tqs(_as_numpy(poses).reshape(-1, 4, 4))
+    if len(scale) and np.abs(scale - 1.0).max() > _SCALE_TOLERANCE:
+        bad = int(np.abs(scale - 1.0).argmax())
+        raise ScaleError("Sim(3) pose with scale != 1 cannot be a ROS pose", scale=float(scale[bad]))
     return [
         Pose(position=Point(x=x, y=y, z=z), orientation=Quaternion(x=qx, y=qy, z=qz, w=qw))
-        for (x, y, z), (qx, qy, qz, qw) in zip(t, q, strict=True)
+        for (x, y, z), (qx, qy, qz, qw) in zip(t.tolist(), q.tolist(), strict=True)
     ]
 
 
