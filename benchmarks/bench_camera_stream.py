@@ -273,6 +273,7 @@ def run_tracker(
     settle_timeout: float = 30.0,
     memory_period: float = 0.5,
     lap_frames: int = 240,
+    input_queue: int | None = None,
 ) -> dict[str, Any]:
     """One run of the synthetic lap into a tracker node process; returns the counts (module docstring)."""
     from online3r_ros.cli.launch import NodeGroup
@@ -298,10 +299,12 @@ def run_tracker(
         "diagnostics_period": 0.5,
         "tf_static_wait": 0.0,
         "trajectory_path": str(tmp / "tracker_trajectory.txt"),
+        **({} if input_queue is None else {"input_queue": input_queue}),
     }
     specs = [s for s in node_specs(arguments, {"tracker": params}) if s.name == "tracker"]
     group = NodeGroup(specs, log_dir=tmp / "logs", echo=None)
     r: dict[str, Any] = {"size": f"{size[0]}x{size[1]}", "publisher": publisher, "image_qos": image_qos}
+    r["input_queue"] = input_queue
     r.update(published=frames, error=None, settled=False, logs=str(tmp / "logs"))
     group.start()
     sampler = RssSampler({"tracker": group.processes[0].popen.pid}, memory_period).start()
@@ -373,7 +376,8 @@ def run_tracker(
 
 def _tracker_line(r: dict[str, Any]) -> str:
     n = max(int(r["published"]), 1)
-    head = f"tracker[{r['size']} publisher={r['publisher']} image_qos={r['image_qos']}]"
+    queue = "" if r.get("input_queue") is None else f" input_queue={r['input_queue']}"
+    head = f"tracker[{r['size']} publisher={r['publisher']} image_qos={r['image_qos']}{queue}]"
     if "received" not in r:
         return f"{head} FAILED: {r['error']} (logs in {r['logs']})"
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(r["rejected_reasons"].items()))
@@ -415,6 +419,9 @@ def main() -> None:
     ap.add_argument("--image-qos", nargs="+", default=["auto", "sensor_data"], help="the tracker's image_qos")
     ap.add_argument("--tracker", action="store_true", help="stream the synthetic lap into a tracker node")
     ap.add_argument("--lap-frames", type=int, default=240, help="--tracker: frames per lap of the orbit")
+    ap.add_argument(
+        "--input-queue", type=int, default=None, help="--tracker: its input_queue (default: the node's)"
+    )
     ap.add_argument("--json", type=Path, help="also write every run's figures to this JSON file")
     args = ap.parse_args()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -433,7 +440,13 @@ def main() -> None:
             for qos in args.image_qos:
                 if args.tracker:
                     r = run_tracker(
-                        size, args.rate, args.duration, publisher, qos, lap_frames=args.lap_frames
+                        size,
+                        args.rate,
+                        args.duration,
+                        publisher,
+                        qos,
+                        lap_frames=args.lap_frames,
+                        input_queue=args.input_queue,
                     )
                     results.append(r)
                     print(_tracker_line(r), flush=True)

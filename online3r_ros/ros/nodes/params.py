@@ -116,6 +116,14 @@ class TrackerParams(NodeParams):
         "(best-effort large images are mostly lost on one machine)",
         choices=_QOS,
     )
+    input_queue: int = param(
+        10,
+        "keep-last depth of the image, depth and camera_info readers: the frames DDS holds for the tracker "
+        "while a step keeps its callbacks waiting (one more is lost in transport, uncounted; each held "
+        "frame costs its message size)",
+        1,
+        1000,
+    )
     odom_frame: str = param("odom", "REP-105 odometry frame")
     base_frame: str = param("base_link", "robot base frame")
     publish_tf: bool = param(True, "publish TF at all (master switch)")

@@ -80,7 +80,6 @@ from online3r_ros.utils.heap import release_free_heap
 
 __all__ = ["TrackerNode", "main", "decode_inputs"]
 
-INPUT_QUEUE = 10  # keep-last depth of the image / depth / camera_info readers (image_qos: auto)
 _STATE_NAMES = {"init": "initialising", "tracking": "tracking", "reloc": "tracking", "lost": "lost"}
 
 
@@ -159,11 +158,12 @@ class TrackerNode(Node):
         inputs += [(Image, p.depth_topic, self._on_depth)] if p.depth_topic else []
         inputs += [(CameraInfo, p.camera_info_topic, self._on_info)] if p.camera_info_topic else []
         if p.image_qos == "auto":  # follow the publishers' reliability (ros/adaptive_qos.py)
-            self._adaptive = [AdaptiveSubscription(self, *args, depth=INPUT_QUEUE) for args in inputs]
+            self._adaptive = [AdaptiveSubscription(self, *args, depth=p.input_queue) for args in inputs]
             self.create_timer(1.0, self._match_publishers)
         else:
             for msg_type, topic, callback in inputs:
-                self.create_subscription(msg_type, topic, callback, qos_from_parameter(p.image_qos))
+                qos = qos_from_parameter(p.image_qos, depth=p.input_queue)
+                self.create_subscription(msg_type, topic, callback, qos)
         self.create_subscription(
             Float64MultiArray, T.KEYFRAME_SIM3.name, self._on_poses, T.qos_for(T.KEYFRAME_SIM3)
         )
