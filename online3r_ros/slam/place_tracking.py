@@ -11,9 +11,7 @@
   jumps, and its statistics alone do not tell. A frame whose match fraction is below
   ``retrieval.guard_match_frac`` must be supported. If it is not and the matches agree on a pose of their
   own (RANSAC's best has at least half ``retrieval.min_inliers``), the frame is tracked again from that pose
-  and the result must be supported and explain the depth at least as well (match fraction) as the pose it
-  replaces, else the frame is LOST (in a room with look-alike walls RANSAC's pose can be the mirror image,
-  one room width away, with feature support). If the matches agree on nothing (a poor match
+  and the result must be supported, else the frame is LOST. If the matches agree on nothing (a poor match
   set), they cannot judge: the ICP result stands when its match fraction reaches ``reloc.min_match_frac``.
   A relocalisation on a recent keyframe is always checked, and between textured images (at least
   :data:`TEXTURED` keypoints with depth each) it must be supported. So "tracking" is only reported for a pose
@@ -134,8 +132,7 @@ class PlaceTracking:
             return res
         if rp.T_best is not None and rp.n_inliers >= floor:  # the matches agree on a pose, and not on ICP's
             again = track(inp.sf, kf_id, sim3_compose(kf_pose(kf_id), rp.T_best.to(torch.float64)))
-            better = again.match_frac >= res.match_frac  # never a pose that explains the depth worse
-            if not again.lost and better and self._support(feats, kf_id, rp, again.T_CkCf)[0] >= need:
+            if not again.lost and self._support(feats, kf_id, rp, again.T_CkCf)[0] >= need:
                 self.n_guard_recovered += 1
                 return dataclasses.replace(
                     again, stats={**again.stats, "guard": "recovered from RANSAC's pose"}
