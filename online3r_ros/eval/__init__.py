@@ -10,6 +10,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# a function named like its submodule: bound now, so a later import of the submodule cannot shadow it
+from .progress import progress
+
 #: exported name -> the submodule that defines it
 _EXPORTS: dict[str, str] = {
     "ALIGNMENTS": "ate",
@@ -28,7 +31,6 @@ _EXPORTS: dict[str, str] = {
     "poses_to_matrix": "poses",
     "strip_scale": "poses",
     "tum_to_matrix": "poses",
-    "progress": "progress",
     "progress_enabled": "progress",
     "ReconstructionResult": "reconstruction",
     "reconstruction_metrics": "reconstruction",
@@ -52,7 +54,7 @@ _EXPORTS: dict[str, str] = {
     "umeyama_alignment": "umeyama",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "progress"])
 
 
 def __getattr__(name: str) -> Any:
