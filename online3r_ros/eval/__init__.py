@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 # a function named like its submodule: bound now, so a later import of the submodule cannot shadow it
-from .progress import progress
+from .progress import progress as progress
 
 #: exported name -> the submodule that defines it
 _EXPORTS: dict[str, str] = {
