@@ -253,12 +253,18 @@ def rigid_matrix(pose: Any, field: str = "pose") -> np.ndarray:
     """4x4 rigid matrix of pose-like input; raises :class:`ScaleError` if it carries a scale != 1."""
     T = as_matrix(pose, field)
     t, q, s = matrix_to_tqs(T, field)
-    if abs(s - 1.0) > _SCALE_TOLERANCE:
+    _require_unit_scale(np.array([s]))
+    return tqs_to_matrix(t, q)
+
+
+def _require_unit_scale(scale: np.ndarray) -> None:
+    """:class:`ScaleError` naming the worst of the scales ``[N]`` when one is not 1 (within tolerance)."""
+    if len(scale) and np.abs(scale - 1.0).max() > _SCALE_TOLERANCE:
+        worst = float(scale[int(np.abs(scale - 1.0).argmax())])
         raise ScaleError(
             "Sim(3) pose with scale != 1 cannot be a ROS pose; call split_sim3() and handle the scale",
-            scale=s,
+            scale=worst,
         )
-    return tqs_to_matrix(t, q)
 
 
 def invert(T: Any) -> np.ndarray:
@@ -321,7 +327,7 @@ def slam_points_to_map(
 
 def matrix_to_pose(pose: Any) -> Any:
     """``geometry_msgs/Pose`` from a rigid pose-like input (:class:`ScaleError` on Sim(3) scale != 1)."""
-    return matrices_to_poses(rigid_matrix(pose))[0]
+    return matrices_to_poses(as_matrix(pose)[None])[0]
 
 
 def matrices_to_poses(poses: Any) -> list:
@@ -331,9 +337,7 @@ def matrices_to_poses(poses: Any) -> list:
     from geometry_msgs.msg import Point, Pose, Quaternion
 
     t, q, scale = matrices_to_tqs(_as_numpy(poses).reshape(-1, 4, 4))
-    if len(scale) and np.abs(scale - 1.0).max() > _SCALE_TOLERANCE:
-        bad = int(np.abs(scale - 1.0).argmax())
-        raise ScaleError("Sim(3) pose with scale != 1 cannot be a ROS pose", scale=float(scale[bad]))
+    _require_unit_scale(scale)
     return [
         Pose(position=Point(x=x, y=y, z=z), orientation=Quaternion(x=qx, y=qy, z=qz, w=qw))
         for (x, y, z), (qx, qy, qz, qw) in zip(t.tolist(), q.tolist(), strict=True)
