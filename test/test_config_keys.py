@@ -284,6 +284,16 @@ def probe_places(cfg) -> str:
     )
 
 
+def probe_reuse(cfg) -> str:
+    """The tracker on two laps of an orbit (it revisits every place): its keyframes, reuses and poses."""
+    from online3r_ros.slam.frontend import TrackerFrontend
+
+    frontend = TrackerFrontend(cfg, build_source(cfg))
+    lap = make_synthetic_sequence(n_frames=240, width=W, height=H, seed=0, laps=2.0, stride=4)
+    steps = [frontend.process(f.rgb, f.depth, f.K, f.timestamp) for f in lap]
+    return _digest(frontend.num_keyframes, frontend.n_reused, [s.T_WC for s in steps])
+
+
 def probe_loop_hook(cfg) -> str:
     """Whether the in-process system closes loops (its backend's loop-candidate hook)."""
     system = build_system(cfg)
@@ -365,6 +375,8 @@ PROBES: dict[str, tuple] = {
     "tracking.model_keyframes": (0, "pipeline", {}),
     "tracking.model_max_dist": (0.01, "pipeline", {"tracking": {"model_keyframes": 6}}),
     "tracking.model_max_angle": (0.1, "pipeline", {"tracking": {"model_keyframes": 6}}),
+    "tracking.reuse_keyframes": (0, "reuse", {}),
+    "tracking.reuse_tolerance": (1e-9, "reuse", {}),
     "local_opt.C_conf": (1000.0, "pipeline", {}),
     "local_opt.Q_conf": (1000.0, "pipeline", {}),
     "local_opt.sigma_ray": (0.03, "pipeline", {"system": {"use_calib": False}}),

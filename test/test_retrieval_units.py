@@ -141,8 +141,10 @@ def test_loop_edges_have_their_own_marker_namespace() -> None:
 def test_late_loop_candidates_close_the_loop_and_the_session_keeps_the_features(tmp_path) -> None:
     """A mapper without a loop hook (as in the nodes) gets the loop from a retrieval node later
     (:meth:`MapperBackend.close_loops`); a saved session keeps every keyframe's features and relocalises
-    from the whole map after loading."""
-    cfg = load_config(overrides={"retrieval": {"loop_closure": False}, "system": {"proximity_edges": 0}})
+    from the whole map after loading. (Keyframe reuse off: the revisit then makes new keyframes, which is
+    where loops are found; with reuse the tracker would take the start's keyframes, its drift being small.)"""
+    overrides = {"retrieval": {"loop_closure": False}, "system": {"proximity_edges": 0}}
+    cfg = load_config(overrides={**overrides, "tracking": {"reuse_keyframes": 0}})
     seq = make_loop_sequence(n_frames=200, width=320, height=240, seed=0, stride=3)
     system = build_system(cfg)
     for f in seq:

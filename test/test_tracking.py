@@ -262,6 +262,29 @@ def test_motion_model_guesses_from_the_current_poses_of_the_last_two_frames():
         MotionModel("constant_acceleration")
 
 
+def test_motion_model_keeps_the_velocity_across_a_jump_for_one_frame():
+    """A reused keyframe moves the frame's pose by the map's drift: the next guess carries the velocity from
+    before the jump (not the jump itself), and the frame after it measures the velocity again."""
+    step = lie.sim3_exp(torch.tensor([0.1, 0.0, 0.0, 0.0, 0.1, 0.0, 0.0], dtype=torch.float64))
+    jump = lie.sim3_exp(torch.tensor([0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64))
+    poses = {3: lie.sim3_identity(dtype=torch.float64), 5: step}
+    poses[6] = lie.sim3_compose(jump, lie.sim3_compose(step, step))  # jumped by 0.5 m in the world
+    model = MotionModel("constant_velocity")
+    model.observe(3, 1.0)
+    model.observe(5, 2.0)
+    model.observe(6, 3.0, poses.__getitem__, keep_velocity=True)
+    torch.testing.assert_close(model.guess(4.0, poses.__getitem__), lie.sim3_compose(poses[6], step))
+    state = model.state_dict()
+    model.reset()
+    assert model.reloc_guesses(4.0, poses.__getitem__) == []
+    model.load_state_dict(state)
+    torch.testing.assert_close(model.guess(4.0, poses.__getitem__), lie.sim3_compose(poses[6], step))
+    poses[7] = lie.sim3_compose(poses[6], lie.sim3_compose(step, step))
+    model.observe(7, 4.0, poses.__getitem__)  # posed normally: velocity from frames 6 -> 7 again
+    expected = lie.sim3_compose(poses[7], lie.sim3_compose(step, step))
+    torch.testing.assert_close(model.guess(5.0, poses.__getitem__), expected)
+
+
 def _read_7scenes(i: int):
     cv2 = pytest.importorskip("cv2")
     rgb = cv2.cvtColor(cv2.imread(str(DATA / f"frame-{i:06d}.color.jpg")), cv2.COLOR_BGR2RGB)

@@ -220,6 +220,23 @@ class TrackingConfig(ResidualConfig):
         gt=0.0,
         le=180.0,
     )
+    reuse_keyframes: int = _opt(
+        2,
+        "(online3r_ros) where a new keyframe is due, first track the frame against each of up to N existing "
+        "keyframes nearest its pose (within model_max_dist and model_max_angle; metric sources) alone; the "
+        "first that covers it (above match_frac_thresh) and places it within reuse_tolerance takes it "
+        "instead, so a camera that stays in one place reuses its keyframes and the map stops growing (0: "
+        "always a new keyframe, as MASt3R-SLAM)",
+        ge=0,
+    )
+    reuse_tolerance: float = _opt(
+        0.03,
+        "(online3r_ros) a keyframe is reused only where the map is consistent: the frame tracked against it "
+        "alone lands within this of its pose tracked against the current keyframe (m, and rad for the "
+        "rotation). Where it does not (a loop the mapper has not closed yet) a new keyframe is made, as "
+        "without reuse, and loop closure corrects the map first",
+        gt=0.0,
+    )
 
 
 @dataclass

@@ -46,7 +46,7 @@ from .components import apply_determinism, make_frame_tracker, make_keyframe_sto
 from .config import SlamConfig
 from .frame_store import FrameStore, frames_from_map
 from .motion import MotionModel, Odometry
-from .neighbours import tracking_keyframe
+from .neighbours import nearby_keyframes, tracking_keyframe
 from .packets import KeyframePacket, ObservationPacket, PromptUpdate
 from .place_tracking import FrameInput, PlaceTracking
 from .places import make_describer, make_place_recognizer
@@ -70,6 +70,13 @@ class SlamState(enum.Enum):
 def new_session_id() -> int:
     """A fresh session id (wall-clock nanoseconds; distinct across restarts and resets)."""
     return time.time_ns()
+
+
+def _pose_distance(T_a: Tensor, T_b: Tensor) -> float:
+    """The larger of the camera distance (world units) and the rotation angle (rad) between Sim(3) poses
+    ``[8]``."""
+    D = sim3_compose(sim3_inverse(T_a.to(torch.float64)), T_b.to(torch.float64))
+    return max(float(D[:3].norm()), 2.0 * math.acos(min(1.0, abs(float(D[6])))))
 
 
 def _uint8(image: Tensor) -> Tensor:
@@ -162,6 +169,7 @@ class TrackerFrontend:
         self.last_timestamp = -math.inf
         self.lost_streak = 0  # consecutive frames without a pose
         self.active_kf = -1  # the keyframe the last posed frame was tracked against (or became)
+        self.n_reused = 0  # frames that reused a nearby keyframe where a new one was due
         if self.place is not None:
             self.place.reset()
 
@@ -401,7 +409,7 @@ class TrackerFrontend:
         T_WC = sim3_identity(dtype=torch.float64)
         pkt = self._new_keyframe(inp, pm.X, pm.C, T_WC, anchor=-1)
         self.frames.append(sf.timestamp, pkt.kf_id, T_WC.clone(), is_keyframe=True)
-        self.motion.observe(sf.index, sf.timestamp)
+        self.motion.observe(sf.index, sf.timestamp, self.frame_world_pose)
         self.state = SlamState.TRACKING
         self.active_kf = pkt.kf_id
         watch.lap("keyframe")
@@ -439,7 +447,36 @@ class TrackerFrontend:
             self.lost_streak = 1
             self.state = SlamState.LOST
             return self._no_pose(sf, SlamState.LOST, f"tracking lost: {res.reason}", res.summary())
-        return self._accept(inp, watch, kf_id, res, SlamState.TRACKING, "")
+        reused = self._reused(inp, kf_id, res) if res.new_keyframe else None
+        if reused is None:
+            return self._accept(inp, watch, kf_id, res, SlamState.TRACKING, "")
+        self.n_reused += 1
+        watch.lap("reuse")
+        return self._accept(inp, watch, *reused, SlamState.TRACKING, "", keep_velocity=True)
+
+    def _reused(self, inp: FrameInput, kf_id: int, res: TrackResult) -> tuple[int, TrackResult] | None:
+        """Where ``res`` (tracked against ``kf_id``) asks for a new keyframe: the first of the
+        ``tracking.reuse_keyframes`` keyframes nearest the frame's pose (:func:`.neighbours.nearby_keyframes`
+        within ``model_max_dist`` / ``model_max_angle``; metric sources) that, tracking the frame against it
+        alone from that pose, covers the frame and places it within ``tracking.reuse_tolerance`` of that pose
+        (the map is consistent there), with that result; ``None``: a new keyframe is due."""
+        tc = self.config.tracking
+        if tc.reuse_keyframes <= 0 or not self.source.metric or len(self.keyframes) < 2:
+            return None
+        T_WC = sim3_compose(self.keyframe_pose(kf_id), res.T_CkCf.detach().to("cpu", torch.float64))
+        poses = self.keyframes.get_poses()
+        near = nearby_keyframes(
+            poses, T_WC.to(poses), tc.reuse_keyframes, tc.model_max_dist, tc.model_max_angle, [kf_id]
+        )
+        for other in near:
+            alone = tracking_keyframe(self.keyframes, self.kf_frames, other)
+            again = self.tracker.track(inp.sf, alone, T_WC.to(torch.float32))
+            if again.lost or again.new_keyframe or again.prediction is None:
+                continue
+            there = sim3_compose(self.keyframe_pose(other), again.T_CkCf.detach().to("cpu", torch.float64))
+            if _pose_distance(T_WC, there) <= tc.reuse_tolerance:
+                return other, again
+        return None
 
     def _relocalise(self, inp: FrameInput, watch: Stopwatch) -> TrackerStep:
         """Try the most recent keyframes (newest first), each from the motion guesses, then the whole map by
@@ -483,9 +520,18 @@ class TrackerFrontend:
         )
 
     def _accept(
-        self, inp: FrameInput, watch: Stopwatch, kf_id: int, res: TrackResult, state: SlamState, reason: str
+        self,
+        inp: FrameInput,
+        watch: Stopwatch,
+        kf_id: int,
+        res: TrackResult,
+        state: SlamState,
+        reason: str,
+        keep_velocity: bool = False,
     ) -> TrackerStep:
-        """Fuse the tracked frame into its keyframe, store its pose, and make a keyframe if needed."""
+        """Fuse the tracked frame into its keyframe, store its pose, and make a keyframe if needed
+        (``keep_velocity``: the pose jumped, a reused keyframe: the motion model keeps the velocity measured
+        before)."""
         sf = inp.sf
         T_CkCf = res.T_CkCf.detach().to("cpu", torch.float64)
         obs = self._fuse(sf, kf_id, res, T_CkCf)
@@ -498,7 +544,7 @@ class TrackerFrontend:
             anchor, rel = pkt.kf_id, sim3_identity(dtype=torch.float64)
             watch.lap("keyframe")
         self.frames.append(sf.timestamp, anchor, rel, is_keyframe=pkt is not None)
-        self.motion.observe(sf.index, sf.timestamp)
+        self.motion.observe(sf.index, sf.timestamp, self.frame_world_pose, keep_velocity)
         self.state = SlamState.TRACKING
         self.lost_streak = 0
         self.active_kf = anchor

@@ -1,9 +1,11 @@
 """Motion model of the frontend: pose guesses from the last two posed frames, and the continuous odometry.
 
-- :func:`extrapolate_pose`: constant velocity in the body frame, scaled by the elapsed time (frames may be
-  dropped, so the gaps vary), capped at :data:`MAX_EXTRAPOLATION` frame intervals.
+- :func:`extrapolate_step`: a body-frame step over ``dt`` carried over an elapsed time (frames may be dropped,
+  so the gaps vary), capped at :data:`MAX_EXTRAPOLATION` intervals; :func:`extrapolate_pose` builds the step
+  from two poses.
 - :class:`MotionModel`: which frames were posed last; its guesses use their *current* world poses (given by
-  the caller), so an optimisation between two frames never leaves the guess behind.
+  the caller), so an optimisation between two frames never leaves the guess behind. A pose that jumped (a
+  reused keyframe) keeps the velocity measured before it for the next guess.
 - :class:`Odometry`: the REP-105 ``odom`` pose of the camera, continuous by construction: it accumulates
   the rigid motion between consecutive posed frames, both evaluated with the keyframe poses known now, so a
   correction of the map never makes it jump; the correction is ``map -> odom`` (:meth:`Odometry.map_to_odom`).
@@ -20,9 +22,37 @@ from ..geometry.lie import sim3_compose, sim3_exp, sim3_inverse, sim3_log, sim3_
 
 Tensor = torch.Tensor
 
-__all__ = ["MAX_EXTRAPOLATION", "extrapolate_pose", "MotionModel", "Odometry", "rigid_matrix", "invert_rigid"]
+__all__ = [
+    "MAX_EXTRAPOLATION",
+    "extrapolate_step",
+    "extrapolate_pose",
+    "MotionModel",
+    "Odometry",
+    "rigid_matrix",
+    "invert_rigid",
+]
 
 MAX_EXTRAPOLATION = 30.0  # frame intervals a guess may extrapolate the last velocity over
+
+
+def extrapolate_step(
+    T_last: Tensor, step: Tensor, dt: float, elapsed: float, max_intervals: float = MAX_EXTRAPOLATION
+) -> Tensor:
+    """``T_last · Exp(k · Log(step))`` with ``k = elapsed / dt`` capped at ``max_intervals``: Sim(3) ``[8]``
+    pose ``T_last`` moved on by the body-frame ``step [8]`` that took ``dt`` s, over ``elapsed`` s
+    (``T_last`` when ``dt`` is not positive).
+
+    >>> T1 = torch.tensor([0.1, 0, 0, 0, 0, 0, 1, 1], dtype=torch.float64)
+    >>> step = torch.tensor([0.1, 0, 0, 0, 0, 0, 1, 1], dtype=torch.float64)
+    >>> extrapolate_step(T1, step, 1.0, 2.0)[:3].tolist()
+    [0.30000000000000004, 0.0, 0.0]
+    """
+    if not float(dt) > 0:
+        return T_last
+    k = min(float(elapsed) / float(dt), max_intervals)
+    if abs(k - 1.0) < 1e-9:
+        return sim3_compose(T_last, step)
+    return sim3_compose(T_last, sim3_exp(sim3_log(step) * k))
 
 
 def extrapolate_pose(
@@ -34,22 +64,18 @@ def extrapolate_pose(
     max_intervals: float = MAX_EXTRAPOLATION,
 ) -> Tensor:
     """Constant-velocity guess at time ``t`` from Sim(3) poses ``[8]`` at ``t_prev < t_last`` (s):
-    ``T_last · Exp(k · Log(T_prev⁻¹ T_last))`` with ``k = (t - t_last) / (t_last - t_prev)`` capped at
-    ``max_intervals`` (``T_last`` when the times are not increasing).
+    :func:`extrapolate_step` of ``T_last`` by ``T_prev⁻¹ T_last`` over ``t - t_last`` (``T_last`` when the
+    times are not increasing).
 
     >>> T0 = torch.tensor([0.0, 0, 0, 0, 0, 0, 1, 1], dtype=torch.float64)
     >>> T1 = torch.tensor([0.1, 0, 0, 0, 0, 0, 1, 1], dtype=torch.float64)
     >>> extrapolate_pose(T0, T1, 0.0, 1.0, 3.0)[:3].tolist()
     [0.30000000000000004, 0.0, 0.0]
     """
-    dt = float(t_last) - float(t_prev)
-    if not dt > 0:
-        return T_last
-    k = min((float(t) - float(t_last)) / dt, max_intervals)
     step = sim3_compose(sim3_inverse(T_prev), T_last)
-    if abs(k - 1.0) < 1e-9:
-        return sim3_compose(T_last, step)
-    return sim3_compose(T_last, sim3_exp(sim3_log(step) * k))
+    return extrapolate_step(
+        T_last, step, float(t_last) - float(t_prev), float(t) - float(t_last), max_intervals
+    )
 
 
 PoseOf = Callable[[int], Tensor]  # frame index -> its current world pose (Sim(3) [8] float64)
@@ -67,24 +93,45 @@ class MotionModel:
             raise ValueError(f"motion model must be constant_velocity or constant_position, got {model!r}")
         self.model = model
         self.posed: list[tuple[int, float]] = []  # (frame index, timestamp) of the last two posed frames
+        self.kept: tuple[Tensor, float] | None = None  # velocity kept across a jump: (step [8], its s)
 
     def reset(self) -> None:
         """Forget the posed frames (after a relocalisation: no velocity across the gap)."""
         self.posed = []
+        self.kept = None
 
-    def observe(self, index: int, timestamp: float) -> None:
-        """Frame ``index`` (stamp ``timestamp`` s) got a pose."""
+    def observe(
+        self, index: int, timestamp: float, pose_of: PoseOf | None = None, keep_velocity: bool = False
+    ) -> None:
+        """Frame ``index`` (stamp ``timestamp`` s) got a pose. ``keep_velocity`` (with ``pose_of``): this pose
+        jumped (a reused keyframe: not the camera's motion), so the next guess uses the velocity of the two
+        frames posed before it, not the jump, until the next frame is posed."""
+        kept = None
+        if keep_velocity and pose_of is not None:
+            kept = self.velocity(pose_of)
+        self.kept = kept
         self.posed = (self.posed + [(int(index), float(timestamp))])[-2:]
 
+    def velocity(self, pose_of: PoseOf) -> tuple[Tensor, float] | None:
+        """``(step [8], dt s)``: the body-frame motion between the last two posed frames at their current
+        poses (or the one kept across a jump); ``None`` before two frames are posed."""
+        if self.kept is not None:
+            return self.kept
+        if len(self.posed) < 2:
+            return None
+        (i_prev, t_prev), (i_last, t_last) = self.posed
+        return sim3_compose(sim3_inverse(pose_of(i_prev)), pose_of(i_last)), t_last - t_prev
+
     def guess(self, timestamp: float, pose_of: PoseOf, constant_position: bool = False) -> Tensor:
-        """Pose guess of a frame at ``timestamp``: the last posed frame's pose moved by the last velocity
-        over the elapsed time (constant velocity), or that pose itself. Needs one posed frame."""
+        """Pose guess of a frame at ``timestamp``: the last posed frame's current pose moved on by the
+        velocity over the elapsed time (constant velocity), or that pose itself. Needs one posed frame."""
         i_last, t_last = self.posed[-1]
         last = pose_of(i_last)
-        if constant_position or self.model == "constant_position" or len(self.posed) < 2:
+        velocity = None if constant_position or self.model == "constant_position" else self.velocity(pose_of)
+        if velocity is None:
             return last
-        i_prev, t_prev = self.posed[0]
-        return extrapolate_pose(pose_of(i_prev), last, t_prev, t_last, timestamp)
+        step, dt = velocity
+        return extrapolate_step(last, step.to(last), dt, float(timestamp) - t_last)
 
     def reloc_guesses(self, timestamp: float, pose_of: PoseOf) -> list[Tensor]:
         """Guesses after a gap: the last velocity extrapolated over it (when known), then the last pose; none
@@ -92,15 +139,18 @@ class MotionModel:
         if not self.posed:
             return []
         guesses = [self.guess(timestamp, pose_of, constant_position=True)]
-        if len(self.posed) == 2 and self.model == "constant_velocity":
+        if self.model == "constant_velocity" and self.velocity(pose_of) is not None:
             guesses.insert(0, self.guess(timestamp, pose_of))
         return guesses
 
     def state_dict(self) -> dict:
-        return {"model": self.model, "posed": list(self.posed)}
+        kept = None if self.kept is None else (self.kept[0].clone(), self.kept[1])
+        return {"model": self.model, "posed": list(self.posed), "kept": kept}
 
     def load_state_dict(self, state: dict) -> None:
         self.posed = [(int(i), float(t)) for i, t in state["posed"]]
+        kept = state.get("kept")  # absent in maps saved before it existed
+        self.kept = None if kept is None else (torch.as_tensor(kept[0], dtype=torch.float64), float(kept[1]))
 
 
 def rigid_matrix(T: Tensor) -> np.ndarray:

@@ -281,6 +281,7 @@ def metrics_report(result: RunResult) -> dict:
         "layout": result.layout,
         "n_frames": len(traj),
         "n_keyframes": len(kf),
+        "keyframes_reused": system.frontend.n_reused,
         "frames_input": result.n_input,
         "frames_with_pose": len(traj),
         "frames_without_pose": result.n_unposed,

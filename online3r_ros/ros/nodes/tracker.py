@@ -445,6 +445,7 @@ class TrackerNode(Node):
         self.stats.add_times(step.timings_ms)
         self.stats.add_latency((self.get_clock().now().nanoseconds - stamp_to_ns(stamp)) * 1e-6)
         self.stats.values["keyframes"] = self.frontend.num_keyframes
+        self.stats.values["keyframes_reused"] = self.frontend.n_reused
         self.stats.values["prompt_version"] = self.frontend.prompt_version
         if self.frontend.place is not None:
             self.stats.values["place_recognition"] = self.frontend.place.stats()
