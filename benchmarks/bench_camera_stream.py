@@ -42,10 +42,15 @@ then stops the tracker. Printed per run (counts from the last ``online3r/tracker
   maximum since the stream began, and the growth in MiB per 1,000 frames published
   (:func:`~online3r_ros.eval.live_run.growth_per_1000_frames`; ``n/a`` for streams too short for it).
 
+``--pipeline`` also starts the mapper and the retrieval node beside the tracker (their map and database in
+the temporary folder) and prints the same RSS figures for them, and the keyframes the mapper holds.
+
     .venv/bin/python benchmarks/bench_camera_stream.py                       # 640x480 and 1280x720, 30 Hz
     .venv/bin/python benchmarks/bench_camera_stream.py --size 640x480 --publisher best_effort --duration 60
     .venv/bin/python benchmarks/bench_camera_stream.py --tracker --duration 10 --publisher reliable \\
         --image-qos auto --json tracker_stream.json
+    .venv/bin/python benchmarks/bench_camera_stream.py --tracker --pipeline --duration 1200 --size 640x480 \\
+        --publisher reliable --image-qos auto                          # the 20-minute memory run
 """
 
 from __future__ import annotations
@@ -274,8 +279,10 @@ def run_tracker(
     memory_period: float = 0.5,
     lap_frames: int = 240,
     input_queue: int | None = None,
+    pipeline: bool = False,
 ) -> dict[str, Any]:
-    """One run of the synthetic lap into a tracker node process; returns the counts (module docstring)."""
+    """One run of the synthetic lap into a tracker node process (``pipeline``: with the mapper and the
+    retrieval node); returns the counts (module docstring)."""
     from online3r_ros.cli.launch import NodeGroup
     from online3r_ros.eval.live_run import growth_per_1000_frames
     from online3r_ros.launch_description import node_specs
@@ -301,13 +308,19 @@ def run_tracker(
         "trajectory_path": str(tmp / "tracker_trajectory.txt"),
         **({} if input_queue is None else {"input_queue": input_queue}),
     }
-    specs = [s for s in node_specs(arguments, {"tracker": params}) if s.name == "tracker"]
+    files = {
+        "mapper": {"map_path": str(tmp / "map.pt"), "trajectory_path": str(tmp / "mapper_trajectory.txt")},
+        "retrieval": {"database_path": str(tmp / "retrieval.pt")},
+    }
+    nodes = ("tracker", "mapper", "retrieval") if pipeline else ("tracker",)
+    specs = [s for s in node_specs(arguments, {"tracker": params, **files}) if s.name in nodes]
     group = NodeGroup(specs, log_dir=tmp / "logs", echo=None)
     r: dict[str, Any] = {"size": f"{size[0]}x{size[1]}", "publisher": publisher, "image_qos": image_qos}
     r["input_queue"] = input_queue
-    r.update(published=frames, error=None, settled=False, logs=str(tmp / "logs"))
+    r.update(published=frames, error=None, settled=False, logs=str(tmp / "logs"), nodes=list(nodes))
     group.start()
-    sampler = RssSampler({"tracker": group.processes[0].popen.pid}, memory_period).start()
+    pids = {spec.name: proc.popen.pid for spec, proc in zip(specs, group.processes, strict=True)}
+    sampler = RssSampler(pids, memory_period).start()
     child = None
     try:
         with standalone_node("bench_tracker_stream") as node:
@@ -336,7 +349,8 @@ def run_tracker(
                 time.sleep(1.0)  # two more status periods: the last counts, not an in-between snapshot
                 r["settled"] = r["settled"] and _settled(live.tracker_status)
                 status, poses = live.tracker_status or {}, live.camera_poses
-                memory = sampler.series().get("tracker")
+                mapper_status = live.mapper_status or {}
+                memory = sampler.series()
             finally:
                 spin.stop()
     except subprocess.TimeoutExpired:
@@ -359,13 +373,20 @@ def run_tracker(
     }
     r["latency_p50_ms"] = float(np.percentile(lat, 50)) if lat is not None else float("nan")
     r["latency_p90_ms"] = float(np.percentile(lat, 90)) if lat is not None else float("nan")
-    if memory is not None and t0:
-        t, rss = memory
+    r["keyframes_reused"] = status.get("keyframes_reused")
+    if pipeline:
+        r["mapper_keyframes"] = mapper_status.get("keyframes")
+    for name in nodes if t0 else ():
+        if name not in memory:
+            continue
+        t, rss = memory[name]
         t_frames = t0[0] - sampler.t0 + np.arange(frames) / rate  # the publisher's schedule
         during = t >= t_frames[0]
-        r["rss_start_mib"] = float(rss[during][0]) if during.any() else float(rss[-1])
-        r["rss_end_mib"], r["rss_max_mib"] = float(rss[-1]), float(rss[during].max(initial=rss[-1]))
-        r["rss_growth_mib_per_1000_frames"] = growth_per_1000_frames(t, rss, t_frames)
+        prefix = "rss" if name == "tracker" else f"{name}_rss"
+        r[f"{prefix}_start_mib"] = float(rss[during][0]) if during.any() else float(rss[-1])
+        r[f"{prefix}_end_mib"] = float(rss[-1])
+        r[f"{prefix}_max_mib"] = float(rss[during].max(initial=rss[-1]))
+        r[f"{prefix}_growth_mib_per_1000_frames"] = growth_per_1000_frames(t, rss, t_frames)
     if r["error"] is None and not r["settled"]:
         r["error"] = f"the tracker's counts did not settle within {settle_timeout:.0f} s"
     if r["error"] is None and r["exit_code"] == 0:
@@ -381,19 +402,24 @@ def _tracker_line(r: dict[str, Any]) -> str:
     if "received" not in r:
         return f"{head} FAILED: {r['error']} (logs in {r['logs']})"
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(r["rejected_reasons"].items()))
-    growth = r.get("rss_growth_mib_per_1000_frames")
     line = (
         f"{head} published {r['published']}, received {r['received']} ({100 * r['received'] / n:.1f}%), "
         f"paired {r['paired']} ({100 * r['paired'] / n:.1f}%): processed {r['processed']}, dropped (stale) "
         f"{r['dropped']}, rejected {r['rejected']}{f' ({reasons})' if reasons else ''}; poses {r['poses']}, "
         f"latency p50 {r['latency_p50_ms']:.1f} ms p90 {r['latency_p90_ms']:.1f} ms"
     )
-    if "rss_start_mib" in r:
-        line += (
-            f", tracker RSS {r['rss_start_mib']:.0f} -> {r['rss_end_mib']:.0f} "
-            f"(max {r['rss_max_mib']:.0f}) MiB, "
-            + ("growth n/a" if growth is None else f"growth {growth:+.1f} MiB/1000 frames")
-        )
+    line += f", keyframes {r.get('keyframes')} ({r.get('keyframes_reused')} reuses)"
+    if r.get("mapper_keyframes") is not None:
+        line += f", mapper keyframes {r['mapper_keyframes']}"
+    for name in r.get("nodes", ["tracker"]):
+        prefix = "rss" if name == "tracker" else f"{name}_rss"
+        if f"{prefix}_start_mib" in r:
+            growth = r[f"{prefix}_growth_mib_per_1000_frames"]
+            line += (
+                f", {name} RSS {r[f'{prefix}_start_mib']:.0f} -> {r[f'{prefix}_end_mib']:.0f} "
+                f"(max {r[f'{prefix}_max_mib']:.0f}) MiB, "
+                + ("growth n/a" if growth is None else f"growth {growth:+.1f} MiB/1000 frames")
+            )
     if r["error"]:
         line += f"; {r['error']} (logs in {r['logs']})"
     elif r["logs"]:
@@ -422,6 +448,9 @@ def main() -> None:
     ap.add_argument(
         "--input-queue", type=int, default=None, help="--tracker: its input_queue (default: the node's)"
     )
+    ap.add_argument(
+        "--pipeline", action="store_true", help="--tracker: also run the mapper and the retrieval node"
+    )
     ap.add_argument("--json", type=Path, help="also write every run's figures to this JSON file")
     args = ap.parse_args()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -447,6 +476,7 @@ def main() -> None:
                         qos,
                         lap_frames=args.lap_frames,
                         input_queue=args.input_queue,
+                        pipeline=args.pipeline,
                     )
                     results.append(r)
                     print(_tracker_line(r), flush=True)
