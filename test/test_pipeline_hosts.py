@@ -166,7 +166,11 @@ def test_robot_frames_chain_map_odom_base() -> None:
     T_odom_base_ext = tqs_to_matrix([1.0, 2.0, 0.0], [0.0, 0.0, np.sin(0.2), np.cos(0.2)])
     ext = frames.odom_in_map_external(T_WC, T_odom_base_ext) @ T_odom_base_ext
     np.testing.assert_allclose(ext, T_map_base, atol=1e-12)
-    assert frames.cameras_in_map(T_WC[None]).shape == (1, 4, 4)
+    several = torch.stack([T_WC, sim3_exp(torch.tensor([0.1, 0.2, 0.3, 0.3, 0.0, -0.2, 0.4]).double())])
+    np.testing.assert_allclose(
+        frames.cameras_in_map(several), np.stack([frames.camera_in_map(P) for P in several]), atol=1e-12
+    )  # batched, scale dropped (the second pose has scale e^0.4)
+    assert frames.cameras_in_map(torch.zeros(0, 8)).shape == (0, 4, 4)
 
 
 def test_external_odometry_interpolates_at_the_stamp_and_gives_up_after_the_wait() -> None:

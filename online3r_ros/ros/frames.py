@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from online3r_ros.geometry.lie import sim3_to_matrix
 from online3r_ros.ros.pose import invert, matrix_to_quat, pose_to_matrix, quat_to_matrix, transform_points
 from online3r_ros.slam.motion import rigid_matrix
 
@@ -37,10 +38,11 @@ class RobotFrames:
         return self.T_bc @ rigid_matrix(T_WC)
 
     def cameras_in_map(self, T_WC: torch.Tensor) -> np.ndarray:
-        """``[K, 4, 4]`` for poses ``T_WC [K, 8]``."""
-        if len(T_WC) == 0:
-            return np.zeros((0, 4, 4))
-        return np.stack([self.camera_in_map(P) for P in T_WC])
+        """``[K, 4, 4]`` for poses ``T_WC [K, 8]`` (scale dropped; batched: the mapper converts its whole
+        all-frames path every second)."""
+        T = torch.as_tensor(T_WC).detach().to("cpu", torch.float64).reshape(-1, 8).clone()
+        T[:, 7] = 1.0
+        return self.T_bc @ sim3_to_matrix(T).numpy()
 
     def base_in_odom(self, T_odom: np.ndarray) -> np.ndarray:
         """``T_odom_base`` of the continuous camera odometry ``T_odom [4, 4]`` (SLAM-world convention)."""
