@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from online3r_ros.geometry.lie import sim3_to_matrix
 from online3r_ros.ros.pose import invert, matrix_to_quat, pose_to_matrix, quat_to_matrix, transform_points
 from online3r_ros.slam.motion import rigid_matrix
 
@@ -40,9 +39,7 @@ class RobotFrames:
     def cameras_in_map(self, T_WC: torch.Tensor) -> np.ndarray:
         """``[K, 4, 4]`` for poses ``T_WC [K, 8]`` (scale dropped; batched: the mapper converts its whole
         all-frames path every second)."""
-        T = torch.as_tensor(T_WC).detach().to("cpu", torch.float64).reshape(-1, 8).clone()
-        T[:, 7] = 1.0
-        return self.T_bc @ sim3_to_matrix(T).numpy()
+        return self.T_bc @ rigid_matrix(torch.as_tensor(T_WC).reshape(-1, 8))
 
     def base_in_odom(self, T_odom: np.ndarray) -> np.ndarray:
         """``T_odom_base`` of the continuous camera odometry ``T_odom [4, 4]`` (SLAM-world convention)."""

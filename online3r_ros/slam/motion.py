@@ -154,9 +154,10 @@ class MotionModel:
 
 
 def rigid_matrix(T: Tensor) -> np.ndarray:
-    """``[4, 4]`` float64 rigid matrix of a Sim(3) ``[8]`` pose (scale dropped, camera centre kept)."""
-    T = T.detach().to("cpu", torch.float64).clone().reshape(8)
-    T[7] = 1.0
+    """``[..., 4, 4]`` float64 rigid matrices of Sim(3) poses ``[..., 8]`` (scale dropped, camera centre
+    kept)."""
+    T = torch.as_tensor(T).detach().to("cpu", torch.float64).clone()
+    T[..., 7] = 1.0
     return sim3_to_matrix(T).numpy()
 
 
