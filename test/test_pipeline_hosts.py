@@ -19,7 +19,7 @@ from online3r_ros.slam.frontend import TrackerFrontend
 from online3r_ros.slam.motion import rigid_matrix
 from online3r_ros.slam.packets import MapperState
 from online3r_ros.slam.runner import build_source, build_system
-from online3r_ros.slam.session import LinkAction, MapperLink
+from online3r_ros.slam.session import GapRequests, LinkAction, MapperLink, first_missing
 from online3r_ros.synthetic import make_synthetic_sequence
 
 
@@ -149,6 +149,46 @@ def test_a_keyframe_lost_in_transport_is_asked_for_again(cfg, frames) -> None:
     be.step(now=13.0)
     assert be.num_keyframes == 3 and be.request_missing(now=20.0) is None
     assert link.on_state(be.state(), fe.session, fe.num_keyframes).action is LinkAction.NONE
+
+
+def test_gap_requests_ask_again_after_the_wait_and_every_wait_while_missing() -> None:
+    gaps = GapRequests(gap_s=2.0)
+    assert not gaps.update(False, now=0.0)
+    assert not gaps.update(True, now=1.0) and not gaps.update(True, now=2.5)  # missing since 1.0
+    assert gaps.update(True, now=3.0) and gaps.requests == 1
+    assert not gaps.update(True, now=4.0) and gaps.update(True, now=5.0) and gaps.requests == 2
+    assert not gaps.update(False, now=5.5)  # it arrived: the wait starts over at the next gap
+    assert not gaps.update(True, now=6.0) and not gaps.update(True, now=7.9) and gaps.requests == 2
+
+
+def test_first_missing_counts_the_keyframes_held_without_a_gap() -> None:
+    assert first_missing(set()) == 0 and first_missing({0, 1, 2}) == 3
+    assert first_missing({1, 2}) == 0 and first_missing({0, 1, 3, 4}) == 2
+    assert first_missing({0: "a", 2: "b"}.keys()) == 1
+
+
+def test_a_retrieval_database_gets_the_features_it_lacks_from_the_frontend(cfg, frames) -> None:
+    """The retrieval node's side of the protocol, without DDS: a database that missed keyframes 0 and 2
+    announces the ones it holds without a gap; the frontend's link names what to re-send, and the re-sent
+    features (out of order) complete it."""
+    from online3r_ros.slam.places import make_place_recognizer
+
+    fe = TrackerFrontend(cfg, build_source(cfg))
+    for f in frames:
+        fe.process(f.rgb, f.depth, f.K, f.timestamp)
+        if fe.num_keyframes >= 4:
+            break
+    assert fe.num_keyframes == 4 and all(fe.keyframe_features(k) is not None for k in range(4))
+    places = make_place_recognizer(cfg)
+    for k in (1, 3):  # 0 and 2 lost in transport
+        places.loop_candidates(k, fe.keyframe_features(k), cfg.retrieval.exclude_recent)
+    held = first_missing(places.features.keys())
+    assert held == 0
+    step = MapperLink().on_state(MapperState(1, fe.session, held, request=1), fe.session, fe.num_keyframes)
+    assert (step.action, step.first, step.stop) == (LinkAction.RESEND, 0, 4)
+    for k in range(step.first, step.stop):
+        places.loop_candidates(k, fe.keyframe_features(k), cfg.retrieval.exclude_recent)  # held ones: ignored
+    assert first_missing(places.features.keys()) == 4 and len(places) == 4
 
 
 def test_robot_frames_chain_map_odom_base() -> None:

@@ -1,6 +1,7 @@
 """The three nodes over DDS (tracker, mapper, retrieval as separate processes): a synthetic camera flies a
 loop, the retrieval node finds the revisit and the mapper adds the loop edges; the retrieval node killed and
-restarted mid-run: tracking never stops, the restarted node reloads its database and loops resume."""
+restarted mid-run: tracking never stops, the restarted node reloads its database, gets the features of the
+keyframes made while it was down, and loops resume."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def test_three_nodes_close_a_loop_and_survive_a_retrieval_restart(session) -> No
     )
     assert (procs.tmp / "retrieval.pt").is_file()
     procs.stop("retrieval", signal.SIGKILL)
+    # what the dead node indexed may be up to an autosave period old: whatever it lacks comes again
     h.clear("odom")
     during = _stream(h, frames[50:75], t0, period=0.25)
     h.wait_for(lambda: len(h.messages("odom")) >= 10, 60, "odometry while the retrieval node is down", procs)
@@ -55,7 +57,17 @@ def test_three_nodes_close_a_loop_and_survive_a_retrieval_restart(session) -> No
         return st.get("received", 0) >= len(frames) - 5 and st.get("received") == done
 
     h.wait_for(accounted, 20, "the tracker's status to count every frame", procs)
+    # nothing lost to the restart: the keyframes made while the node was down were re-sent on its announcement
+    h.wait_for(
+        lambda: (
+            _status(h, "retrieval_status").get("keyframes", 0) == _status(h, "tracker_status")["keyframes"]
+        ),
+        30,
+        "every keyframe of the tracker in the retrieval database",
+        procs,
+    )
     tracker = _status(h, "tracker_status")
+    assert tracker.get("features_resent", 0) >= 1, tracker
     # a real-time tracker keeps the newest image when busy: a loaded machine may drop a few, never many
     assert tracker["processed"] >= 0.9 * tracker["received"] and tracker["state"] == "tracking", tracker
     retrieval = _status(h, "retrieval_status")

@@ -40,6 +40,7 @@ __all__ = [
     "KEYFRAME_SIM3",
     "MAPPER_STATE",
     "KEYFRAME_FEATURES",
+    "RETRIEVAL_STATE",
     "LOOP_CANDIDATES",
     "PROMPTS",
     "RETRIEVAL_STATUS",
@@ -136,6 +137,17 @@ KEYFRAME_FEATURES = TopicSpec(
     "retrieval, mapper",
     "local features of each new keyframe [N, C] (x y, X Y Z, descriptor; dim 0 label "
     "'online3r/feat;session=..;id=..;kind=..;H=..;W=..;xy=..;points=..')",
+)
+RETRIEVAL_STATE = TopicSpec(
+    "online3r/retrieval_state",
+    "std_msgs/msg/String",
+    "latched",
+    1,
+    "-",
+    "retrieval",
+    "tracker",
+    "JSON as mapper_state (num_keyframes: the keyframes indexed without a gap): the tracker re-sends the "
+    "features a (re)started or reset database lacks, or those it asks for again (lost in transport)",
 )
 LOOP_CANDIDATES = TopicSpec(
     "online3r/loop_candidates",
@@ -292,6 +304,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     KEYFRAME_SIM3,
     MAPPER_STATE,
     KEYFRAME_FEATURES,
+    RETRIEVAL_STATE,
     LOOP_CANDIDATES,
     PROMPTS,
     ODOMETRY,

@@ -61,6 +61,7 @@ from .map_export import MapPoints, keyframe_points
 from .map_files import MAP_FORMAT, MAP_VERSION, check_map, keep_other_session, read_map
 from .neighbours import proximity_candidates
 from .packets import KeyframePacket, MapperState, MapUpdate, ObservationPacket, PromptUpdate
+from .session import GapRequests
 
 if TYPE_CHECKING:
     from ..retrieval.place import PlaceCandidate
@@ -182,8 +183,8 @@ class MapperBackend:
     ) -> None:
         self.config, self.source = config, source
         self.hooks = hooks or BackendHooks()
-        self.wait_s, self.gap_s = float(wait_s), float(gap_s)
-        self.requests = 0  # requests for a missing keyframe (MapperState.request)
+        self.wait_s = float(wait_s)
+        self.gaps = GapRequests(gap_s)  # requests for a missing keyframe (MapperState.request)
         self.device = torch.device(config.system.device)
         self.calibrated = uses_calibration(config, source)
         self._optimizer = make_optimizer(config, source)
@@ -210,7 +211,7 @@ class MapperBackend:
         self._pending_kf: dict[int, tuple[KeyframePacket, float]] = {}
         self._pending_obs: dict[int, list[ObservationPacket]] = {}
         self._pending_features: dict[int, LocalFeatures] = {}
-        self._gap_since: float | None = None  # since when a missing keyframe holds later packets back
+        self.gaps.update(False)
         self.n_fused = 0
         self.n_ignored = 0
         self.stamps_ns: dict[float, int] = {}  # exact input stamps by timestamp (filled by a ROS host)
@@ -222,7 +223,7 @@ class MapperBackend:
 
     def state(self, reset: bool = False) -> MapperState:
         """What this backend holds (``reset``: announce that the map was cleared on purpose)."""
-        return MapperState(self.generation, self.session, len(self.keyframes), reset, self.requests)
+        return MapperState(self.generation, self.session, len(self.keyframes), reset, self.gaps.requests)
 
     def keyframe_poses(self) -> Tensor:
         """``[K, 8]`` float64 CPU Sim(3) poses, index = keyframe id."""
@@ -344,17 +345,7 @@ class MapperBackend:
         keyframes wait (a request is then counted into :meth:`state`, again every ``gap_s``); or ``None``."""
         nxt = len(self.keyframes)
         later = any(k > nxt for k in self._pending_kf) or any(k >= nxt for k in self._pending_obs)
-        if nxt in self._pending_kf or not later:
-            self._gap_since = None
-            return None
-        t = time.monotonic() if now is None else now
-        if self._gap_since is None:
-            self._gap_since = t
-        if t - self._gap_since < self.gap_s:
-            return None
-        self._gap_since = t
-        self.requests += 1
-        return nxt
+        return nxt if self.gaps.update(later and nxt not in self._pending_kf, now) else None
 
     # ---------------------------------------------------------------------------------------- integration
     def integrate(self, pkt: KeyframePacket, optimise: bool = True) -> MapUpdate:

@@ -198,6 +198,10 @@ class TrackerFrontend:
         """``T_W_odom [4, 4]``: the SLAM-world pose of the odometry frame (identity before any correction)."""
         return self.odometry.map_to_odom(self.frame_world_pose)
 
+    def keyframe_features(self, kf_id: int) -> LocalFeatures | None:
+        """The place-recognition features of keyframe ``kf_id`` (``None``: retrieval off, or none)."""
+        return None if self.place is None else self.place.places.features.get(kf_id)
+
     def keyframe_packet(self, kf_id: int, prev_observations: int = 0) -> KeyframePacket:
         """The working copy of keyframe ``kf_id`` as a packet (to re-send it to a restarted backend: with
         its fused pointmap and counters, and the poses of the frames fused into it)."""
@@ -215,7 +219,7 @@ class TrackerFrontend:
             N=int(kf.N),
             N_updates=int(kf.N_updates),
             prev_observations=prev_observations,
-            features=None if self.place is None else self.place.places.features.get(kf_id),
+            features=self.keyframe_features(kf_id),
             anchor_id=self.kf_anchor[kf_id],
             T_WA=self._anchor_pose(self.kf_anchor[kf_id]),
             fused_frames=self.frames.anchored_to(kf_id),

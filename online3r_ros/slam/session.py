@@ -16,11 +16,13 @@ has). :class:`MapperLink` turns each new announcement into what the frontend mus
 from __future__ import annotations
 
 import enum
+import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from .packets import MapperState
 
-__all__ = ["LinkAction", "LinkStep", "MapperLink"]
+__all__ = ["GapRequests", "LinkAction", "LinkStep", "MapperLink", "first_missing"]
 
 
 class LinkAction(enum.Enum):
@@ -64,3 +66,38 @@ class MapperLink:
         if start < num_keyframes:
             return LinkStep(LinkAction.RESEND, start, num_keyframes)
         return LinkStep(LinkAction.NONE)
+
+
+class GapRequests:
+    """The holder's side: asks again for keyframes lost in transport. While some are missing (a later one
+    arrived), a request is counted once they have been missing ``gap_s`` seconds, and again every ``gap_s``
+    while they still are; ``requests`` goes into the holder's announcement (``MapperState.request``)."""
+
+    def __init__(self, gap_s: float) -> None:
+        self.gap_s = float(gap_s)
+        self.requests = 0
+        self._since: float | None = None
+
+    def update(self, missing: bool, now: float | None = None) -> bool:
+        """Whether to ask again now (then ``requests`` has grown by one); ``missing``: keyframes are lacking
+        while later ones arrived."""
+        if not missing:
+            self._since = None
+            return False
+        t = time.monotonic() if now is None else now
+        if self._since is None:
+            self._since = t
+        if t - self._since < self.gap_s:
+            return False
+        self._since = t
+        self.requests += 1
+        return True
+
+
+def first_missing(ids: Collection[int]) -> int:
+    """The smallest keyframe id (>= 0) not in ``ids``: how many keyframes a holder has without a gap.
+
+    >>> first_missing({0, 1, 3})
+    2
+    """
+    return next(i for i in range(len(ids) + 1) if i not in ids)

@@ -239,6 +239,14 @@ class RetrievalParams(NodeParams):
         5.0, "save the database at most this often when it changed (s; 0: after every keyframe)", 0.0, 3600.0
     )
     load_on_start: bool = param(True, "start from database_path when it exists (recovery after a restart)")
+    gap_wait: float = param(
+        2.0,
+        "features of a keyframe older than the newest indexed one that have not arrived (lost in transport), "
+        "or features of another tracker session, make the node ask the tracker to send them again after "
+        "this long, and then every this long (s)",
+        0.1,
+        60.0,
+    )
 
 
 def param_specs(cls: type) -> tuple[ParamSpec, ...]:

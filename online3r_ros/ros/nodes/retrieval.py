@@ -9,8 +9,12 @@ query the database over keyframes older than its ``retrieval.exclude_recent`` pr
 
 Sessions: keyframe 0 of another tracker session starts a new database. Recovery: the indexed features are
 saved atomically to ``database_path`` (at most every ``autosave_period`` s, and at shutdown) and loaded at
-start (``load_on_start``). A keyframe that arrives while the node is down is not indexed; loops to it are
-missed, nothing else. Relocalisation does not depend on this node (the tracker has its own database).
+start (``load_on_start``). Nothing is lost to a late start, a restart or transport: the node announces what
+it holds on the latched ``online3r/retrieval_state`` (at start, after ``~/reset``, and whenever features
+older than the newest indexed keyframe, or of another session, have been missing for ``gap_wait`` s), and
+the tracker re-sends the features it lacks (the mapper's protocol, :mod:`online3r_ros.slam.session`); out
+of order they are indexed alike. Relocalisation does not depend on this node (the tracker has its own
+database).
 """
 
 from __future__ import annotations
@@ -38,10 +42,12 @@ from online3r_ros.ros.nodes.common import (
     take_queued,
 )
 from online3r_ros.ros.nodes.diagnostics import NodeStats
-from online3r_ros.ros.nodes.msgs import MessageFormatError
+from online3r_ros.ros.nodes.msgs import MessageFormatError, mapper_state_msg
 from online3r_ros.ros.nodes.params import RetrievalParams
 from online3r_ros.ros.nodes.retrieval_msgs import array_to_features, loops_to_array
+from online3r_ros.slam.packets import MapperState
 from online3r_ros.slam.places import make_place_recognizer
+from online3r_ros.slam.session import GapRequests, first_missing
 from online3r_ros.utils.atomic import save_atomic
 
 __all__ = ["RetrievalNode", "main", "DATABASE_FORMAT"]
@@ -59,6 +65,9 @@ class RetrievalNode(Node):
         assert places is not None
         self.places = places
         self.session: int | None = None
+        self.generation = time.time_ns()  # changes when the database is cleared (announced)
+        self.gaps = GapRequests(self.p.gap_wait)
+        self._other_session = False  # features of another session were ignored since the last request
         self.stats = NodeStats("retrieval", error_hold=5.0, input_timeout=3600.0)
         self.stats.state = "waiting"
         self._log_once = LogOnce(2.0)
@@ -75,6 +84,7 @@ class RetrievalNode(Node):
             String, T.RETRIEVAL_STATUS.name, T.qos_for(T.RETRIEVAL_STATUS)
         )
         self.pub_diag = self.create_publisher(DiagnosticArray, T.DIAGNOSTICS.name, T.qos_for(T.DIAGNOSTICS))
+        self.pub_state = self.create_publisher(String, T.RETRIEVAL_STATE.name, T.qos_for(T.RETRIEVAL_STATE))
         self.create_subscription(
             Float32MultiArray, T.KEYFRAME_FEATURES.name, self._on_features, T.qos_for(T.KEYFRAME_FEATURES)
         )
@@ -82,6 +92,7 @@ class RetrievalNode(Node):
         self.create_service(Trigger, "~/save_database", self._srv_save)
         self.create_timer(self.p.diagnostics_period, self._publish_diagnostics)
         self._maybe_load()
+        self._announce()
         start_worker(
             self, "retrieval", self.cfg, f"database_path={self.p.database_path} keyframes={len(self.places)}"
         )
@@ -109,6 +120,22 @@ class RetrievalNode(Node):
             f"recovered {len(self.places)} keyframes from {self.database_path} (session {self.session})"
         )
 
+    def _announce(self) -> None:
+        """Publish what the database holds: its session and how many keyframes it has without a gap."""
+        held = first_missing(self.places.features.keys())
+        state = MapperState(self.generation, self.session, held, request=self.gaps.requests)
+        self.pub_state.publish(mapper_state_msg(state))
+
+    def _ask_again(self) -> None:
+        """Announce again (a request) when features have been missing for ``gap_wait`` s (called with the
+        lock held)."""
+        ids = self.places.features.keys()
+        gap = bool(ids) and first_missing(ids) < max(ids)
+        if self.gaps.update(gap or self._other_session):
+            self._other_session = False
+            self.stats.count("requests")
+            self._announce()
+
     def _save(self) -> None:
         """Save the indexed features atomically (called with the lock held)."""
         state = {"format": DATABASE_FORMAT, "session": self.session, "places": self.places.state_dict()}
@@ -127,7 +154,12 @@ class RetrievalNode(Node):
             self.places.reset()
             self.session = None
             self._unsaved = True
-        response.success, response.message = True, "retrieval database cleared"
+            self.generation = max(time.time_ns(), self.generation + 1)
+            self._announce()
+        response.success, response.message = (
+            True,
+            "retrieval database cleared (the tracker re-sends its map's)",
+        )
         return response
 
     def _srv_save(self, request: Any, response: Any) -> Any:
@@ -153,6 +185,7 @@ class RetrievalNode(Node):
                 with self._lock:
                     for msg in items:
                         self._handle(msg)
+                    self._ask_again()
                     if self._unsaved and time.monotonic() - self._last_save >= self.p.autosave_period:
                         self._save()
             except Exception as exc:  # noqa: BLE001 - the node must survive anything one message does
@@ -173,6 +206,7 @@ class RetrievalNode(Node):
         if session != self.session:
             if kf_id != 0 and len(self.places):
                 self.stats.count("ignored_other_session")
+                self._other_session = True  # ours is stale, or that session's keyframe 0 was lost
                 return  # a stale keyframe of another session; its keyframe 0 starts the new database
             self.places.reset()
             self.session = session

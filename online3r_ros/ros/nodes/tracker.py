@@ -4,7 +4,8 @@ A ROS host of :class:`online3r_ros.slam.frontend.TrackerFrontend` (topics: :mod:
 parameters: :class:`online3r_ros.ros.nodes.params.TrackerParams`). The node converts messages, calls the
 frontend, and publishes; the decisions live in ROS-free classes: the frontend (state machine, keyframes,
 session resets on lost tracking or a time jump, out-of-order and size-change rejection), the re-send
-protocol (:class:`~online3r_ros.slam.session.MapperLink`), the REP-105 algebra
+protocol (:class:`~online3r_ros.slam.session.MapperLink`: keyframes the mapper lacks, features the
+retrieval node lacks), the REP-105 algebra
 (:class:`~online3r_ros.ros.frames.RobotFrames`, :class:`~online3r_ros.ros.frames.ExternalOdometry`) and the
 input pairing (:class:`~online3r_ros.ros.nodes.inputs.InputSync`).
 
@@ -99,6 +100,7 @@ class TrackerNode(Node):
         jump = p.time_jump_threshold if p.reset_on_time_jump else None
         self.frontend = TrackerFrontend(cfg, source, time_jump_reset=jump)
         self.link = MapperLink()
+        self.retrieval_link = MapperLink()  # the same protocol: features the retrieval node lacks
         self.stats = NodeStats("tracker", p.error_hold, p.input_timeout)
         self.stats.values["session"] = self.frontend.session
         self._log_once = LogOnce(2.0)
@@ -109,7 +111,7 @@ class TrackerNode(Node):
             bool(p.depth_topic), bool(p.camera_info_topic), p.sync_tolerance, p.sync_wait
         )
         self._poses: tuple[int, torch.Tensor] | None = None
-        self._mapper_state: MapperState | None = None
+        self._announced: dict[str, MapperState] = {}  # the newest unhandled "mapper"/"retrieval" states
         self._reset_request = False
         self._stamps_ns: dict[float, int] = {}  # input stamp (ns) of every processed frame, by timestamp
         self._rectify_cache: dict = {}
@@ -168,7 +170,13 @@ class TrackerNode(Node):
             Float64MultiArray, T.KEYFRAME_SIM3.name, self._on_poses, T.qos_for(T.KEYFRAME_SIM3)
         )
         self.create_subscription(
-            String, T.MAPPER_STATE.name, self._on_mapper_state, T.qos_for(T.MAPPER_STATE)
+            String, T.MAPPER_STATE.name, lambda m: self._on_state("mapper", m), T.qos_for(T.MAPPER_STATE)
+        )
+        self.create_subscription(
+            String,
+            T.RETRIEVAL_STATE.name,
+            lambda m: self._on_state("retrieval", m),
+            T.qos_for(T.RETRIEVAL_STATE),
         )
         self.create_subscription(UInt8MultiArray, T.PROMPTS.name, self._on_prompts, T.qos_for(T.PROMPTS))
         if not p.base_to_camera:
@@ -225,14 +233,15 @@ class TrackerNode(Node):
             self._poses = poses
             self._wake.notify()
 
-    def _on_mapper_state(self, msg: Any) -> None:
+    def _on_state(self, holder: str, msg: Any) -> None:
+        """An announcement of the mapper or the retrieval node: handled by the worker."""
         try:
             state = parse_mapper_state(msg)
         except MessageFormatError as exc:
-            self._input_error(str(exc))
+            self._input_error(f"{holder} state: {exc}")
             return
         with self._wake:
-            self._mapper_state = state
+            self._announced[holder] = state
             self._wake.notify()
 
     def _on_prompts(self, msg: Any) -> None:
@@ -276,6 +285,7 @@ class TrackerNode(Node):
             self.frontend.adopt_map(state)
             self._stamps_ns.clear()
             self.link = MapperLink()  # the mapper's next announcement decides what to re-send
+            self.retrieval_link = MapperLink()
             self.stats.values["session"] = self.frontend.session
             self.stats.state = "lost"
         text = (
@@ -326,7 +336,7 @@ class TrackerNode(Node):
         """Under ``_wake``: the reset request, the mapper messages and the next input (or ``None``)."""
         reset, self._reset_request = self._reset_request, False
         poses, self._poses = self._poses, None
-        state, self._mapper_state = self._mapper_state, None
+        announced, self._announced = self._announced, {}
         item = None
         waiting_for_tf = self.frames is None and time.monotonic() - self._start < self.p.tf_static_wait
         if not waiting_for_tf:
@@ -335,7 +345,7 @@ class TrackerNode(Node):
             except ValueError as exc:  # a stamp that is no time (negative, ...): that input is dropped
                 self._reject("bad_stamp", f"bad stamp: {exc}")
             self.stats.count("dropped", self._inputs.drain_stale())
-        return reset, poses, state, item
+        return reset, poses, announced, item
 
     def _work(self) -> None:
         while self._running:
@@ -345,12 +355,13 @@ class TrackerNode(Node):
                     self._wake.wait(timeout=0.02)
                     if not self._running:
                         return
-                    reset, poses, state, item = self._take()
+                    reset, poses, announced, item = self._take()
                 with self._lock:
                     if reset:
                         self.frontend.reset()
                         self._after_reset("reset service")
-                    self._apply_mapper_messages(poses, state)
+                    self._apply_mapper_messages(poses, announced.get("mapper"))
+                    self._follow_retrieval(announced.get("retrieval"))
                 if item is not None:
                     self._process(*item)
                     release_free_heap()  # full-size images and their conversions: see utils/heap.py
@@ -387,7 +398,7 @@ class TrackerNode(Node):
             self._after_reset("mapper reset")
         elif step.action is LinkAction.DEFER:  # its keyframe subscription is not matched yet: retry later
             with self._wake:
-                self._mapper_state = self._mapper_state or state
+                self._announced.setdefault("mapper", state)
         elif step.action is LinkAction.RESEND:
             T_bc = self.frames.T_bc if self.frames is not None else T_LINK_OPTICAL
             for k in range(step.first, step.stop):
@@ -396,6 +407,27 @@ class TrackerNode(Node):
             self.get_logger().info(
                 f"mapper generation {state.generation}: re-sent keyframes {step.first}..{step.stop - 1}"
             )
+
+    def _follow_retrieval(self, state: MapperState | None) -> None:
+        """Send again the keyframe features the retrieval node's announcement says it lacks (it never resets
+        the session, so only ``RESEND`` comes from it)."""
+        fe = self.frontend
+        if state is None:
+            return
+        step = self.retrieval_link.on_state(state, fe.session, fe.num_keyframes)
+        if step.action is not LinkAction.RESEND:
+            return
+        sent = 0
+        for k in range(step.first, step.stop):
+            feats = fe.keyframe_features(k)
+            if feats is not None:
+                self.pub_feat.publish(features_to_array(fe.session, k, feats))
+                sent += 1
+        self.stats.count("features_resent", sent)
+        self.get_logger().info(
+            f"retrieval generation {state.generation}: re-sent the features of {sent} keyframes "
+            f"({step.first}..{step.stop - 1})"
+        )
 
     def _process(self, msg: Any, depth_msg: Any, info_msg: Any) -> None:
         stamp = msg.header.stamp
