@@ -376,6 +376,8 @@ def run_tracker(
     r["keyframes_reused"] = status.get("keyframes_reused")
     if pipeline:
         r["mapper_keyframes"] = mapper_status.get("keyframes")
+        r["mapper_queue_max"] = mapper_status.get("queue_max")
+        r["mapper_stage_ms"] = mapper_status.get("stage_ms")
     for name in nodes if t0 else ():
         if name not in memory:
             continue

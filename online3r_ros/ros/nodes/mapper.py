@@ -243,6 +243,7 @@ class MapperNode(Node):
             items = take_queued(self, 0.05)
             if items is None:
                 return
+            self.stats.values["queue_max"] = max(self.stats.values.get("queue_max", 0), len(items))
             with self._wake:
                 publish_map, self._publish_map_request = self._publish_map_request, False
             try:
@@ -398,11 +399,14 @@ class MapperNode(Node):
             with self._lock:
                 self._publish_full_map()
             self._last_map = now
+            self.stats.add_times({"publish_map": 1000 * (time.monotonic() - now)})
         period = self.p.path_period
         if period > 0 and self._path_dirty and now - self._last_path >= period:
+            t0 = time.monotonic()
             with self._lock:
                 self._publish_poses_and_paths()
             self._last_path = now
+            self.stats.add_times({"publish_paths": 1000 * (time.monotonic() - t0)})
 
     # ------------------------------------------------------------------------------------------ publishing
     def _stamp(self, t: float) -> Any:
