@@ -368,8 +368,16 @@ PROBES: dict[str, tuple] = {
     "tracking.icp_dist": (0.005, "pipeline", {}),
     "tracking.icp_sigma": (0.001, "pipeline", {}),
     "tracking.icp_photo_sigma": (0.2, "pipeline", {}),
-    "tracking.icp_degenerate_ratio": (0.0, "pipeline", {"tracking": {"icp_degenerate_ratio": 0.5}}),
-    "tracking.icp_degenerate_photo_sigma": (0.5, "pipeline", {"tracking": {"icp_degenerate_ratio": 0.5}}),
+    "tracking.icp_degenerate_ratio": (
+        0.0,
+        "pipeline",
+        {"tracking": {"icp_photo_sigma": 0.0, "icp_degenerate_ratio": 0.5}},
+    ),
+    "tracking.icp_degenerate_photo_sigma": (
+        0.5,
+        "pipeline",
+        {"tracking": {"icp_photo_sigma": 0.0, "icp_degenerate_ratio": 0.5}},
+    ),
     "tracking.icp_rel_error": (0.5, "pipeline", {}),
     "tracking.icp_delta_norm": (0.5, "pipeline", {}),
     "tracking.model_keyframes": (0, "pipeline", {}),

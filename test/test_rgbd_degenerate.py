@@ -1,7 +1,8 @@
 """RGB-D ICP on degenerate geometry: a camera sliding along a single flat textured wall (point-to-plane ICP
 cannot see the wall's in-plane translations nor the rotation about its normal). The default configuration
-detects the degenerate directions (``tracking.icp_degenerate_ratio``) and adds a photometric term on such
-frames; plain ICP (the ratio set to 0) stays where the motion model puts it while the camera slides 0.5 m.
+has a photometric term on every frame (``tracking.icp_photo_sigma``); without it, the detection mode finds
+the degenerate directions (``tracking.icp_degenerate_ratio``) and adds the term on such frames; plain ICP
+(neither) stays where the motion model puts it while the camera slides 0.5 m.
 """
 
 from __future__ import annotations
@@ -48,26 +49,32 @@ def test_wall_sequence_sees_only_the_wall():
     assert np.ptp(seq.poses[:, 0, 3]) == 0.0  # parallel to the wall (x = const)
 
 
-def test_flat_wall_default_config_does_not_slide(wall_frames):
-    traj, gt_t, gt_T, outs = _run(wall_frames)
+DETECTION = {"icp_photo_sigma": 0.0}  # the photometric term only where the geometry is degenerate
+
+
+@pytest.mark.parametrize("tracking", [None, DETECTION], ids=["default", "detection"])
+def test_flat_wall_does_not_slide(wall_frames, tracking):
+    traj, gt_t, gt_T, outs = _run(wall_frames, tracking)
     assert len(traj) == N_FRAMES
     assert all(o.state.value == "tracking" for o in outs)
-    # the degenerate directions of a plane: two in-plane translations and the rotation about its normal
-    assert all(o.match.get("degenerate_directions") == 3 for o in outs[1:])
+    if tracking is DETECTION:  # the degenerate directions of a plane: two in-plane translations and the
+        assert all(o.match.get("degenerate_directions") == 3 for o in outs[1:])  # rotation about its normal
     ate = compute_ate(traj.timestamps, traj.T_WC, gt_t, gt_T, alignment="se3").rmse
     assert ate <= ATE_BOUND_M, ate
 
 
-def test_flat_wall_with_depth_noise():
+@pytest.mark.parametrize("tracking", [None, DETECTION], ids=["default", "detection"])
+def test_flat_wall_with_depth_noise(tracking):
     frames = list(make_wall_sequence(N_FRAMES, depth_noise=DepthNoise(), noise_seed=1))
-    traj, gt_t, gt_T, outs = _run(frames)
-    assert all(o.match.get("degenerate_directions") == 3 for o in outs[1:])  # noise does not hide the wall
+    traj, gt_t, gt_T, outs = _run(frames, tracking)
+    if tracking is DETECTION:  # noise does not hide the wall
+        assert all(o.match.get("degenerate_directions") == 3 for o in outs[1:])
     ate = compute_ate(traj.timestamps, traj.T_WC, gt_t, gt_T, alignment="se3").rmse
     assert ate <= NOISY_ATE_BOUND_M, ate
 
 
 def test_plain_icp_slides_along_the_wall(wall_frames):
-    traj, _, gt_T, outs = _run(wall_frames, {"icp_degenerate_ratio": 0.0})
+    traj, _, gt_T, outs = _run(wall_frames, {**DETECTION, "icp_degenerate_ratio": 0.0})
     assert all(o.match.get("degenerate_directions") == 0 for o in outs[1:])
     est = traj.T_WC[:, :3, 3] - traj.T_WC[0, :3, 3]
     true = gt_T[:, :3, 3] - gt_T[0, :3, 3]

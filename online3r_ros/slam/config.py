@@ -175,10 +175,11 @@ class TrackingConfig(ResidualConfig):
         gt=0.0,
     )
     icp_photo_sigma: float = _opt(
-        0.0,
+        0.05,
         "(online3r_ros) RGB-D ICP: photometric residual scale, grey levels 0..1, of a photometric term on "
-        "every frame (0: none, the default; icp_degenerate_ratio then adds one on frames whose geometry "
-        "alone is degenerate)",
+        "every frame (geometry alone lets the pose slide where it barely constrains a direction, and the "
+        "map then breaks at the next revisit; 0: none, icp_degenerate_ratio then adds one only on frames "
+        "whose geometry alone is degenerate, faster)",
         ge=0.0,
     )
     icp_degenerate_ratio: float = _opt(

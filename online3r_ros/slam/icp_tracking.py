@@ -5,8 +5,8 @@ The model is the current keyframe's canonical (fused) pointmap plus its ``neighb
 their optimised poses, :func:`~online3r_ros.slam.neighbours.tracking_keyframe`), up to
 ``source.points_per_frame`` valid pixels with normals each. The frame's own pointmap is associated with the
 model by projection at every Gauss-Newton evaluation (``tracking.icp_dist`` gate); residuals are whitened by
-the model points' depth noise (``sqrt(C) / tracking.icp_sigma``), with an optional photometric term on
-every frame (``tracking.icp_photo_sigma``) or, by default, only on frames whose geometry leaves a pose
+the model points' depth noise (``sqrt(C) / tracking.icp_sigma``), with a photometric term on every frame
+(``tracking.icp_photo_sigma``, the default) or, with that 0, only on frames whose geometry leaves a pose
 direction nearly unconstrained (a flat wall, a corridor: ``tracking.icp_degenerate_ratio``). Overlap, match
 fractions and the keyframe decision count the keyframe's own points only.
 """
