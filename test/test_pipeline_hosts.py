@@ -19,7 +19,7 @@ from online3r_ros.slam.frontend import TrackerFrontend
 from online3r_ros.slam.motion import rigid_matrix
 from online3r_ros.slam.packets import MapperState
 from online3r_ros.slam.runner import build_source, build_system
-from online3r_ros.slam.session import GapRequests, LinkAction, MapperLink, first_missing
+from online3r_ros.slam.session import GapRequests, LinkAction, MapperLink, first_missing, next_generation
 from online3r_ros.synthetic import make_synthetic_sequence
 
 
@@ -165,6 +165,11 @@ def test_first_missing_counts_the_keyframes_held_without_a_gap() -> None:
     assert first_missing(set()) == 0 and first_missing({0, 1, 2}) == 3
     assert first_missing({1, 2}) == 0 and first_missing({0, 1, 3, 4}) == 2
     assert first_missing({0: "a", 2: "b"}.keys()) == 1
+
+
+def test_next_generation_always_grows() -> None:
+    now = next_generation()
+    assert next_generation(now) > now and next_generation(now + 10**15) == now + 10**15 + 1
 
 
 def test_a_retrieval_database_gets_the_features_it_lacks_from_the_frontend(cfg, frames) -> None:

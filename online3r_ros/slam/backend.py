@@ -61,7 +61,7 @@ from .map_export import MapPoints, keyframe_points
 from .map_files import MAP_FORMAT, MAP_VERSION, check_map, keep_other_session, read_map
 from .neighbours import proximity_candidates
 from .packets import KeyframePacket, MapperState, MapUpdate, ObservationPacket, PromptUpdate
-from .session import GapRequests
+from .session import GapRequests, next_generation
 
 if TYPE_CHECKING:
     from ..retrieval.place import PlaceCandidate
@@ -198,7 +198,7 @@ class MapperBackend:
     def reset(self) -> None:
         """Forget the map (keyframes, graph, frames, buffers) and start a new generation; the next packet's
         session is adopted."""
-        self.generation = max(time.time_ns(), self.generation + 1)
+        self.generation = next_generation(self.generation)
         self.session: int | None = None
         self.keyframes = make_keyframe_store(self.config, self.device)
         self.graph = make_graph(self.config)
@@ -211,7 +211,7 @@ class MapperBackend:
         self._pending_kf: dict[int, tuple[KeyframePacket, float]] = {}
         self._pending_obs: dict[int, list[ObservationPacket]] = {}
         self._pending_features: dict[int, LocalFeatures] = {}
-        self.gaps.update(False)
+        self.gaps.update(False)  # nothing is missing from an empty map: the wait starts over
         self.n_fused = 0
         self.n_ignored = 0
         self.stamps_ns: dict[float, int] = {}  # exact input stamps by timestamp (filled by a ROS host)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from .packets import MapperState
 
-__all__ = ["GapRequests", "LinkAction", "LinkStep", "MapperLink", "first_missing"]
+__all__ = ["GapRequests", "LinkAction", "LinkStep", "MapperLink", "first_missing", "next_generation"]
 
 
 class LinkAction(enum.Enum):
@@ -66,6 +66,12 @@ class MapperLink:
         if start < num_keyframes:
             return LinkStep(LinkAction.RESEND, start, num_keyframes)
         return LinkStep(LinkAction.NONE)
+
+
+def next_generation(previous: int = 0) -> int:
+    """A holder's new generation (``MapperState.generation``) after ``previous``: wall-clock nanoseconds, so
+    distinct across restarts, and always greater than ``previous``."""
+    return max(time.time_ns(), int(previous) + 1)
 
 
 class GapRequests:

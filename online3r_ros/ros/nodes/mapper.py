@@ -397,16 +397,17 @@ class MapperNode(Node):
         period = self.p.map_period
         if publish_map or (period > 0 and self._map_dirty and now - self._last_map >= period):
             with self._lock:
+                t0 = time.monotonic()
                 self._publish_full_map()
+                self.stats.add_times({"publish_map": 1000 * (time.monotonic() - t0)})
             self._last_map = now
-            self.stats.add_times({"publish_map": 1000 * (time.monotonic() - now)})
         period = self.p.path_period
         if period > 0 and self._path_dirty and now - self._last_path >= period:
-            t0 = time.monotonic()
             with self._lock:
+                t0 = time.monotonic()
                 self._publish_poses_and_paths()
+                self.stats.add_times({"publish_paths": 1000 * (time.monotonic() - t0)})
             self._last_path = now
-            self.stats.add_times({"publish_paths": 1000 * (time.monotonic() - t0)})
 
     # ------------------------------------------------------------------------------------------ publishing
     def _stamp(self, t: float) -> Any:

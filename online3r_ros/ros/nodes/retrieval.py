@@ -47,7 +47,7 @@ from online3r_ros.ros.nodes.params import RetrievalParams
 from online3r_ros.ros.nodes.retrieval_msgs import array_to_features, loops_to_array
 from online3r_ros.slam.packets import MapperState
 from online3r_ros.slam.places import make_place_recognizer
-from online3r_ros.slam.session import GapRequests, first_missing
+from online3r_ros.slam.session import GapRequests, first_missing, next_generation
 from online3r_ros.utils.atomic import save_atomic
 
 __all__ = ["RetrievalNode", "main", "DATABASE_FORMAT"]
@@ -65,7 +65,7 @@ class RetrievalNode(Node):
         assert places is not None
         self.places = places
         self.session: int | None = None
-        self.generation = time.time_ns()  # changes when the database is cleared (announced)
+        self.generation = next_generation()  # changes when the database is cleared (announced)
         self.gaps = GapRequests(self.p.gap_wait)
         self._other_session = False  # features of another session were ignored since the last request
         self.stats = NodeStats("retrieval", error_hold=5.0, input_timeout=3600.0)
@@ -154,7 +154,7 @@ class RetrievalNode(Node):
             self.places.reset()
             self.session = None
             self._unsaved = True
-            self.generation = max(time.time_ns(), self.generation + 1)
+            self.generation = next_generation(self.generation)
             self._announce()
         response.success, response.message = (
             True,

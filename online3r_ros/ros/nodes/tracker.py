@@ -411,9 +411,9 @@ class TrackerNode(Node):
     def _follow_retrieval(self, state: MapperState | None) -> None:
         """Send again the keyframe features the retrieval node's announcement says it lacks (it never resets
         the session, so only ``RESEND`` comes from it)."""
-        fe = self.frontend
         if state is None:
             return
+        fe = self.frontend
         step = self.retrieval_link.on_state(state, fe.session, fe.num_keyframes)
         if step.action is not LinkAction.RESEND:
             return
