@@ -90,6 +90,19 @@ def test_the_counter_sees_syncs():
         x.clone()[torch.arange(3)] = torch.as_tensor(x[3:])
         on_device(_CONSTANT, x.device, x.dtype)
     assert counts.total() == 0, counts
+    with count_host_syncs() as counts:
+        x[x > 2] = 0.0
+    assert counts["bool-mask index"] == 1, counts
+
+
+def test_the_counter_leaves_torch_as_it_was():
+    """Patching Tensor.__getitem__ and removing it again once left 0-d tensors looking like sequences to
+    torch.tensor (order-dependent failures in later tests)."""
+    with count_host_syncs():
+        torch.zeros(3)[torch.ones(3, dtype=torch.bool)]
+    k = torch.tensor([[2.0]])
+    assert torch.tensor([k[0, 0], 1.0]).tolist() == [2.0, 1.0]
+    assert "__getitem__" not in vars(torch.Tensor)
 
 
 def test_projective_matching_does_not_sync_per_iteration():

@@ -102,8 +102,10 @@ def count_host_syncs(cuda: bool = True) -> Iterator[SyncCounter]:
 
     for m in _TENSOR_METHODS:
         patch(torch.Tensor, m, f"Tensor.{m}")
-    patch(torch.Tensor, "__getitem__", "bool-mask index", lambda self, index: _has_bool_mask(index))
-    patch(torch.Tensor, "__setitem__", "bool-mask index", lambda self, index, value: _has_bool_mask(index))
+    # indexing is watched by a torch-function mode, not patched: assigning Tensor.__getitem__ and deleting it
+    # again leaves CPython's sequence slot set, after which torch.tensor([t0d, 1.0]) calls len() on a 0-d
+    # tensor and fails (for the rest of the process)
+    index_mode = _BoolMaskIndexMode(counts, depth)
     for f in _TORCH_FUNCTIONS:
         patch(torch, f, f"torch.{f}")
     patch(torch, "where", "torch.where(cond)", lambda *a, **k: len(a) + len(k) == 1)
@@ -129,6 +131,7 @@ def count_host_syncs(cuda: bool = True) -> Iterator[SyncCounter]:
     caught: list[warnings.WarningMessage] = []
     with ExitStack() as stack:
         stack.callback(_restore, patched)
+        stack.enter_context(index_mode)
         if use_cuda:
             caught = stack.enter_context(warnings.catch_warnings(record=True))
             warnings.simplefilter("always")
@@ -155,6 +158,22 @@ def on_device(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | 
         with torch.inference_mode(False):  # an ordinary tensor, usable with autograd later
             hit = _ON_DEVICE[key] = t.to(device, dtype)
     return hit
+
+
+class _BoolMaskIndexMode(torch.overrides.TorchFunctionMode):
+    """Counts ``Tensor.__getitem__``/``__setitem__`` with a boolean mask made outside other counted calls."""
+
+    _INDEXING = (torch.Tensor.__getitem__, torch.Tensor.__setitem__)
+
+    def __init__(self, counts: SyncCounter, depth: threading.local) -> None:
+        super().__init__()
+        self.counts, self.depth = counts, depth
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self._INDEXING and getattr(self.depth, "n", 0) == 0 and _has_bool_mask(args[1]):
+            self.counts["bool-mask index"] += 1
+        return func(*args, **kwargs)
 
 
 def _restore(patched: list[tuple[Any, str, Any, bool]]) -> None:
