@@ -7,6 +7,8 @@ residual is the point-to-plane distance ``n_k · (X_k - T_CkCf · X_f[p])`` in k
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -23,9 +25,13 @@ __all__ = [
     "pointmap_normals",
     "smoothed_normals",
     "point_to_plane_information",
+    "ModelView",
+    "view_model",
+    "associate",
     "projective_association",
     "point_to_plane_residuals",
     "grey_and_gradients",
+    "photometric",
     "photometric_residuals",
 ]
 
@@ -93,23 +99,49 @@ def smoothed_normals(
     return n, ok
 
 
+class ModelView(NamedTuple):
+    """Keyframe points seen from the frame under ``T_CkCf`` (:func:`view_model`): ``Q [N, 3]`` =
+    ``T_CkCf^-1 · X_k`` in the frame's camera, their pixels ``uv [N, 2]``, ``in_front [N]`` (``z > 0``) and
+    ``A [3, 3]``, the linear part ``s·R`` of ``T_CkCf^-1``. Computed once per pose, shared by
+    :func:`associate` and :func:`photometric`."""
+
+    Q: Tensor
+    uv: Tensor
+    in_front: Tensor
+    A: Tensor
+
+
+def view_model(T_CkCf: Tensor, X_k: Tensor, K: Tensor) -> ModelView:
+    """Keyframe points ``X_k [N, 3]`` (keyframe frame) moved into the frame by ``T_CkCf^-1`` (Sim(3)
+    ``[8]``) and projected with the frame's ``K [3, 3]``."""
+    Ti = sim3_inverse(T_CkCf)
+    A = quat_to_matrix(Ti[3:7]) * Ti[7]
+    Q = X_k @ A.T + Ti[:3]
+    uv, in_front = project(Q, K)
+    return ModelView(Q, uv, in_front, A)
+
+
+def associate(view: ModelView, X_f: Tensor, valid_f: Tensor, dist_thresh: float) -> tuple[Tensor, Tensor]:
+    """For the viewed keyframe points the frame pixel nearest their projection (linear index ``[N]``) and
+    validity ``[N]`` (inside the image, frame depth valid (``valid_f [H, W]``), 3D distance between the
+    frame's point ``X_f [H, W, 3]`` there and the moved keyframe point below ``dist_thresh``, m)."""
+    H, W = X_f.shape[:2]
+    u = torch.round(view.uv[..., 0])
+    v = torch.round(view.uv[..., 1])
+    ok = view.in_front & (u >= 0) & (u <= W - 1) & (v >= 0) & (v <= H - 1)
+    lin = (u.clamp(0, W - 1) + W * v.clamp(0, H - 1)).long()
+    ok = ok & valid_f.reshape(-1).index_select(0, lin)  # index_select: ~3x faster than [lin] on the CPU
+    Xf = X_f.reshape(-1, 3).index_select(0, lin)
+    ok = ok & ((Xf - view.Q).norm(dim=-1) < dist_thresh)
+    return lin, ok
+
+
 def projective_association(
     T_CkCf: Tensor, X_k: Tensor, X_f: Tensor, valid_f: Tensor, K: Tensor, dist_thresh: float
 ) -> tuple[Tensor, Tensor]:
     """For keyframe points ``X_k[N, 3]`` (keyframe frame) the frame pixel they project to (linear index
-    ``[N]``) under ``T_CkCf`` and validity ``[N]`` (inside the image, frame depth valid, 3D distance between
-    the frame's point moved to the keyframe and ``X_k`` below ``dist_thresh``)."""
-    H, W = X_f.shape[:2]
-    P = sim3_act(sim3_inverse(T_CkCf), X_k)
-    uv, ok = project(P, K)
-    u = torch.round(uv[..., 0])
-    v = torch.round(uv[..., 1])
-    ok = ok & (u >= 0) & (u <= W - 1) & (v >= 0) & (v <= H - 1)
-    lin = (u.clamp(0, W - 1) + W * v.clamp(0, H - 1)).long()
-    ok = ok & valid_f.reshape(-1)[lin]
-    Xf = X_f.reshape(-1, 3)[lin]
-    ok = ok & ((Xf - P).norm(dim=-1) < dist_thresh)
-    return lin, ok
+    ``[N]``) under ``T_CkCf`` and validity ``[N]`` (:func:`associate` of :func:`view_model`)."""
+    return associate(view_model(T_CkCf, X_k, K), X_f, valid_f, dist_thresh)
 
 
 def point_to_plane_residuals(T_CkCf: Tensor, X_f: Tensor, X_k: Tensor, n_k: Tensor) -> tuple[Tensor, Tensor]:
@@ -169,41 +201,49 @@ def grey_and_gradients(image: Tensor) -> Tensor:
     return torch.stack([g, gu, gv], dim=-1)
 
 
-def photometric_residuals(
-    T_CkCf: Tensor, X_k: Tensor, I_k: Tensor, grey_f: Tensor, K: Tensor
+def photometric(
+    view: ModelView, X_k: Tensor, I_k: Tensor, grey_f: Tensor, K: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``r = I_k - I_f(pi(T^-1 X_k))`` ``[N, 1]`` (bilinear), ``J = dr/dxi`` ``[N, 1, 7]`` for the left
-    perturbation of ``T_CkCf``, and validity ``[N]`` (projection at least one pixel inside the image).
-
-    ``grey_f[H, W, 3]`` = frame grey level and its u/v gradients (:func:`grey_and_gradients`).
-    """
+    """``r = I_k - I_f(uv)`` ``[N, 1]`` of the viewed keyframe points ``X_k [N, 3]`` with grey levels
+    ``I_k [N]`` (the frame's grey level bilinear at their pixels: one gather of the four neighbours), its
+    Jacobian ``[N, 1, 7]`` for the left perturbation of ``T_CkCf``, and validity ``[N]`` (projection at least
+    one pixel inside the image). ``grey_f [H, W, 3]``: the frame's grey level and its u/v gradients
+    (:func:`grey_and_gradients`)."""
     H, W = grey_f.shape[:2]
-    Ti = sim3_inverse(T_CkCf)
-    Q = sim3_act(Ti, X_k)
-    uv, ok = project(Q, K)
-    u, v = uv[..., 0], uv[..., 1]
-    ok = ok & (u >= 1) & (u <= W - 2) & (v >= 1) & (v <= H - 2)
+    u, v = view.uv[..., 0], view.uv[..., 1]
+    ok = view.in_front & (u >= 1) & (u <= W - 2) & (v >= 1) & (v <= H - 2)
     uc = u.clamp(0, W - 1.001)
     vc = v.clamp(0, H - 1.001)
     u0, v0 = uc.floor(), vc.floor()
-    a, b = (uc - u0).unsqueeze(-1), (vc - v0).unsqueeze(-1)
-    i00 = (u0 + W * v0).long()
-    flat = grey_f.reshape(-1, 3)
-    s = (
-        flat[i00] * (1 - a) * (1 - b)
-        + flat[i00 + 1] * a * (1 - b)
-        + flat[i00 + W] * (1 - a) * b
-        + flat[i00 + W + 1] * a * b
-    )
+    a, b = uc - u0, vc - v0
+    dev = grey_f.device
+    corners = (torch.arange(2, device=dev) + W * torch.arange(2, device=dev)[:, None]).reshape(
+        4, 1
+    )  # 0 1 W W+1
+    # corner-major [4, N]: one gather, then a sum over the leading dimension (contiguous slabs)
+    idx = (corners + (u0 + W * v0).long()).reshape(-1)
+    w = torch.stack([(1 - a) * (1 - b), a * (1 - b), (1 - a) * b, a * b]).unsqueeze(-1)
+    s = (grey_f.reshape(-1, 3).index_select(0, idx).reshape(4, -1, 3) * w).sum(0)
     r = I_k.unsqueeze(-1) - s[:, :1]
+    Q = view.Q
     fx, fy = K[0, 0].to(Q.dtype), K[1, 1].to(Q.dtype)
     z = Q[:, 2].clamp_min(1e-6)
     gu, gv = s[:, 1], s[:, 2]
     # dI/dQ = grad · dpi/dQ
     dIdQ = torch.stack([gu * fx / z, gv * fy / z, -(gu * fx * Q[:, 0] + gv * fy * Q[:, 1]) / (z * z)], dim=-1)
-    R = quat_to_matrix(Ti[3:7]) * Ti[7]
     # dQ/dxi = -A G(X_k) with A the linear part of T^-1; dr/dxi = -dI/dQ · dQ/dxi
-    a = dIdQ @ R  # [N, 3]
-    # a^T [I | -[X]x | X] = [a, X x a, a.X]
-    J = torch.cat([a, torch.linalg.cross(X_k, a, dim=-1), (a * X_k).sum(-1, keepdim=True)], dim=-1)
+    g = dIdQ @ view.A  # [N, 3]
+    # g^T [I | -[X]x | X] = [g, X x g, g.X]
+    J = torch.cat([g, torch.linalg.cross(X_k, g, dim=-1), (g * X_k).sum(-1, keepdim=True)], dim=-1)
     return r, J.unsqueeze(-2), ok
+
+
+def photometric_residuals(
+    T_CkCf: Tensor, X_k: Tensor, I_k: Tensor, grey_f: Tensor, K: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``r = I_k - I_f(pi(T^-1 X_k))`` ``[N, 1]`` (bilinear), ``J = dr/dxi`` ``[N, 1, 7]`` for the left
+    perturbation of ``T_CkCf``, and validity ``[N]`` (:func:`photometric` of :func:`view_model`).
+
+    ``grey_f[H, W, 3]`` = frame grey level and its u/v gradients (:func:`grey_and_gradients`).
+    """
+    return photometric(view_model(T_CkCf, X_k, K), X_k, I_k, grey_f, K)

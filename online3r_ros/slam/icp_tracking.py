@@ -18,12 +18,14 @@ from dataclasses import dataclass
 import torch
 
 from online3r_ros.geometry.icp import (
+    associate,
     grey_and_gradients,
-    photometric_residuals,
+    photometric,
     point_to_plane_information,
     point_to_plane_residuals,
     pointmap_normals,
     projective_association,
+    view_model,
 )
 from online3r_ros.geometry.lie import quat_to_matrix, sim3_act, sim3_compose, sim3_inverse
 from online3r_ros.slam.config import TrackingConfig
@@ -130,13 +132,15 @@ class IcpTracker:
         K, X_ff = frame.K, frame.cache["X"]
         valid_f = frame.cache["C"] > 0
         sqrt_w = (model.C.clamp_min(0).sqrt() / tc.icp_sigma).unsqueeze(-1)
+        grey_f = frame_grey(frame) if model.grey is not None else None
 
         def residual_fn(T: Tensor, photo: bool):
-            lin, ok = projective_association(T, model.X, X_ff, valid_f, K, tc.icp_dist)
-            r, J = point_to_plane_residuals(T, X_ff.reshape(-1, 3)[lin], model.X, model.n)
+            view = view_model(T, model.X, K)  # shared by the two terms
+            lin, ok = associate(view, X_ff, valid_f, tc.icp_dist)
+            r, J = point_to_plane_residuals(T, X_ff.reshape(-1, 3).index_select(0, lin), model.X, model.n)
             if not photo:
                 return r, J, ok
-            r2, J2, ok2 = photometric_residuals(T, model.X, model.grey, frame_grey(frame), K)
+            r2, J2, ok2 = photometric(view, model.X, model.grey, grey_f, K)
             valid = torch.stack([ok, ok & ok2], dim=-1)
             return torch.cat([r, r2], dim=-1), torch.cat([J, J2], dim=-2), valid
 
