@@ -47,6 +47,7 @@ __all__ = [
     "pose_to_matrix",
     "pose_to_tq",
     "quat_to_matrix",
+    "require_unit_scale",
     "rigid_matrix",
     "slam_points_to_map",
     "slam_pose_to_map",
@@ -253,11 +254,11 @@ def rigid_matrix(pose: Any, field: str = "pose") -> np.ndarray:
     """4x4 rigid matrix of pose-like input; raises :class:`ScaleError` if it carries a scale != 1."""
     T = as_matrix(pose, field)
     t, q, s = matrix_to_tqs(T, field)
-    _require_unit_scale(np.array([s]))
+    require_unit_scale(np.array([s]))
     return tqs_to_matrix(t, q)
 
 
-def _require_unit_scale(scale: np.ndarray) -> None:
+def require_unit_scale(scale: np.ndarray) -> None:
     """:class:`ScaleError` naming the worst of the scales ``[N]`` when one is not 1 (within tolerance)."""
     if len(scale) and np.abs(scale - 1.0).max() > _SCALE_TOLERANCE:
         worst = float(scale[int(np.abs(scale - 1.0).argmax())])
@@ -337,7 +338,7 @@ def matrices_to_poses(poses: Any) -> list:
     from geometry_msgs.msg import Point, Pose, Quaternion
 
     t, q, scale = matrices_to_tqs(_as_numpy(poses).reshape(-1, 4, 4))
-    _require_unit_scale(scale)
+    require_unit_scale(scale)
     return [
         Pose(position=Point(x=x, y=y, z=z), orientation=Quaternion(x=qx, y=qy, z=qz, w=qw))
         for (x, y, z), (qx, qy, qz, qw) in zip(t.tolist(), q.tolist(), strict=True)
