@@ -216,10 +216,8 @@ def photometric(
     vc = v.clamp(0, H - 1.001)
     u0, v0 = uc.floor(), vc.floor()
     a, b = uc - u0, vc - v0
-    dev = grey_f.device
-    corners = (torch.arange(2, device=dev) + W * torch.arange(2, device=dev)[:, None]).reshape(
-        4, 1
-    )  # 0 1 W W+1
+    step = torch.arange(2, device=grey_f.device)
+    corners = (step + W * step[:, None]).reshape(4, 1)  # offsets 0, 1, W, W + 1
     # corner-major [4, N]: one gather, then a sum over the leading dimension (contiguous slabs)
     idx = (corners + (u0 + W * v0).long()).reshape(-1)
     w = torch.stack([(1 - a) * (1 - b), a * (1 - b), (1 - a) * b, a * b]).unsqueeze(-1)
