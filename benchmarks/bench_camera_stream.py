@@ -412,7 +412,14 @@ def _tracker_line(r: dict[str, Any]) -> str:
     )
     line += f", keyframes {r.get('keyframes')} ({r.get('keyframes_reused')} reuses)"
     if r.get("mapper_keyframes") is not None:
-        line += f", mapper keyframes {r['mapper_keyframes']}"
+        line += f", mapper keyframes {r['mapper_keyframes']} (queue max {r.get('mapper_queue_max')}"
+        for stage, t in sorted((r.get("mapper_stage_ms") or {}).items()):
+            if stage.startswith("publish"):
+                line += f", {stage} {t['mean_ms']:.1f} / {t['max_ms']:.1f} ms mean / max"
+        line += ")"
+    if r.get("tracker_latency_ms"):
+        lat = r["tracker_latency_ms"]
+        line += f", tracker-side latency {lat['mean']:.0f} ms mean, {lat['max']:.0f} max (recent frames)"
     for name in r.get("nodes", ["tracker"]):
         prefix = "rss" if name == "tracker" else f"{name}_rss"
         if f"{prefix}_start_mib" in r:
