@@ -69,8 +69,10 @@ def path_cdr(frame_id: str, stamp_ns: int, stamps_ns: np.ndarray, poses: np.ndar
     if len(stamps) != len(poses):
         raise ValueError(f"{len(stamps)} stamps for {len(poses)} poses")
     all_ns = np.append(stamps, np.int64(stamp_ns))
-    if (all_ns < 0).any() or (all_ns > MAX_STAMP_NS).any():
-        raise StampError("path stamp outside builtin_interfaces/Time's range", nanoseconds=int(all_ns.min()))
+    bad = (all_ns < 0) | (all_ns > MAX_STAMP_NS)
+    if bad.any():
+        worst = int(all_ns[bad.argmax()])
+        raise StampError("path stamp outside builtin_interfaces/Time's range", nanoseconds=worst)
     t, q, scale = matrices_to_tqs(poses)
     require_unit_scale(scale)
     name = frame_id.encode() + b"\x00"

@@ -411,24 +411,23 @@ class MapperNode(Node):
             self._last_path = now
 
     # ------------------------------------------------------------------------------------------ publishing
+    def _stamp_ns(self, t: float) -> int:
+        """Integer-nanosecond stamp of the frame at ``t`` (s): the input's own where known."""
+        known = self.backend.stamps_ns.get(t)
+        return known if known is not None else sec_to_ns(max(t, 0.0))
+
     def _stamp(self, t: float) -> Any:
-        return ns_to_stamp(self.backend.stamps_ns.get(t, sec_to_ns(max(t, 0.0))))
+        return ns_to_stamp(self._stamp_ns(t))
 
     def _last_stamp(self) -> Any:
         kf_stamps = self.backend.kf_stamps
         return self._stamp(kf_stamps[-1]) if kf_stamps else self.get_clock().now().to_msg()
 
-    def _stamps_ns(self, ts: np.ndarray) -> np.ndarray:
-        """Integer-nanosecond stamps ``[N]`` of frames at ``ts [N]`` (s): the input's own where known."""
-        known = self.backend.stamps_ns
-        ts = np.asarray(ts, np.float64).tolist()
-        return np.array([known[t] if t in known else sec_to_ns(max(t, 0.0)) for t in ts], dtype=np.int64)
-
     def _path(self, ts: np.ndarray, poses: np.ndarray) -> bytes:
         """The serialised ``nav_msgs/Path`` of camera poses ``[N, 4, 4]`` at ``ts [N]`` in the map frame
         (numpy-built: :func:`~online3r_ros.ros.path_cdr.path_cdr`; a 9,000-frame path as message objects took
         ~170 ms under the lock)."""
-        stamps = self._stamps_ns(ts)
+        stamps = np.array([self._stamp_ns(t) for t in np.asarray(ts, np.float64).tolist()], dtype=np.int64)
         stamp = int(stamps[-1]) if len(stamps) else self.get_clock().now().nanoseconds
         return path_cdr(self.p.map_frame, stamp, stamps, poses)
 
