@@ -11,6 +11,7 @@ runs on the device of the features.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +21,14 @@ from online3r_ros.retrieval.features import LocalFeatures
 
 Tensor = torch.Tensor
 
-__all__ = ["RelPose", "RelPoseConfig", "estimate_relative_pose", "match_features", "pose_support"]
+__all__ = [
+    "RelPose",
+    "RelPoseConfig",
+    "estimate_relative_pose",
+    "fit_relative_pose",
+    "match_features",
+    "pose_support",
+]
 
 
 def match_features(a: LocalFeatures, b: LocalFeatures, ratio: float = 0.8) -> tuple[Tensor, Tensor, Tensor]:
@@ -171,14 +179,46 @@ def estimate_relative_pose(
     if query.kind != ref.kind:
         raise ValueError(f"cannot match {query.kind!r} features against {ref.kind!r} features")
     ia, ib, _ = match_features(query, ref, cfg.ratio)
-    out = RelPose(None, False, "", n_matches=int(ia.numel()), ia=ia, ib=ib)
-    out.inlier_mask = torch.zeros_like(ia, dtype=torch.bool)
     if query.points is None or ref.points is None:
-        out.reason = "no depth (points is None)"
+        out = RelPose(None, False, "no depth (points is None)", n_matches=int(ia.numel()), ia=ia, ib=ib)
+        out.inlier_mask = torch.zeros_like(ia, dtype=torch.bool)
         return out
     dev = query.desc.device
-    P_all = query.points.to(dev, torch.float64)[ia]
-    Q_all = ref.points.to(dev, torch.float64)[ib]
+    spread = [
+        (f.xy.to(dev, torch.float64)[ii], min(f.image_size))
+        for f, ii in ((query, ia), (ref, ib))
+        if f.xy is not None and min(f.image_size) > 0
+    ]
+    out = fit_relative_pose(query.points.to(dev)[ia], ref.points.to(dev)[ib], cfg, spread)
+    out.ia, out.ib = ia, ib
+    return out
+
+
+def fit_relative_pose(
+    P_all: Tensor, Q_all: Tensor, cfg: RelPoseConfig | None = None, spread: Sequence[tuple[Tensor, int]] = ()
+) -> RelPose:
+    """``T_ref_query`` from ``M`` 3D correspondences: RANSAC (all hypotheses at once), refit, verification.
+
+    Args:
+        P_all: ``[M, 3]`` points in the query camera (m; NaN or ``z <= 0``: no depth, ignored).
+        Q_all: ``[M, 3]`` the same points in the ref camera.
+        spread: for the image-coverage check, per image the correspondences' pixels ``[M, 2]`` and the
+            image's shorter side (px); empty: no such check.
+
+    Returns a :class:`RelPose` whose ``inlier_mask [M]`` is over the correspondences (``ia``/``ib`` unset).
+    Never raises on degenerate data.
+
+    >>> P = torch.rand(200, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 1.0
+    >>> rp = fit_relative_pose(P, P + torch.tensor([0.1, 0.0, 0.0], dtype=torch.float64))
+    >>> rp.ok, [round(v, 6) for v in rp.T_ref_query[:3].tolist()]
+    (True, [0.1, 0.0, 0.0])
+    """
+    cfg = cfg or RelPoseConfig()
+    dev = P_all.device
+    out = RelPose(None, False, "", n_matches=int(P_all.shape[0]))
+    out.inlier_mask = torch.zeros(P_all.shape[0], dtype=torch.bool, device=dev)
+    P_all = P_all.to(torch.float64)
+    Q_all = Q_all.to(dev, torch.float64)
     valid = torch.isfinite(P_all).all(-1) & torch.isfinite(Q_all).all(-1)
     valid &= (Q_all[:, 2] > 0) & (P_all[:, 2] > 0)
     vidx = valid.nonzero().squeeze(1)
@@ -236,13 +276,11 @@ def estimate_relative_pose(
         out.reason = f"inlier RMSE {out.rmse_m:.3f} m > {cfg.max_rmse_m} m"
     elif not (std_m <= cfg.max_pose_std_m and std_deg <= cfg.max_pose_std_deg):
         out.reason = f"pose poorly constrained by the inliers (std {std_m:.3f} m, {std_deg:.2f} deg)"
-    elif (spread := _minor_std(Q[inl], 1)) < cfg.min_spread_m:
-        out.reason = f"inliers near-collinear in 3D (second std {spread:.3f} m < {cfg.min_spread_m} m)"
+    elif (spread_m := _minor_std(Q[inl], 1)) < cfg.min_spread_m:
+        out.reason = f"inliers near-collinear in 3D (second std {spread_m:.3f} m < {cfg.min_spread_m} m)"
     else:
-        for f, ii in ((query, ia), (ref, ib)):
-            if f.xy is None or min(f.image_size) <= 0:
-                continue
-            sp = _minor_std(f.xy.to(dev, torch.float64)[ii][vidx[inl]], 1) / min(f.image_size)
+        for xy, side in spread:
+            sp = _minor_std(xy.to(dev, torch.float64)[vidx[inl]], 1) / side
             if sp < cfg.min_image_spread:
                 out.reason = f"inliers cover too small an image region ({sp:.3f} < {cfg.min_image_spread})"
                 return out

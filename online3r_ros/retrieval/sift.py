@@ -13,7 +13,7 @@ import torch
 
 from .features import LocalFeatures
 
-__all__ = ["SiftExtractor", "root_sift", "backproject_keypoints"]
+__all__ = ["SiftExtractor", "backproject_keypoints", "grey_image", "root_sift"]
 
 KIND = "sift"
 
@@ -49,6 +49,36 @@ def backproject_keypoints(xy: np.ndarray, depth: np.ndarray, K: np.ndarray) -> n
     return np.stack([x, y, z], axis=1).astype(np.float32)
 
 
+def grey_image(rgb: np.ndarray, max_side: int = 0) -> tuple[np.ndarray, float]:
+    """``rgb [H, W, 3]`` (uint8, or float in [0, 1] / [0, 255]; ``[H, W]`` grey too) as a contiguous uint8
+    grey image shrunk (area interpolation) so that its long side is at most ``max_side`` (0: never), and
+    ``scale`` = input pixels per output pixel.
+
+    >>> g, scale = grey_image(np.zeros((480, 640, 3), np.uint8), 320)
+    >>> g.shape, g.dtype, scale
+    ((240, 320), dtype('uint8'), 2.0)
+    """
+    img = np.asarray(rgb)
+    if img.ndim == 3 and img.shape[2] in (3, 4):
+        img = img[..., :3]
+    elif img.ndim != 2:
+        raise ValueError(f"rgb must be [H, W, 3] (or [H, W]), got shape {img.shape}")
+    if img.dtype != np.uint8:
+        f = img.astype(np.float32)
+        if f.size and np.nanmax(f) <= 1.0:  # float images in [0, 1]
+            f = f * 255.0
+        img = np.clip(np.nan_to_num(f), 0, 255).astype(np.uint8)
+    grey = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
+    h, w = grey.shape
+    scale = 1.0
+    if max_side and max(h, w) > max_side:
+        scale = max(h, w) / max_side
+        size = (max(1, round(w / scale)), max(1, round(h / scale)))
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        scale = (w / size[0] + h / size[1]) / 2
+    return np.ascontiguousarray(grey), scale
+
+
 class SiftExtractor:
     """SIFT keypoints + (Root)SIFT descriptors of one image, as :class:`LocalFeatures` (``kind="sift"``).
 
@@ -75,28 +105,6 @@ class SiftExtractor:
         self.root_sift = bool(root_sift)
         self._sift = cv2.SIFT_create(nfeatures=self.max_features, contrastThreshold=float(contrast_threshold))
 
-    def _grey(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
-        """uint8 grey image at the working size and ``scale`` = input pixels per working pixel."""
-        img = np.asarray(rgb)
-        if img.ndim == 3 and img.shape[2] in (3, 4):
-            img = img[..., :3]
-        elif img.ndim != 2:
-            raise ValueError(f"rgb must be [H, W, 3] (or [H, W]), got shape {img.shape}")
-        if img.dtype != np.uint8:
-            f = img.astype(np.float32)
-            if f.size and np.nanmax(f) <= 1.0:  # float images in [0, 1]
-                f = f * 255.0
-            img = np.clip(np.nan_to_num(f), 0, 255).astype(np.uint8)
-        grey = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
-        h, w = grey.shape
-        scale = 1.0
-        if self.max_side and max(h, w) > self.max_side:
-            scale = max(h, w) / self.max_side
-            size = (max(1, round(w / scale)), max(1, round(h / scale)))
-            grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
-            scale = (w / size[0] + h / size[1]) / 2
-        return np.ascontiguousarray(grey), scale
-
     def extract(
         self, rgb: np.ndarray, depth: np.ndarray | None = None, K: np.ndarray | None = None
     ) -> LocalFeatures:
@@ -106,7 +114,7 @@ class SiftExtractor:
         input-image pixels (x right, y down, pixel centres at integers). ``N`` may be 0 (flat image).
         """
         h, w = np.asarray(rgb).shape[:2]
-        grey, scale = self._grey(rgb)
+        grey, scale = grey_image(rgb, self.max_side)
         kps, desc = self._sift.detectAndCompute(grey, None)
         n = len(kps)
         if n == 0 or desc is None:
