@@ -300,6 +300,15 @@ def probe_loop_hook(cfg) -> str:
     return type(system.backend.hooks.loop_candidates).__name__
 
 
+def probe_flow(cfg) -> str:
+    """Six synthetic frames at 160x120 through the whole system: poses and the flow prior's use."""
+    system = build_system(cfg)
+    for f in make_synthetic_sequence(n_frames=160, width=160, height=120, seed=0, max_frames=6):
+        system.process(f)
+    flow = system.frontend.flow
+    return _digest(system.trajectory().poses, None if flow is None else (flow.n_used, flow.n_rejected))
+
+
 def probe_place_tracking(cfg) -> str:
     """The guard on a wrong pose and relocalisation, with a tracker that always fails (its calls counted)."""
     from online3r_ros.geometry.lie import sim3_identity
@@ -380,6 +389,10 @@ PROBES: dict[str, tuple] = {
     ),
     "tracking.icp_rel_error": (0.5, "pipeline", {}),
     "tracking.icp_delta_norm": (0.5, "pipeline", {}),
+    "tracking.flow_prior": (False, "flow", {}),
+    "tracking.flow_max_side": (64, "flow", {}),
+    "tracking.flow_points": (100, "flow", {}),
+    "tracking.keyframe_max_dist": (0.01, "pipeline", {}),
     "tracking.model_keyframes": (0, "pipeline", {}),
     "tracking.model_max_dist": (0.01, "pipeline", {"tracking": {"model_keyframes": 6}}),
     "tracking.model_max_angle": (0.1, "pipeline", {"tracking": {"model_keyframes": 6}}),

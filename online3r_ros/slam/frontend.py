@@ -44,6 +44,7 @@ from ..retrieval.features import LocalFeatures
 from ..sources.base import PointmapSource, SourceFrame
 from .components import apply_determinism, make_frame_tracker, make_keyframe_store, resolve_pose_group
 from .config import SlamConfig
+from .flow_prior import FlowImage, FlowPrior
 from .frame_store import FrameStore, frames_from_map
 from .motion import MotionModel, Odometry
 from .neighbours import nearby_keyframes, tracking_keyframe
@@ -149,6 +150,9 @@ class TrackerFrontend:
         self.pose_group = resolve_pose_group(config, source)
         describe, places = make_describer(config, source), make_place_recognizer(config)
         self.place = None if describe is None or places is None else PlaceTracking(config, describe, places)
+        tc = config.tracking
+        flow = tc.flow_prior and source.metric
+        self.flow = FlowPrior(tc.flow_max_side, tc.flow_points, source.metres) if flow else None
         self._offered_prompts: PromptUpdate | None = None
         self.reset(session)
 
@@ -172,6 +176,8 @@ class TrackerFrontend:
         self.n_reused = 0  # frames that reused a nearby keyframe where a new one was due
         if self.place is not None:
             self.place.reset()
+        if self.flow is not None:
+            self.flow.reset()
 
     # ------------------------------------------------------------------------------------------- queries
     @property
@@ -244,6 +250,7 @@ class TrackerFrontend:
             "active_kf": self.active_kf,
             "motion": self.motion.state_dict(),
             "odometry": self.odometry.state_dict(),
+            "flow": None if self.flow is None else self.flow.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -264,6 +271,8 @@ class TrackerFrontend:
         self.active_kf = int(state.get("active_kf", len(self.kf_obs) - 1))
         self.motion.load_state_dict(state["motion"])
         self.odometry.load_state_dict(state["odometry"])
+        if self.flow is not None:
+            self.flow.load_state_dict(state.get("flow"))
 
     # ------------------------------------------------------------------------------------------ prompts
     @property
@@ -414,6 +423,7 @@ class TrackerFrontend:
         pkt = self._new_keyframe(inp, pm.X, pm.C, T_WC, anchor=-1)
         self.frames.append(sf.timestamp, pkt.kf_id, T_WC.clone(), is_keyframe=True)
         self.motion.observe(sf.index, sf.timestamp, self.frame_world_pose)
+        self._remember(inp)
         self.state = SlamState.TRACKING
         self.active_kf = pkt.kf_id
         watch.lap("keyframe")
@@ -445,7 +455,12 @@ class TrackerFrontend:
         """Track against the active keyframe (the newest, or the one relocalisation found)."""
         sf = inp.sf
         kf_id = self.active_kf
-        res = self._guarded(inp, kf_id, self.motion.guess(sf.timestamp, self.frame_world_pose))
+        guess = self._flow_guess(inp)
+        if self.flow is not None:
+            watch.lap("flow")
+        if guess is None:
+            guess = self.motion.guess(sf.timestamp, self.frame_world_pose)
+        res = self._guarded(inp, kf_id, guess)
         watch.lap("track")
         if res.lost:
             self.lost_streak = 1
@@ -457,6 +472,28 @@ class TrackerFrontend:
         self.n_reused += 1
         watch.lap("reuse")
         return self._accept(inp, watch, *reused, SlamState.TRACKING, "", keep_velocity=True)
+
+    def _flow_guess(self, inp: FrameInput) -> Tensor | None:
+        """The frame's world pose from the flow prior (relative to the last posed frame), or ``None``: no
+        prior (off, no depth) or it did not verify."""
+        if self.flow is None:
+            return None
+        found = self.flow.relative_pose(self._flow_image(inp))
+        if found is None:
+            return None
+        index, rp = found
+        return sim3_compose(self.frame_world_pose(index), rp.T_ref_query.to(torch.float64))
+
+    def _remember(self, inp: FrameInput) -> None:
+        """``inp`` got a pose: the flow prior poses the next frame relative to it."""
+        if self.flow is not None:
+            self.flow.remember(inp.sf.index, self._flow_image(inp))
+
+    def _flow_image(self, inp: FrameInput) -> FlowImage | None:
+        """``inp``'s flow image, computed once."""
+        if inp.flow is None:
+            inp.flow = self.flow.image(inp.rgb, inp.depth, inp.K)
+        return inp.flow
 
     def _reused(self, inp: FrameInput, kf_id: int, res: TrackResult) -> tuple[int, TrackResult] | None:
         """Where ``res`` (tracked against ``kf_id``) asks for a new keyframe: the first of the
@@ -549,6 +586,7 @@ class TrackerFrontend:
             watch.lap("keyframe")
         self.frames.append(sf.timestamp, anchor, rel, is_keyframe=pkt is not None)
         self.motion.observe(sf.index, sf.timestamp, self.frame_world_pose, keep_velocity)
+        self._remember(inp)
         self.state = SlamState.TRACKING
         self.lost_streak = 0
         self.active_kf = anchor

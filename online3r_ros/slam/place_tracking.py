@@ -36,6 +36,7 @@ from ..retrieval.place import PlaceRecognizer
 from ..retrieval.relpose import RelPose, pose_support
 from ..sources.base import SourceFrame
 from .config import SlamConfig
+from .flow_prior import FlowImage
 from .places import Describer
 from .tracking import TrackingState, TrackResult
 
@@ -57,13 +58,15 @@ PoseOf = Callable[[int], Tensor]  # keyframe id -> current T_WC [8] float64
 @dataclass
 class FrameInput:
     """One input image as the tracker got it (``rgb``, ``depth``, ``K``) and prepared (``sf``); its local
-    features are computed at most once, when first needed."""
+    features and its flow image (:class:`~online3r_ros.slam.flow_prior.FlowImage`) are computed at most
+    once, when first needed."""
 
     sf: SourceFrame
     rgb: object
     depth: object = None
     K: object = None
     features: LocalFeatures | None = None
+    flow: FlowImage | None = None
 
 
 def _lost(res: TrackResult, reason: str) -> TrackResult:

@@ -300,6 +300,8 @@ def metrics_report(result: RunResult) -> dict:
         report["prompt_tuning"] = {**system.tuning.stats.as_dict(), "updates": system.tuning.stats.history}
     if system.frontend.place is not None:
         report["place_recognition"] = system.frontend.place.stats()
+    if system.frontend.flow is not None:
+        report["flow_prior"] = system.frontend.flow.stats()
     if result.gt is not None:
         from ..eval.ate import EvaluationError, evaluate_trajectory
         from ..eval.online import online_pose_errors

@@ -30,7 +30,7 @@ import torch
 from online3r_ros.geometry.camera import intrinsics_params
 from online3r_ros.geometry.lie import sim3_act, sim3_compose, sim3_inverse
 from online3r_ros.geometry.residuals import calib_residuals, ray_dist, ray_dist_residuals
-from online3r_ros.slam.config import SlamConfig
+from online3r_ros.slam.config import SlamConfig, TrackingConfig
 from online3r_ros.slam.icp_tracking import IcpTracker, count_distinct, select_query
 from online3r_ros.slam.matching import match, match_by_projection
 from online3r_ros.slam.pose_solver import PoseSolveResult, optimize_pose
@@ -114,6 +114,11 @@ class TrackResult:
 
 def _lost(T_CkCf: Tensor, reason: str, **kw: Any) -> TrackResult:
     return TrackResult(TrackingState.LOST, T_WC=T_CkCf, T_CkCf=T_CkCf, reason=reason, **kw)
+
+
+def _too_far(T_CkCf: Tensor, tc: TrackingConfig) -> bool:
+    """The frame is more than ``tc.keyframe_max_dist`` (m; 0: no limit) from its keyframe."""
+    return tc.keyframe_max_dist > 0 and float(T_CkCf[:3].norm()) > tc.keyframe_max_dist
 
 
 def _tracked(sol: PoseSolveResult, new_keyframe: bool, prediction: AsymmetricPrediction, **kw: Any):
@@ -238,7 +243,7 @@ class FrameTracker:
             return _lost(sol.T, f"match fraction {match_frac:.3f} < min_match_frac {tc.min_match_frac}")
         return _tracked(
             sol,
-            new_keyframe=min(match_frac, unique_frac) < tc.match_frac_thresh,
+            new_keyframe=min(match_frac, unique_frac) < tc.match_frac_thresh or _too_far(sol.T, tc),
             prediction=self.source.predict_asymmetric(frame, keyframe.frame, sol.T),
             match_frac=match_frac,
             match_frac_k=match_frac,

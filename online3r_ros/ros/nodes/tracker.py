@@ -481,6 +481,8 @@ class TrackerNode(Node):
         self.stats.values["prompt_version"] = self.frontend.prompt_version
         if self.frontend.place is not None:
             self.stats.values["place_recognition"] = self.frontend.place.stats()
+        if self.frontend.flow is not None:
+            self.stats.values["flow_prior"] = self.frontend.flow.stats()
 
     def _publish_packets(self, step: TrackerStep, stamp: Any) -> None:
         if step.observation is not None:

@@ -1,0 +1,172 @@
+"""The RGB-D tracker's dense optical-flow prior (:mod:`online3r_ros.slam.flow_prior`) and the keyframe
+distance limit: exact on synthetic renders, silent on images without usable flow, and on the public TUM fr3
+cabinet keyframes (7-22 cm between frames) the difference between wrong ICP minima and a tracked circle.
+Real-data tests skip when ``../shared/data`` is absent."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from online3r_ros.datasets import open_dataset
+from online3r_ros.geometry.lie import sim3_from_matrix, sim3_identity, sim3_to_matrix
+from online3r_ros.slam.config import load_config
+from online3r_ros.slam.flow_prior import FlowImage, FlowPrior, flow_correspondences, flow_relative_pose
+from online3r_ros.slam.runner import metrics_report, run_dataset
+from online3r_ros.slam.tracking import FrameTracker, TrackingKeyframe
+from online3r_ros.sources.rgbd import RGBDSource
+from online3r_ros.synthetic.scene import room_scene
+from online3r_ros.synthetic.sequence import render
+
+CABINET = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tum_fr3_cabinet_keyframes"
+needs_cabinet = pytest.mark.skipif(not CABINET.is_dir(), reason=f"real data folder {CABINET} not present")
+K = np.array([[260.0, 0.0, 159.5], [0.0, 260.0, 119.5], [0.0, 0.0, 1.0]])
+
+
+def _dis() -> cv2.DISOpticalFlow:
+    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+
+
+def _pose(x: float, yaw_deg: float) -> np.ndarray:
+    """Camera-to-world pose in the synthetic room: 1.4 m high, looking along +x turned by ``yaw_deg``."""
+    a = np.radians(yaw_deg)
+    z_c = np.array([np.cos(a), np.sin(a), 0.0])
+    y_c = np.array([0.0, 0.0, -1.0])
+    T = np.eye(4)
+    T[:3, :3] = np.stack([np.cross(y_c, z_c), y_c, z_c], axis=1)
+    T[:3, 3] = [x, 0.3 * x, 1.4]
+    return T
+
+
+@cache
+def _view(x: float, yaw_deg: float) -> tuple[FlowImage, np.ndarray]:
+    r = render(room_scene(0, seed=3), K, _pose(x, yaw_deg), 320, 240)
+    grey = cv2.cvtColor(r.rgb, cv2.COLOR_RGB2GRAY)
+    return FlowImage(grey, r.depth, K, 1.0), _pose(x, yaw_deg)
+
+
+def test_flow_correspondences_follow_a_known_shift() -> None:
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.uniform(0, 255, (240, 320)).astype(np.float32), (0, 0), 2.0)
+    ref = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    query = np.roll(ref, (5, -9), axis=(0, 1))  # query pixel (x, y) shows ref pixel (x + 9, y - 5)
+    xy_q, xy_r = flow_correspondences(query, ref, _dis())
+    assert len(xy_q) > 3000
+    d = np.median(xy_r - xy_q, axis=0)
+    assert np.allclose(d, [9.0, -5.0], atol=0.1), d
+    inside = (xy_q[:, 0] < 300) & (xy_q[:, 1] > 10)  # away from the wrapped borders
+    assert np.mean(np.abs(xy_r[inside] - xy_q[inside] - [9.0, -5.0]).max(axis=1) < 0.5) > 0.95
+
+
+def test_relative_pose_of_two_synthetic_views_15_cm_and_8_deg_apart() -> None:
+    (query, T_wq), (ref, T_wr) = _view(0.15, 8.0), _view(0.0, 0.0)
+    rp = flow_relative_pose(query, ref, _dis(), max_points=2000)
+    assert rp.ok, rp.reason
+    err = np.linalg.inv(np.linalg.inv(T_wr) @ T_wq) @ sim3_to_matrix(rp.T_ref_query).numpy()
+    assert np.linalg.norm(err[:3, 3]) < 0.01 and np.degrees(np.arccos((np.trace(err[:3, :3]) - 1) / 2)) < 0.5
+    assert rp.n_inliers >= 1000
+
+
+def test_no_prior_from_blank_images_other_sizes_or_missing_depth() -> None:
+    ref, _ = _view(0.0, 0.0)
+    moved, _ = _view(0.15, 8.0)
+    prior = FlowPrior(320, 2000, torch.as_tensor)
+    prior.remember(0, ref)
+    # a covered lens: a flat image (zero flow everywhere) whose depth is not the previous frame's
+    for blank_depth in (moved.depth, np.zeros_like(ref.depth), np.full_like(ref.depth, 0.1)):
+        assert prior.relative_pose(FlowImage(np.full_like(ref.grey, 128), blank_depth, K, 1.0)) is None
+    assert prior.stats()["rejected"] == 3 and prior.stats()["used"] == 0
+    assert prior.image(ref.grey, None, K) is None and prior.image(ref.grey, ref.depth, None) is None
+    small = FlowImage(ref.grey[::2, ::2].copy(), ref.depth[::2, ::2].copy(), K, 1.0)
+    assert prior.relative_pose(small) is None  # another image size: nothing to compare
+    found = prior.relative_pose(_view(0.15, 8.0)[0])
+    assert found is not None and found[0] == 0 and found[1].ok
+    prior.reset()
+    assert prior.relative_pose(_view(0.15, 8.0)[0]) is None
+
+
+def test_flow_image_shrinks_to_max_side_and_keeps_input_depth() -> None:
+    prior = FlowPrior(160, 2000, lambda d: torch.as_tensor(d) * 2.0)  # a source with depth_scale 2
+    ref, _ = _view(0.0, 0.0)
+    rgb = np.repeat(ref.grey[..., None], 3, axis=2)
+    img = prior.image(rgb, ref.depth, K)
+    assert img.grey.shape == (120, 160) and img.scale == 2.0 and img.depth.shape == (240, 320)
+    assert np.allclose(img.depth, 2.0 * ref.depth)
+
+
+@cache
+def _cabinet() -> tuple[list, list]:
+    frames = list(open_dataset(CABINET))
+    src = RGBDSource.from_config(load_config())
+    return frames, [
+        src.prepare(f.rgb, index=i, timestamp=f.timestamp, depth=f.depth, K=f.K) for i, f in enumerate(frames)
+    ]
+
+
+@needs_cabinet
+@pytest.mark.realdata
+def test_cabinet_pairs_converge_from_the_prior_not_from_the_previous_pose() -> None:
+    """Each cabinet frame tracked against the one before it (as a keyframe): from the previous frame's pose
+    ICP ends > 10 cm off in many pairs (measured 19 of 57); from the flow prior in none (max 3.9 cm)."""
+    frames, sf = _cabinet()
+    cfg = load_config()
+    tracker = FrameTracker(RGBDSource.from_config(cfg), cfg, "se3")
+    prior = FlowPrior(cfg.tracking.flow_max_side, cfg.tracking.flow_points, torch.as_tensor)
+    from_previous, from_prior = [], []
+    for i in range(len(frames) - 1):
+        kf = TrackingKeyframe(sf[i], sim3_identity(), sf[i].cache["X"], sf[i].cache["C"], kf_id=i)
+        gt = np.linalg.inv(frames[i].pose_gt) @ frames[i + 1].pose_gt
+        prior.remember(i, prior.image(frames[i].rgb, frames[i].depth, frames[i].K))
+        found = prior.relative_pose(prior.image(frames[i + 1].rgb, frames[i + 1].depth, frames[i + 1].K))
+        assert found is not None and found[0] == i, i
+        for guess, errors in ((None, from_previous), (found[1].T_ref_query, from_prior)):
+            res = tracker.track(sf[i + 1], kf, guess)
+            assert not res.lost
+            T = sim3_to_matrix(res.T_CkCf).numpy()
+            errors.append(np.linalg.norm((np.linalg.inv(gt) @ T)[:3, 3]))
+    assert sum(e > 0.10 for e in from_previous) >= 10, from_previous
+    assert max(from_prior) < 0.06 and np.median(from_prior) < 0.015, from_prior
+
+
+@needs_cabinet
+@pytest.mark.realdata
+def test_cabinet_circle_is_tracked_within_5_cm() -> None:
+    """The issue's fast-motion target on the cabinet keyframes: >= 90% posed, ATE <= 5 cm SE(3), no pose
+    labelled tracking more than 10 cm off when published (measured: 58/58, 2.4 cm, max 4.3 cm; without the
+    flow prior and the keyframe distance 49/58 and 47 cm)."""
+    m = metrics_report(run_dataset(CABINET, load_config()))
+    assert m["frames_with_pose"] >= 0.9 * m["frames_input"]
+    assert m["ate"]["frames"]["se3"]["rmse"] <= 0.05, m["ate"]["frames"]["se3"]
+    online = m["online_poses"]
+    assert online["n_over"].get("tracking", 0) == 0 and online["max_error"]["tracking"] <= 0.10, online
+    assert m["flow_prior"]["used"] >= 50, m["flow_prior"]
+
+
+def test_keyframe_max_dist_makes_a_far_frame_a_keyframe() -> None:
+    """Two synthetic views 0.6 m apart that still overlap: with the default 0.5 m limit the second one is a
+    new keyframe, with ``keyframe_max_dist: 0`` overlap alone decides (and keeps the first)."""
+    (_, T_wq), (_, T_wr) = _view(0.6, 0.0), _view(0.0, 0.0)
+    out = {}
+    for limit in (0.5, 0.0):
+        cfg = load_config(overrides={"tracking": {"keyframe_max_dist": limit}})
+        src = RGBDSource.from_config(cfg)
+        frames = [
+            src.prepare(
+                render(room_scene(0, seed=3), K, T, 320, 240).rgb,
+                index=i,
+                depth=render(room_scene(0, seed=3), K, T, 320, 240).depth,
+                K=K,
+            )
+            for i, T in enumerate((T_wr, T_wq))
+        ]
+        kf = TrackingKeyframe(frames[0], sim3_identity(), frames[0].cache["X"], frames[0].cache["C"], kf_id=0)
+        guess = sim3_from_matrix(torch.from_numpy(np.linalg.inv(T_wr) @ T_wq))
+        res = FrameTracker(src, cfg, "se3").track(frames[1], kf, guess)
+        assert not res.lost and res.match_frac > 0.5
+        out[limit] = res.new_keyframe
+    assert out == {0.5: True, 0.0: False}
