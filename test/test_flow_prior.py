@@ -16,7 +16,14 @@ import torch
 from online3r_ros.datasets import open_dataset
 from online3r_ros.geometry.lie import sim3_from_matrix, sim3_identity, sim3_to_matrix
 from online3r_ros.slam.config import load_config
-from online3r_ros.slam.flow_prior import FlowImage, FlowPrior, flow_correspondences, flow_relative_pose
+from online3r_ros.slam.flow_prior import (
+    FlowImage,
+    FlowPrior,
+    flow_correspondences,
+    flow_disagreement,
+    flow_relative_pose,
+    forward_flow,
+)
 from online3r_ros.slam.runner import metrics_report, run_dataset
 from online3r_ros.slam.tracking import FrameTracker, TrackingKeyframe
 from online3r_ros.sources.rgbd import RGBDSource
@@ -79,15 +86,34 @@ def test_no_prior_from_blank_images_other_sizes_or_missing_depth() -> None:
     prior.remember(0, ref)
     # a covered lens: a flat image (zero flow everywhere) whose depth is not the previous frame's
     for blank_depth in (moved.depth, np.zeros_like(ref.depth), np.full_like(ref.depth, 0.1)):
-        assert prior.relative_pose(FlowImage(np.full_like(ref.grey, 128), blank_depth, K, 1.0)) is None
+        assert prior.guess(FlowImage(np.full_like(ref.grey, 128), blank_depth, K, 1.0)) is None
     assert prior.stats()["rejected"] == 3 and prior.stats()["used"] == 0
     assert prior.image(ref.grey, None, K) is None and prior.image(ref.grey, ref.depth, None) is None
     small = FlowImage(ref.grey[::2, ::2].copy(), ref.depth[::2, ::2].copy(), K, 1.0)
-    assert prior.relative_pose(small) is None  # another image size: nothing to compare
-    found = prior.relative_pose(_view(0.15, 8.0)[0])
-    assert found is not None and found[0] == 0 and found[1].ok
+    assert prior.guess(small) is None  # another image size: nothing to compare
+    found = prior.guess(_view(0.15, 8.0)[0])
+    assert found is not None and found.index == 0 and found.source == "flow"
     prior.reset()
-    assert prior.relative_pose(_view(0.15, 8.0)[0]) is None
+    assert prior.guess(_view(0.15, 8.0)[0]) is None
+
+
+def test_a_motion_guess_the_flow_confirms_is_kept_a_wrong_one_replaced() -> None:
+    """One forward flow decides: the true relative pose lands the samples within a pixel of the flow, a guess
+    10 cm off does not, and then the flow's own pose (two flows, RANSAC) replaces it."""
+    (query, T_wq), (ref, T_wr) = _view(0.15, 8.0), _view(0.0, 0.0)
+    true = sim3_from_matrix(torch.from_numpy(np.linalg.inv(T_wr) @ T_wq))
+    wrong = true.clone()
+    wrong[0] += 0.1
+    samples = forward_flow(query.grey, ref.grey, _dis())
+    assert flow_disagreement(samples, query, ref, true) < 1.0  # measured 0.66 px
+    assert flow_disagreement(samples, query, ref, wrong) > 15.0
+    prior = FlowPrior(320, 2000, torch.as_tensor, agree_px=3.0)
+    prior.remember(7, ref)
+    kept = prior.guess(query, true)
+    assert kept.source == "motion" and kept.index == 7 and torch.equal(kept.T_last_frame, true)
+    replaced = prior.guess(query, wrong)
+    assert replaced.source == "flow" and float((replaced.T_last_frame[:3] - true[:3]).norm()) < 0.01
+    assert prior.stats()["motion_confirmed"] == 1 and prior.stats()["used"] == 1
 
 
 def test_flow_image_shrinks_to_max_side_and_keeps_input_depth() -> None:
@@ -122,9 +148,9 @@ def test_cabinet_pairs_converge_from_the_prior_not_from_the_previous_pose() -> N
         kf = TrackingKeyframe(sf[i], sim3_identity(), sf[i].cache["X"], sf[i].cache["C"], kf_id=i)
         gt = np.linalg.inv(frames[i].pose_gt) @ frames[i + 1].pose_gt
         prior.remember(i, prior.image(frames[i].rgb, frames[i].depth, frames[i].K))
-        found = prior.relative_pose(prior.image(frames[i + 1].rgb, frames[i + 1].depth, frames[i + 1].K))
-        assert found is not None and found[0] == i, i
-        for guess, errors in ((None, from_previous), (found[1].T_ref_query, from_prior)):
+        found = prior.guess(prior.image(frames[i + 1].rgb, frames[i + 1].depth, frames[i + 1].K))
+        assert found is not None and found.index == i and found.source == "flow", i
+        for guess, errors in ((None, from_previous), (found.T_last_frame, from_prior)):
             res = tracker.track(sf[i + 1], kf, guess)
             assert not res.lost
             T = sim3_to_matrix(res.T_CkCf).numpy()

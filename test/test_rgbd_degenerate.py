@@ -85,9 +85,12 @@ def test_plain_icp_slides_along_the_wall(wall_frames):
 
 
 def test_flow_prior_carries_geometry_only_icp_along_the_wall(wall_frames):
-    """The same plain ICP started from the flow prior's guess (the texture moves, so the flow sees the slide
-    the planes cannot) follows it."""
-    traj, gt_t, gt_T, _ = _run(wall_frames, {**DETECTION, "icp_degenerate_ratio": 0.0, "flow_prior": True})
+    """The same plain ICP started from the flow prior's own pose on every frame (the texture moves, so the
+    flow sees the slide the planes cannot) follows it. (With the default flow_agree_px the motion guess
+    stands while it is within 3 px of the flow, and plain ICP lags ~10 cm behind; the default tracking has
+    the photometric term for this.)"""
+    flow = {"icp_degenerate_ratio": 0.0, "flow_prior": True, "flow_agree_px": 0.0}
+    traj, gt_t, gt_T, _ = _run(wall_frames, {**DETECTION, **flow})
     ate = compute_ate(traj.timestamps, traj.T_WC, gt_t, gt_T, alignment="se3").rmse
     assert ate <= 0.01, ate
 

@@ -136,9 +136,36 @@ def _umeyama(src: Tensor, dst: Tensor, w: Tensor, with_scale: bool) -> tuple[Ten
 
 
 def _residual2(R: Tensor, t: Tensor, s: Tensor, P: Tensor, Q: Tensor) -> Tensor:
-    """Squared 3D residuals ``[B, M]`` of ``B`` transforms applied to ``P [M, 3]`` against ``Q [M, 3]``."""
-    pred = s[:, None, None] * torch.einsum("bij,mj->bmi", R, P) + t[:, None]
-    return ((pred - Q) ** 2).sum(-1)
+    """Squared 3D residuals ``[B, M]`` of ``B`` transforms applied to ``P [M, 3]`` against ``Q [M, 3]``.
+
+    One matrix product of per-transform coefficients ``[B, 18]`` and per-point terms ``[M, 18]`` (no
+    ``[B, M, 3]`` temporary): ``|s R p + t - q|^2 = s^2 |p|^2 + |t|^2 + |q|^2 + 2 s (R^T t).p - 2 t.q
+    - 2 s vec(R).vec(q p^T)``.
+    """
+    B, M = R.shape[0], P.shape[0]
+    coef = torch.cat(
+        [
+            (s * s)[:, None],
+            (t * t).sum(-1, keepdim=True),
+            R.new_ones(B, 1),
+            2.0 * s[:, None] * torch.einsum("bji,bj->bi", R, t),
+            -2.0 * t,
+            -2.0 * s[:, None] * R.reshape(B, 9),
+        ],
+        dim=1,
+    )
+    terms = torch.cat(
+        [
+            (P * P).sum(-1, keepdim=True),
+            P.new_ones(M, 1),
+            (Q * Q).sum(-1, keepdim=True),
+            P,
+            Q,
+            (Q[:, :, None] * P[:, None, :]).reshape(M, 9),
+        ],
+        dim=1,
+    )
+    return (coef @ terms.T).clamp_min(0.0)
 
 
 def _minor_std(x: Tensor, k: int) -> float:

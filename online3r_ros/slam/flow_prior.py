@@ -9,15 +9,19 @@ low a cost as the right one. Measured on the 57 consecutive pairs of the public 
 this prior, in none (all within 4 cm, median 0.9 cm).
 
 The prior: DIS optical flow (OpenCV; coarse to fine, so displacements of a hundred pixels converge) from the
-new grey image to the previous one at ``tracking.flow_max_side``, kept where the backward flow returns within
-:data:`MAX_FB_ERROR` px, sampled every :data:`GRID_STEP` px, lifted to 3D by both depth images, then the
-vectorised RANSAC and verification of :func:`~online3r_ros.retrieval.relpose.fit_relative_pose` (enough
-inliers, inlier fraction, residual, pose uncertainty, image coverage). Unverified, it is not used and the
-motion model guesses as before. Textureless or blank images give no consistent flow and no prior.
+new grey image to the previous one at ``tracking.flow_max_side``, sampled every :data:`GRID_STEP` px where
+both images have texture. Where the motion model's guess puts the samples within
+``tracking.flow_agree_px`` of the flow (smooth motion: most frames), that guess stands. Otherwise the
+samples the backward flow returns within :data:`MAX_FB_ERROR` px are lifted to 3D by both depth images and
+go through the vectorised RANSAC and verification of
+:func:`~online3r_ros.retrieval.relpose.fit_relative_pose` (enough inliers, inlier fraction, residual, pose
+uncertainty, image coverage); ICP starts from that pose. Unverified, it is not used and the motion model's
+guess stands. Flat or blank images give no prior.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,10 +30,24 @@ import cv2
 import numpy as np
 import torch
 
+from ..geometry.lie import sim3_to_matrix
 from ..retrieval.relpose import RelPose, RelPoseConfig, fit_relative_pose
 from ..retrieval.sift import backproject_keypoints, grey_image
 
-__all__ = ["FlowImage", "FlowPrior", "flow_correspondences", "flow_image", "flow_relative_pose"]
+Tensor = torch.Tensor
+
+__all__ = [
+    "FlowGuess",
+    "FlowImage",
+    "FlowPrior",
+    "FlowSamples",
+    "backward_consistent",
+    "flow_correspondences",
+    "flow_disagreement",
+    "flow_image",
+    "flow_relative_pose",
+    "forward_flow",
+]
 
 #: the flow is sampled every this many pixels of the flow image (4: ~4,800 samples at 320x240)
 GRID_STEP = 4
@@ -67,26 +85,51 @@ def flow_image(rgb: object, depth: object, K: object, max_side: int) -> FlowImag
     return FlowImage(grey, depth_np, K_np, scale)
 
 
-def flow_correspondences(
+@dataclass
+class FlowSamples:
+    """The forward flow of a query image into a ref image, sampled every ``step`` px: ``xy_q``, ``xy_r``
+    ``[N, 2]`` float32 flow pixels, ``usable [N]`` where the flow stays inside ``ref`` and both images have
+    :data:`MIN_GRADIENT`."""
+
+    xy_q: np.ndarray
+    xy_r: np.ndarray
+    usable: np.ndarray
+
+
+def forward_flow(
     query: np.ndarray, ref: np.ndarray, dis: cv2.DISOpticalFlow, step: int = GRID_STEP
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel correspondences ``(xy_query [N, 2], xy_ref [N, 2])`` float32 of two grey images ``[h, w]`` uint8
-    of one size: the forward flow sampled every ``step`` px, kept where it stays inside ``ref``, the
-    backward flow returns within :data:`MAX_FB_ERROR` px and both images have :data:`MIN_GRADIENT`."""
+) -> FlowSamples:
+    """:class:`FlowSamples` of two grey images ``[h, w]`` uint8 of one size (one DIS flow)."""
     fw = dis.calc(query, ref, None)  # [h, w, 2]: query pixel -> ref pixel
-    bw = dis.calc(ref, query, None)
     h, w = query.shape
     ys, xs = np.mgrid[step // 2 : h : step, step // 2 : w : step]
     xy_q = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
     xy_r = xy_q + fw[ys.ravel(), xs.ravel()]
     inside = (xy_r[:, 0] >= 0) & (xy_r[:, 0] <= w - 1) & (xy_r[:, 1] >= 0) & (xy_r[:, 1] <= h - 1)
-    back = cv2.remap(bw, xy_r[None, :, 0], xy_r[None, :, 1], cv2.INTER_LINEAR)[0]  # [N, 2]
-    consistent = np.linalg.norm(xy_r + back - xy_q, axis=1) < MAX_FB_ERROR
     textured = (_gradient(query)[ys.ravel(), xs.ravel()] >= MIN_GRADIENT) & (
         cv2.remap(_gradient(ref), xy_r[None, :, 0], xy_r[None, :, 1], cv2.INTER_LINEAR)[0] >= MIN_GRADIENT
     )
-    keep = inside & consistent & textured
-    return xy_q[keep], xy_r[keep]
+    return FlowSamples(xy_q, xy_r, inside & textured)
+
+
+def backward_consistent(
+    samples: FlowSamples, query: np.ndarray, ref: np.ndarray, dis: cv2.DISOpticalFlow
+) -> np.ndarray:
+    """``[N]`` bool: the backward flow (``ref`` to ``query``, a second DIS flow) returns each sample within
+    :data:`MAX_FB_ERROR` px of where it started."""
+    bw = dis.calc(ref, query, None)
+    back = cv2.remap(bw, samples.xy_r[None, :, 0], samples.xy_r[None, :, 1], cv2.INTER_LINEAR)[0]
+    return np.linalg.norm(samples.xy_r + back - samples.xy_q, axis=1) < MAX_FB_ERROR
+
+
+def flow_correspondences(
+    query: np.ndarray, ref: np.ndarray, dis: cv2.DISOpticalFlow, step: int = GRID_STEP
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel correspondences ``(xy_query [N, 2], xy_ref [N, 2])`` float32 of two grey images ``[h, w]`` uint8
+    of one size: the usable :func:`forward_flow` samples that are :func:`backward_consistent`."""
+    samples = forward_flow(query, ref, dis, step)
+    keep = samples.usable & backward_consistent(samples, query, ref, dis)
+    return samples.xy_q[keep], samples.xy_r[keep]
 
 
 def _gradient(grey: np.ndarray) -> np.ndarray:
@@ -96,19 +139,46 @@ def _gradient(grey: np.ndarray) -> np.ndarray:
     return cv2.magnitude(gx, gy) / 8.0
 
 
+def _input_pixels(xy: np.ndarray, scale: float) -> np.ndarray:
+    """Flow-image pixels ``[N, 2]`` -> input-image pixels (pixel centres map onto pixel centres)."""
+    return (xy + 0.5) * scale - 0.5
+
+
+def flow_disagreement(samples: FlowSamples, query: FlowImage, ref: FlowImage, T_ref_query: Tensor) -> float:
+    """Median distance (flow pixels) between where the flow takes the usable samples with depth and where a
+    pose ``T_ref_query`` (Sim(3) ``[8]``) puts them (query depth, then ref ``K``); ``inf`` with fewer than
+    :data:`FLOW_RELPOSE` ``.min_inliers`` such samples."""
+    P = backproject_keypoints(_input_pixels(samples.xy_q, query.scale), query.depth, query.K)
+    ok = samples.usable & np.isfinite(P).all(axis=1)
+    if int(ok.sum()) < FLOW_RELPOSE.min_inliers:
+        return math.inf
+    T = sim3_to_matrix(T_ref_query.detach().to("cpu", torch.float64)).numpy()
+    X = P[ok].astype(np.float64) @ T[:3, :3].T + T[:3, 3]
+    front = X[:, 2] > 1e-6
+    if int(front.sum()) < FLOW_RELPOSE.min_inliers:
+        return math.inf
+    uv = X[front] @ ref.K.T
+    uv = uv[:, :2] / uv[:, 2:3]
+    predicted = (uv + 0.5) / ref.scale - 0.5
+    return float(np.median(np.linalg.norm(predicted - samples.xy_r[ok][front], axis=1)))
+
+
 def flow_relative_pose(
     query: FlowImage,
     ref: FlowImage,
     dis: cv2.DISOpticalFlow,
     max_points: int,
     cfg: RelPoseConfig = FLOW_RELPOSE,
+    samples: FlowSamples | None = None,
 ) -> RelPose:
     """``T_ref_query`` (:class:`RelPose`, verified) from the dense flow between two frames' grey images of
-    one size. At most ``max_points`` correspondences with depth in both images (evenly spaced) enter RANSAC.
+    one size (``samples``: their :func:`forward_flow`, if already computed). At most ``max_points``
+    backward-consistent correspondences with depth in both images (evenly spaced) enter RANSAC.
     """
-    xy_q, xy_r = flow_correspondences(query.grey, ref.grey, dis)
-    xy_q = (xy_q + 0.5) * query.scale - 0.5  # flow pixel centres -> input pixels
-    xy_r = (xy_r + 0.5) * ref.scale - 0.5
+    samples = forward_flow(query.grey, ref.grey, dis) if samples is None else samples
+    keep = samples.usable & backward_consistent(samples, query.grey, ref.grey, dis)
+    xy_q = _input_pixels(samples.xy_q[keep], query.scale)
+    xy_r = _input_pixels(samples.xy_r[keep], ref.scale)
     P = backproject_keypoints(xy_q, query.depth, query.K)
     Q = backproject_keypoints(xy_r, ref.depth, ref.K)
     ok = np.isfinite(P).all(axis=1) & np.isfinite(Q).all(axis=1)
@@ -122,23 +192,43 @@ def flow_relative_pose(
     return fit_relative_pose(torch.from_numpy(P[keep]), torch.from_numpy(Q[keep]), cfg, spread)
 
 
+@dataclass
+class FlowGuess:
+    """A pose to start tracking from: ``T_last_frame`` (Sim(3) ``[8]`` float64) of the new frame in the last
+    posed frame ``index``; ``source``: ``"motion"`` (the motion model's guess, which the flow confirmed) or
+    ``"flow"`` (the flow's verified RANSAC pose)."""
+
+    index: int
+    T_last_frame: Tensor
+    source: str
+
+
 class FlowPrior:
     """The tracker's flow prior: remembers the last posed frame and poses a new one relative to it.
 
     Args:
         max_side: long side of the flow images (px; ``tracking.flow_max_side``).
         max_points: correspondences entering RANSAC (``tracking.flow_points``).
+        agree_px: the motion model's guess stands where the forward flow agrees with it within this many
+            flow-image pixels (``tracking.flow_agree_px``; 0: never).
         metres: the metric source's reading of a depth image (metres, 0 where invalid, its depth scale
             applied: :meth:`RGBDSource.metres <online3r_ros.sources.rgbd.RGBDSource.metres>`).
 
     Not thread-safe (one OpenCV DIS instance); deterministic.
     """
 
-    def __init__(self, max_side: int, max_points: int, metres: Callable[[object], torch.Tensor]) -> None:
+    def __init__(
+        self,
+        max_side: int,
+        max_points: int,
+        metres: Callable[[object], torch.Tensor],
+        agree_px: float = 3.0,
+    ) -> None:
         self.max_side, self.max_points, self.metres = int(max_side), int(max_points), metres
+        self.agree_px = float(agree_px)
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         self._last: tuple[int, FlowImage] | None = None
-        self.n_used = self.n_rejected = 0
+        self.n_agreed = self.n_used = self.n_rejected = 0  # motion guess confirmed / flow pose / neither
         self.seconds = 0.0
 
     def reset(self) -> None:
@@ -155,20 +245,34 @@ class FlowPrior:
         """Frame ``index`` got a pose: the next frame is posed relative to it (``None``: no prior then)."""
         self._last = None if image is None else (int(index), image)
 
-    def relative_pose(self, image: FlowImage | None) -> tuple[int, RelPose] | None:
-        """``(index of the last posed frame, verified RelPose of this frame in it)``, or ``None``: no image
-        to compare, another image size, or the flow did not verify."""
+    @property
+    def last_index(self) -> int | None:
+        """Index of the last posed frame (``None``: none remembered)."""
+        return None if self._last is None else self._last[0]
+
+    def guess(self, image: FlowImage | None, T_motion: Tensor | None = None) -> FlowGuess | None:
+        """Where to start tracking ``image``: the motion model's guess ``T_motion`` (Sim(3) ``[8]``, the new
+        frame in the last posed frame) when the forward flow agrees with it within ``agree_px`` (one DIS
+        flow), else the flow's verified pose (a second flow, RANSAC); ``None``: no image to compare,
+        another image size, or the flow did not verify."""
         if image is None or self._last is None or self._last[1].grey.shape != image.grey.shape:
             return None
         index, last = self._last
         t0 = time.perf_counter()
-        rp = flow_relative_pose(image, last, self._dis, self.max_points)
-        self.seconds += time.perf_counter() - t0
+        try:
+            samples = forward_flow(image.grey, last.grey, self._dis)
+            agree = self.agree_px > 0 and T_motion is not None
+            if agree and flow_disagreement(samples, image, last, T_motion) <= self.agree_px:
+                self.n_agreed += 1
+                return FlowGuess(index, T_motion.detach().to("cpu", torch.float64), "motion")
+            rp = flow_relative_pose(image, last, self._dis, self.max_points, samples=samples)
+        finally:
+            self.seconds += time.perf_counter() - t0
         if not rp.ok:
             self.n_rejected += 1
             return None
         self.n_used += 1
-        return index, rp
+        return FlowGuess(index, rp.T_ref_query.to(torch.float64), "flow")
 
     def state_dict(self) -> dict | None:
         """The last posed frame's index and flow image (CPU tensors; ``None``: none), so that a saved session
@@ -189,8 +293,9 @@ class FlowPrior:
             self._last = (int(state["index"]), img)
 
     def stats(self) -> dict:
-        n = self.n_used + self.n_rejected
+        n = self.n_agreed + self.n_used + self.n_rejected
         return {
+            "motion_confirmed": self.n_agreed,
             "used": self.n_used,
             "rejected": self.n_rejected,
             "mean_ms": round(1000.0 * self.seconds / n, 2) if n else None,

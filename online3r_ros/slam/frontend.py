@@ -152,7 +152,9 @@ class TrackerFrontend:
         self.place = None if describe is None or places is None else PlaceTracking(config, describe, places)
         tc = config.tracking
         flow = tc.flow_prior and source.metric
-        self.flow = FlowPrior(tc.flow_max_side, tc.flow_points, source.metres) if flow else None
+        self.flow = (
+            FlowPrior(tc.flow_max_side, tc.flow_points, source.metres, tc.flow_agree_px) if flow else None
+        )
         self._offered_prompts: PromptUpdate | None = None
         self.reset(session)
 
@@ -455,11 +457,10 @@ class TrackerFrontend:
         """Track against the active keyframe (the newest, or the one relocalisation found)."""
         sf = inp.sf
         kf_id = self.active_kf
-        guess = self._flow_guess(inp)
+        guess = self.motion.guess(sf.timestamp, self.frame_world_pose)
         if self.flow is not None:
+            guess = self._flow_guess(inp, guess)
             watch.lap("flow")
-        if guess is None:
-            guess = self.motion.guess(sf.timestamp, self.frame_world_pose)
         res = self._guarded(inp, kf_id, guess)
         watch.lap("track")
         if res.lost:
@@ -473,16 +474,15 @@ class TrackerFrontend:
         watch.lap("reuse")
         return self._accept(inp, watch, *reused, SlamState.TRACKING, "", keep_velocity=True)
 
-    def _flow_guess(self, inp: FrameInput) -> Tensor | None:
-        """The frame's world pose from the flow prior (relative to the last posed frame), or ``None``: no
-        prior (off, no depth) or it did not verify."""
-        if self.flow is None:
-            return None
-        found = self.flow.relative_pose(self._flow_image(inp))
-        if found is None:
-            return None
-        index, rp = found
-        return sim3_compose(self.frame_world_pose(index), rp.T_ref_query.to(torch.float64))
+    def _flow_guess(self, inp: FrameInput, motion_guess: Tensor) -> Tensor:
+        """The world pose to track ``inp`` from: the motion model's ``motion_guess`` where the flow to the
+        last posed frame agrees with it or there is no prior, else the flow's verified pose."""
+        last = self.flow.last_index
+        if last is None:
+            return motion_guess
+        T_last = self.frame_world_pose(last)
+        found = self.flow.guess(self._flow_image(inp), sim3_compose(sim3_inverse(T_last), motion_guess))
+        return motion_guess if found is None else sim3_compose(T_last, found.T_last_frame)
 
     def _remember(self, inp: FrameInput) -> None:
         """``inp`` got a pose: the flow prior poses the next frame relative to it."""
