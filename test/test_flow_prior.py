@@ -97,11 +97,16 @@ def test_no_prior_from_blank_images_other_sizes_or_missing_depth() -> None:
     assert prior.guess(_view(0.15, 8.0)[0]) is None
 
 
+def _relative(T_wq: np.ndarray, T_wr: np.ndarray) -> torch.Tensor:
+    return sim3_from_matrix(torch.from_numpy(np.linalg.inv(T_wr) @ T_wq))
+
+
 def test_a_motion_guess_the_flow_confirms_is_kept_a_wrong_one_replaced() -> None:
-    """One forward flow decides: the true relative pose lands the samples within a pixel of the flow, a guess
-    10 cm off does not, and then the flow's own pose (two flows, RANSAC) replaces it."""
+    """The true relative pose lands the flow samples within a pixel of the flow, a guess 10 cm off does not.
+    The prior keeps a right guess after one fast flow (a 3 cm step) and replaces a wrong one by the flow's
+    own pose (two careful flows, RANSAC; a 15 cm step)."""
     (query, T_wq), (ref, T_wr) = _view(0.15, 8.0), _view(0.0, 0.0)
-    true = sim3_from_matrix(torch.from_numpy(np.linalg.inv(T_wr) @ T_wq))
+    true = _relative(T_wq, T_wr)
     wrong = true.clone()
     wrong[0] += 0.1
     samples = forward_flow(query.grey, ref.grey, _dis())
@@ -109,8 +114,10 @@ def test_a_motion_guess_the_flow_confirms_is_kept_a_wrong_one_replaced() -> None
     assert flow_disagreement(samples, query, ref, wrong) > 15.0
     prior = FlowPrior(320, 2000, torch.as_tensor, agree_px=3.0)
     prior.remember(7, ref)
-    kept = prior.guess(query, true)
-    assert kept.source == "motion" and kept.index == 7 and torch.equal(kept.T_last_frame, true)
+    near, T_wn = _view(0.03, 1.0)
+    right = _relative(T_wn, T_wr)
+    kept = prior.guess(near, right)
+    assert kept.source == "motion" and kept.index == 7 and torch.equal(kept.T_last_frame, right)
     replaced = prior.guess(query, wrong)
     assert replaced.source == "flow" and float((replaced.T_last_frame[:3] - true[:3]).norm()) < 0.01
     assert prior.stats()["motion_confirmed"] == 1 and prior.stats()["used"] == 1
