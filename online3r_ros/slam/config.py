@@ -201,11 +201,12 @@ class TrackingConfig(ResidualConfig):
     )
     flow_prior: bool = _opt(
         True,
-        "(online3r_ros) RGB-D: guess each frame's pose from dense optical flow to the last posed frame (DIS "
-        "flow, lifted by both depth images, RANSAC, verified) instead of the motion model, so fast or "
-        "jerky motion still converges (TUM fr3 cabinet, 7-22 cm between frames: ICP from the previous pose "
-        "ends > 10 cm off in 19 of 57 pairs, from this prior in none); ~20-30 ms per frame on 2 CPU cores; "
-        "the motion model guesses where the flow does not verify (false: always)",
+        "(online3r_ros) RGB-D: check the motion model's guess against dense optical flow to the last posed "
+        "frame and, where they disagree (flow_agree_px), start ICP from the flow's own pose (DIS flow "
+        "lifted by both depth images, RANSAC, verified), so fast or jerky motion still converges (TUM fr3 "
+        "cabinet, 7-22 cm between frames: ICP from the previous pose ends > 10 cm off in 19 of 57 pairs, "
+        "from this prior in none); 7-Scenes 4.7 ms per frame on average on 2 CPU cores, ~20 ms where the "
+        "flow's pose is computed; unverified, the motion model's guess stands (false: always)",
     )
     flow_max_side: int = _opt(
         320, "(online3r_ros) flow prior: long side of the grey images the flow is computed on (px)", ge=32
