@@ -214,7 +214,7 @@ class FlowPrior:
         metres: the metric source's reading of a depth image (metres, 0 where invalid, its depth scale
             applied: :meth:`RGBDSource.metres <online3r_ros.sources.rgbd.RGBDSource.metres>`).
 
-    Not thread-safe (one OpenCV DIS instance); deterministic.
+    Not thread-safe (two OpenCV DIS instances); deterministic.
     """
 
     def __init__(
@@ -255,8 +255,8 @@ class FlowPrior:
         """Where to start tracking ``image``: the motion model's guess ``T_motion`` (Sim(3) ``[8]``, the new
         frame in the last posed frame) when a fast forward flow agrees with it within ``agree_px`` (DIS's
         FAST preset, ~1 ms at 320x240), else the flow's verified pose (forward and backward flows at the
-        MEDIUM preset, RANSAC); ``None``: no image to compare,
-        another image size, or the flow did not verify."""
+        MEDIUM preset, RANSAC); ``None``: no image to compare, another image size, or the flow did not
+        verify."""
         if image is None or self._last is None or self._last[1].grey.shape != image.grey.shape:
             return None
         index, last = self._last
