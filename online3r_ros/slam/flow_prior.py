@@ -169,16 +169,14 @@ def flow_relative_pose(
     dis: cv2.DISOpticalFlow,
     max_points: int,
     cfg: RelPoseConfig = FLOW_RELPOSE,
-    samples: FlowSamples | None = None,
 ) -> RelPose:
     """``T_ref_query`` (:class:`RelPose`, verified) from the dense flow between two frames' grey images of
-    one size (``samples``: their :func:`forward_flow`, if already computed). At most ``max_points``
-    backward-consistent correspondences with depth in both images (evenly spaced) enter RANSAC.
+    one size: at most ``max_points`` of their :func:`flow_correspondences` with depth in both images
+    (evenly spaced) enter RANSAC.
     """
-    samples = forward_flow(query.grey, ref.grey, dis) if samples is None else samples
-    keep = samples.usable & backward_consistent(samples, query.grey, ref.grey, dis)
-    xy_q = _input_pixels(samples.xy_q[keep], query.scale)
-    xy_r = _input_pixels(samples.xy_r[keep], ref.scale)
+    xy_q, xy_r = flow_correspondences(query.grey, ref.grey, dis)
+    xy_q = _input_pixels(xy_q, query.scale)
+    xy_r = _input_pixels(xy_r, ref.scale)
     P = backproject_keypoints(xy_q, query.depth, query.K)
     Q = backproject_keypoints(xy_r, ref.depth, ref.K)
     ok = np.isfinite(P).all(axis=1) & np.isfinite(Q).all(axis=1)
