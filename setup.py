@@ -10,7 +10,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*", "benchmarks"]),
-    package_data={f"{PACKAGE}.retrieval": ["data/*.npz", "data/*.md"]},
+    package_data={f"{PACKAGE}.retrieval": ["data/*.npz", "data/*.md"], f"{PACKAGE}.ros": ["*.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

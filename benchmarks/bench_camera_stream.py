@@ -3,14 +3,17 @@
 A publisher process plays a camera driver: colour (rgb8), aligned depth (16UC1) and CameraInfo with one stamp
 per frame, depth published just before its colour image (as RGB-D drivers often do), at ``--rate`` Hz and
 ``--size`` WxH, reliable or best effort (``--publisher``), on ``bench/color``, ``bench/depth`` and
-``bench/camera_info``.
+``bench/camera_info``, with Fast DDS as a driver gets it by default (``--driver-dds fastdds-default``: none of
+:data:`~online3r_ros.ros.dds.FASTDDS_SETTINGS` set) or with this package's profile
+(``online3r-profile``: ``FASTDDS_DEFAULT_PROFILES_FILE=$(online3r dds-profile)``, see ``ros/dds.py``).
 
 Input path (default): the publisher sends random noise. This process subscribes exactly as the tracker
 node does (``image_qos`` ``auto``: :class:`~online3r_ros.ros.adaptive_qos.AdaptiveSubscription`, keep-last
 10; or a fixed profile) and pairs with the tracker's :class:`~online3r_ros.ros.nodes.inputs.InputSync`
 (every colour image is offered for pairing; nothing is processed, so nothing is dropped as stale). Printed per
-run: colour / depth / CameraInfo messages received of those published, colour images paired with their depth
-and CameraInfo, latency from stamp to reception (p50 / p90 ms), this process's RSS at start and end.
+run: colour / depth / CameraInfo messages received of those published, messages DDS reported lost (all three
+topics), colour images paired with their depth and CameraInfo, latency from stamp to reception (p50 / p90 ms),
+this process's RSS at start and end.
 
 Tracker (``--tracker``): the publisher sends one lap of the synthetic orbit
 (:func:`~online3r_ros.synthetic.make_synthetic_sequence`: ``--lap-frames`` distinct poses, default 240: 8 s at
@@ -30,6 +33,8 @@ then stops the tracker. Printed per run (counts from the last ``online3r/tracker
 - published: frames sent (colour + depth + CameraInfo each);
 - received: the tracker's ``received`` (colour images its callback saw; published - received were lost in
   transport);
+- lost in transport: the tracker's ``lost_in_transport`` (colour, depth and CameraInfo messages DDS reported
+  lost before they reached it);
 - paired = ``processed`` + ``dropped``: images taken with their depth and CameraInfo, or superseded in the
   input queue by a newer complete image (``dropped``: stale, by design, as the tracker runs slower than the
   camera; a superseded image is not checked for its depth). received = paired + rejected once settled;
@@ -46,6 +51,8 @@ then stops the tracker. Printed per run (counts from the last ``online3r/tracker
 the temporary folder) and prints the same RSS figures for them, and the keyframes the mapper holds.
 
     .venv/bin/python benchmarks/bench_camera_stream.py                       # 640x480 and 1280x720, 30 Hz
+    .venv/bin/python benchmarks/bench_camera_stream.py --tracker --duration 30 --size 1280x720 \
+        --publisher reliable best_effort --image-qos auto --driver-dds fastdds-default online3r-profile
     .venv/bin/python benchmarks/bench_camera_stream.py --size 640x480 --publisher best_effort --duration 60
     .venv/bin/python benchmarks/bench_camera_stream.py --tracker --duration 10 --publisher reliable \\
         --image-qos auto --json tracker_stream.json
@@ -73,6 +80,17 @@ import numpy as np
 
 CHILD = "--publisher-child"
 RENDER_WIDTH = 160  # the lap is rendered about this wide (rendering at full size is slow)
+
+
+def _driver_env(driver_dds: str) -> dict[str, str]:
+    """The publisher process's environment: this one without the user's Fast DDS settings, plus the package's
+    profile for ``online3r-profile``."""
+    from online3r_ros.ros.dds import FASTDDS_SETTINGS, large_data_profile
+
+    env = {k: v for k, v in os.environ.items() if k not in FASTDDS_SETTINGS}
+    if driver_dds == "online3r-profile":
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(large_data_profile())
+    return env
 
 
 def _qos(kind: str, depth: int = 10):
@@ -178,12 +196,14 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def run(size: tuple[int, int], rate: float, duration: float, publisher: str, image_qos: str) -> dict:
+def run(
+    size: tuple[int, int], rate: float, duration: float, publisher: str, image_qos: str, driver_dds: str
+) -> dict:
     """One publisher/subscriber run; returns the counts (see the module docstring)."""
     import rclpy
     from sensor_msgs.msg import CameraInfo, Image
 
-    from online3r_ros.ros.adaptive_qos import AdaptiveSubscription
+    from online3r_ros.ros.adaptive_qos import AdaptiveSubscription, create_input_subscription
     from online3r_ros.ros.nodes.inputs import InputSync
     from online3r_ros.ros.qos import qos_from_parameter
     from online3r_ros.ros.time import stamp_to_ns
@@ -194,7 +214,7 @@ def run(size: tuple[int, int], rate: float, duration: float, publisher: str, ima
     rclpy.init(context=context)
     node = rclpy.create_node("bench_tracker_inputs", context=context)
     sync = InputSync(need_depth=True, need_info=True, sync_tolerance=0.002, sync_wait=0.5)
-    counts = {"rgb": 0, "depth": 0, "info": 0, "paired": 0, "unpaired": 0, "stale": 0}
+    counts = {"rgb": 0, "depth": 0, "info": 0, "lost": 0, "paired": 0, "unpaired": 0, "stale": 0}
     latency_ms: list[float] = []
 
     def on_rgb(msg) -> None:
@@ -213,14 +233,19 @@ def run(size: tuple[int, int], rate: float, duration: float, publisher: str, ima
     inputs = [(Image, "bench/color", on_rgb), (Image, "bench/depth", on_depth)]
     inputs.append((CameraInfo, "bench/camera_info", on_info))
     adaptive = []
+
+    def on_lost(n: int) -> None:
+        counts["lost"] += n
+
     for msg_type, topic, cb in inputs:
         if image_qos == "auto":
-            adaptive.append(AdaptiveSubscription(node, msg_type, topic, cb, depth=10))
+            adaptive.append(AdaptiveSubscription(node, msg_type, topic, cb, depth=10, on_lost=on_lost))
         else:
-            node.create_subscription(msg_type, topic, cb, qos_from_parameter(image_qos, depth=10))
+            qos = qos_from_parameter(image_qos, depth=10)
+            create_input_subscription(node, msg_type, topic, cb, qos, on_lost)
     child = subprocess.Popen(
         [sys.executable, __file__, CHILD, f"{size[0]}x{size[1]}", str(rate), str(frames), publisher],
-        env=dict(os.environ),
+        env=_driver_env(driver_dds),
     )
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(node)
@@ -247,6 +272,7 @@ def run(size: tuple[int, int], rate: float, duration: float, publisher: str, ima
         "size": f"{size[0]}x{size[1]}",
         "publisher": publisher,
         "image_qos": image_qos,
+        "driver_dds": driver_dds,
         "published": frames,
         **counts,
         "latency_p50_ms": float(np.percentile(lat, 50)),
@@ -273,6 +299,7 @@ def run_tracker(
     duration: float,
     publisher: str,
     image_qos: str,
+    driver_dds: str = "fastdds-default",
     *,
     startup_timeout: float = 180.0,
     settle_timeout: float = 30.0,
@@ -280,6 +307,7 @@ def run_tracker(
     lap_frames: int = 240,
     input_queue: int | None = None,
     pipeline: bool = False,
+    keep_logs: bool = False,
 ) -> dict[str, Any]:
     """One run of the synthetic lap into a tracker node process (``pipeline``: with the mapper and the
     retrieval node); returns the counts (module docstring)."""
@@ -316,6 +344,7 @@ def run_tracker(
     specs = [s for s in node_specs(arguments, {"tracker": params, **files}) if s.name in nodes]
     group = NodeGroup(specs, log_dir=tmp / "logs", echo=None)
     r: dict[str, Any] = {"size": f"{size[0]}x{size[1]}", "publisher": publisher, "image_qos": image_qos}
+    r["driver_dds"] = driver_dds
     r["input_queue"] = input_queue
     r.update(published=frames, error=None, settled=False, logs=str(tmp / "logs"), nodes=list(nodes))
     group.start()
@@ -337,7 +366,7 @@ def run_tracker(
                 stream = [f"{size[0]}x{size[1]}", str(rate), str(frames), publisher, str(lap_frames)]
                 child = subprocess.Popen(
                     [sys.executable, __file__, CHILD, *stream],
-                    env=dict(os.environ),
+                    env=_driver_env(driver_dds),
                     stdout=subprocess.PIPE,
                     text=True,
                 )
@@ -364,10 +393,18 @@ def run_tracker(
         sampler.stop()
     wall_offset = time.time() - time.monotonic()  # arrival (monotonic) -> wall time, the stamps' clock
     lat = np.array([(p.received + wall_offset) * 1e3 - p.stamp_ns * 1e-6 for p in poses]) if poses else None
-    counts = {k: int(status.get(k) or 0) for k in ("received", "processed", "dropped", "rejected")}
+    counts = {
+        k: int(status.get(k) or 0)
+        for k in ("received", "processed", "dropped", "rejected", "lost_in_transport")
+    }
     r.update(counts, paired=counts["processed"] + counts["dropped"], poses=len(poses))
     r.update(state=status.get("state"), keyframes=status.get("keyframes"), resets=status.get("resets", 0))
     r.update(stage_ms=status.get("stage_ms"), tracker_latency_ms=status.get("latency_ms"))
+    r["lost_by_input"] = {
+        k[len("lost_in_transport_") :]: int(v)
+        for k, v in status.items()
+        if k.startswith("lost_in_transport_")
+    }
     r["rejected_reasons"] = {
         k[len("rejected_") :]: int(v) for k, v in status.items() if k.startswith("rejected_") and v
     }
@@ -391,21 +428,29 @@ def run_tracker(
         r[f"{prefix}_growth_mib_per_1000_frames"] = growth_per_1000_frames(t, rss, t_frames)
     if r["error"] is None and not r["settled"]:
         r["error"] = f"the tracker's counts did not settle within {settle_timeout:.0f} s"
-    if r["error"] is None and r["exit_code"] == 0:
+    if r["error"] is None and r["exit_code"] == 0 and not keep_logs:
         shutil.rmtree(tmp, ignore_errors=True)
         r["logs"] = None
     return r
 
 
+def _by_input(counts: dict[str, int]) -> str:
+    return f" ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})" if counts else ""
+
+
 def _tracker_line(r: dict[str, Any]) -> str:
     n = max(int(r["published"]), 1)
     queue = "" if r.get("input_queue") is None else f" input_queue={r['input_queue']}"
-    head = f"tracker[{r['size']} publisher={r['publisher']} image_qos={r['image_qos']}{queue}]"
+    head = (
+        f"tracker[{r['size']} publisher={r['publisher']} driver_dds={r['driver_dds']} "
+        f"image_qos={r['image_qos']}{queue}]"
+    )
     if "received" not in r:
         return f"{head} FAILED: {r['error']} (logs in {r['logs']})"
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(r["rejected_reasons"].items()))
     line = (
         f"{head} published {r['published']}, received {r['received']} ({100 * r['received'] / n:.1f}%), "
+        f"lost in transport {r['lost_in_transport']}{_by_input(r['lost_by_input'])}, "
         f"paired {r['paired']} ({100 * r['paired'] / n:.1f}%): processed {r['processed']}, dropped (stale) "
         f"{r['dropped']}, rejected {r['rejected']}{f' ({reasons})' if reasons else ''}; poses {r['poses']}, "
         f"latency p50 {r['latency_p50_ms']:.1f} ms p90 {r['latency_p90_ms']:.1f} ms"
@@ -452,6 +497,13 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=20.0, help="seconds of stream per run")
     ap.add_argument("--publisher", nargs="+", default=["reliable", "best_effort"])
     ap.add_argument("--image-qos", nargs="+", default=["auto", "sensor_data"], help="the tracker's image_qos")
+    ap.add_argument(
+        "--driver-dds",
+        nargs="+",
+        choices=["fastdds-default", "online3r-profile"],
+        default=["fastdds-default", "online3r-profile"],
+        help="the publisher's Fast DDS set-up (module docstring)",
+    )
     ap.add_argument("--tracker", action="store_true", help="stream the synthetic lap into a tracker node")
     ap.add_argument("--lap-frames", type=int, default=240, help="--tracker: frames per lap of the orbit")
     ap.add_argument(
@@ -460,6 +512,7 @@ def main() -> None:
     ap.add_argument(
         "--pipeline", action="store_true", help="--tracker: also run the mapper and the retrieval node"
     )
+    ap.add_argument("--keep-logs", action="store_true", help="--tracker: keep the nodes' logs of every run")
     ap.add_argument("--json", type=Path, help="also write every run's figures to this JSON file")
     args = ap.parse_args()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -473,36 +526,43 @@ def main() -> None:
         f"domain {os.environ['ROS_DOMAIN_ID']}"
     )
     results = []
-    for size in args.size:
-        for publisher in args.publisher:
-            for qos in args.image_qos:
-                if args.tracker:
-                    r = run_tracker(
-                        size,
-                        args.rate,
-                        args.duration,
-                        publisher,
-                        qos,
-                        lap_frames=args.lap_frames,
-                        input_queue=args.input_queue,
-                        pipeline=args.pipeline,
-                    )
-                    results.append(r)
-                    print(_tracker_line(r), flush=True)
-                    continue
-                r = run(size, args.rate, args.duration, publisher, qos)
-                results.append(r)
-                n = r["published"]
-                print(
-                    f"stream[{r['size']} publisher={publisher} image_qos={qos}] received "
-                    f"colour {r['rgb']}/{n} "
-                    f"depth {r['depth']}/{n} info {r['info']}/{n}, paired {r['paired']}/{n} "
-                    f"({100 * r['paired'] / n:.1f}%), unpaired {r['unpaired']}, stale {r['stale']}, "
-                    f"latency p50 "
-                    f"{r['latency_p50_ms']:.1f} ms p90 {r['latency_p90_ms']:.1f} ms, RSS "
-                    f"{r['rss_start_mib']:.0f} -> {r['rss_end_mib']:.0f} MiB",
-                    flush=True,
-                )
+    runs = [
+        (size, publisher, dds, qos)
+        for size in args.size
+        for publisher in args.publisher
+        for dds in args.driver_dds
+        for qos in args.image_qos
+    ]
+    for size, publisher, dds, qos in runs:
+        if args.tracker:
+            r = run_tracker(
+                size,
+                args.rate,
+                args.duration,
+                publisher,
+                qos,
+                dds,
+                lap_frames=args.lap_frames,
+                input_queue=args.input_queue,
+                pipeline=args.pipeline,
+                keep_logs=args.keep_logs,
+            )
+            results.append(r)
+            print(_tracker_line(r), flush=True)
+            continue
+        r = run(size, args.rate, args.duration, publisher, qos, dds)
+        results.append(r)
+        n = r["published"]
+        print(
+            f"stream[{r['size']} publisher={publisher} driver_dds={dds} image_qos={qos}] received "
+            f"colour {r['rgb']}/{n} "
+            f"depth {r['depth']}/{n} info {r['info']}/{n}, lost {r['lost']}, paired {r['paired']}/{n} "
+            f"({100 * r['paired'] / n:.1f}%), unpaired {r['unpaired']}, stale {r['stale']}, "
+            f"latency p50 "
+            f"{r['latency_p50_ms']:.1f} ms p90 {r['latency_p90_ms']:.1f} ms, RSS "
+            f"{r['rss_start_mib']:.0f} -> {r['rss_end_mib']:.0f} MiB",
+            flush=True,
+        )
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
 

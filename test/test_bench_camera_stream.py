@@ -56,12 +56,15 @@ def test_tracker_mode_accounts_for_every_frame(tmp_path, dds_domain) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ROS_DOMAIN_ID": str(dds_domain), "OMP_NUM_THREADS": "1"}
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     cmd = [sys.executable, str(SCRIPT), "--tracker", "--size", "160x120", "--duration", "3"]
-    cmd += ["--publisher", "reliable", "--image-qos", "auto", "--json", str(out)]
+    cmd += ["--publisher", "reliable", "--image-qos", "auto", "--driver-dds", "online3r-profile"]
+    cmd += ["--json", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, (proc.stdout, proc.stderr[-3000:])
     (r,) = json.loads(out.read_text())
     assert r["error"] is None and r["settled"] and r["exit_code"] == 0, (r, proc.stdout)
-    assert r["published"] == 90 and 0 < r["received"] <= 90
+    assert r["published"] == 90 and 0 < r["received"] <= 90 and r["driver_dds"] == "online3r-profile"
+    assert r["lost_in_transport"] == sum(r["lost_by_input"].values())  # DDS's count, per input
+    assert r["received"] + r["lost_by_input"].get("image", 0) <= 90
     assert r["received"] == r["processed"] + r["dropped"] + r["rejected"], r
     assert r["paired"] == r["processed"] + r["dropped"]
     assert r["rejected"] == sum(r["rejected_reasons"].values()) and "no_depth" not in r["rejected_reasons"]

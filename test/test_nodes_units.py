@@ -369,12 +369,19 @@ def test_node_stats_levels_and_summary() -> None:
     level, message = s.level(now=101.0)
     assert level == ERROR and "yuv422" in message
     assert s.level(now=101.0 + 5.0)[0] == WARN  # the error is old, the input too
+    s.input_seen(now=106.0)
+    s.warning("2 image message(s) lost in transport (DDS)", now=106.0)
+    assert s.level(now=107.0) == (WARN, "2 image message(s) lost in transport (DDS)")
+    s.error("EncodingError: yuv422", now=107.0)
+    assert s.level(now=107.5)[0] == ERROR  # an error outranks a warning
+    s.input_seen(now=113.0)
+    assert s.level(now=113.0)[0] == OK  # both old, input fresh
     s.count("received", 3)
     s.count("processed", 2)
     s.add_times({"track": 10.0, "total": math.nan})
     s.add_latency(12.5)
     summary = s.summary(now=100.5)
-    assert summary["received"] == 3 and summary["processed"] == 2 and summary["errors"] == 1
+    assert summary["received"] == 3 and summary["processed"] == 2 and summary["errors"] == 2
     assert summary["stage_ms"]["track"]["mean_ms"] == 10.0 and "total" not in summary["stage_ms"]
     assert summary["latency_ms"]["last"] == 12.5
 
@@ -548,6 +555,22 @@ def test_log_once_limits_each_kind_of_message_and_stays_bounded() -> None:
     for i in range(100):
         log(lines.append, f"kind {chr(65 + i % 26)}{chr(65 + i // 26)}")
     assert len(log._last) == 4  # bounded, whatever the variety of messages
+
+
+def test_log_once_logs_at_several_severities_through_one_rclpy_logger() -> None:
+    """rclpy ties a call site to one severity: a warning after an error through the same LogOnce raised
+    ValueError (which had turned a lost image into a failed frame in the tracker)."""
+    pytest.importorskip("rclpy", reason="rclpy is not installed (run scripts/setup.sh)")
+    from rclpy.logging import get_logger
+
+    from online3r_ros.ros.nodes.common import LogOnce
+
+    logger = get_logger("log_once_test")
+    log = LogOnce(period=0.0)
+    for _ in range(2):
+        log(logger.error, "an input error")
+        log(logger.warning, "3 image message(s) lost in transport")
+        log(logger.info, "a note")
 
 
 def test_a_mapper_behind_integrates_its_keyframes_and_optimises_once(cfg, monkeypatch) -> None:

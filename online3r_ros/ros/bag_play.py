@@ -29,6 +29,7 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosReliability
 
 from online3r_ros.bags.reader import open_bag
 from online3r_ros.bags.stream import PlayTopic, play_topics, ros2_messages
+from online3r_ros.ros.dds import use_large_data_profile
 
 __all__ = ["PlayReport", "message_class", "play_bag", "standalone_node", "to_rclpy_qos"]
 
@@ -209,11 +210,13 @@ def _play_once(
 @contextmanager
 def standalone_node(name: str, *, use_sim_time: bool = False, domain_id: int | None = None) -> Iterator[Any]:
     """An rclpy node in its own context (domain ``domain_id``, default ``ROS_DOMAIN_ID``), without rclpy's
-    signal handlers so Ctrl-C arrives as ``KeyboardInterrupt``; shut down on exit."""
+    signal handlers so Ctrl-C arrives as ``KeyboardInterrupt``; shut down on exit. Full-size images leave
+    in one piece (:func:`~online3r_ros.ros.dds.use_large_data_profile`)."""
     import rclpy
     from rclpy.parameter import Parameter
     from rclpy.signals import SignalHandlerOptions
 
+    use_large_data_profile()
     context = rclpy.Context()
     # args: never let rcl parse this process's command line (a "--remap a:=b" would read as a ROS remap)
     rclpy.init(

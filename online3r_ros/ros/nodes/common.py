@@ -17,6 +17,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from online3r_ros.model.checkpoint import CheckpointError, CheckpointNotFoundError
+from online3r_ros.ros.dds import use_large_data_profile
 from online3r_ros.ros.nodes.diagnostics import diagnostic_array, status_string
 from online3r_ros.ros.nodes.params import (
     NodeParams,
@@ -124,6 +125,32 @@ def stop_worker(node: Any, timeout: float = 5.0) -> None:
 _NUMBERS = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
+# rclpy ties each call site of a logger method to one severity ("Logger severity cannot be changed between
+# calls"), so LogOnce calls each severity from a function of its own.
+def _log_at_error(log: Callable[[str], Any], line: str) -> None:
+    log(line)
+
+
+def _log_at_warning(log: Callable[[str], Any], line: str) -> None:
+    log(line)
+
+
+def _log_at_info(log: Callable[[str], Any], line: str) -> None:
+    log(line)
+
+
+def _log_at_other(log: Callable[[str], Any], line: str) -> None:
+    log(line)
+
+
+_CALL_SITES = {
+    "error": _log_at_error,
+    "warning": _log_at_warning,
+    "warn": _log_at_warning,
+    "info": _log_at_info,
+}
+
+
 class LogOnce:
     """Log each kind of message at most once per ``period`` seconds. The kind is the text with its numbers
     masked, so per-frame stamps or counts do not defeat the limit; the next line of a kind says how many
@@ -140,7 +167,8 @@ class LogOnce:
         now = self._time()
         last, held = self._last.pop(kind, (-1e9, 0))
         if now - last >= self.period:
-            log(text if not held else f"{text} (and {held} similar in the last {now - last:.0f} s)")
+            line = text if not held else f"{text} (and {held} similar in the last {now - last:.0f} s)"
+            _CALL_SITES.get(getattr(log, "__name__", ""), _log_at_other)(log, line)
             last, held = now, 0
         else:
             held += 1
@@ -173,6 +201,7 @@ def run_node(factory: Callable[[Any], Any], name: str, args: list[str] | None = 
     ``node.stop()`` joins the worker, and only then are the node and the context destroyed.
     """
     argv = sys.argv if args is None else args
+    dds_profile = use_large_data_profile()  # before rclpy.init: see ros/dds.py
     try:
         rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     except Exception as exc:  # noqa: BLE001 - rcl rejects malformed --ros-args with RCLError
@@ -201,6 +230,8 @@ def run_node(factory: Callable[[Any], Any], name: str, args: list[str] | None = 
                     f"[{name}] FATAL: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True
                 )
             return 1
+        if dds_profile is not None:
+            node.get_logger().info(f"Fast DDS profile for full-size messages: {dds_profile}")
 
         def on_signal(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
             stop_requested.set()

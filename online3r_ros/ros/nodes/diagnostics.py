@@ -4,8 +4,8 @@
 the messages (``diagnostic_msgs``/``std_msgs`` imported lazily).
 
 Levels: ``ERROR`` while an input error is fresh (younger than ``error_hold`` s: wrong encoding, size change,
-zero size, CameraInfo disagreeing with the image, malformed message), ``WARN`` when lost / initialising / no
-input for ``input_timeout`` s, ``OK`` otherwise.
+zero size, CameraInfo disagreeing with the image, malformed message), ``WARN`` while a warning is fresh
+(inputs lost in transport), or when lost / initialising / no input for ``input_timeout`` s, ``OK`` otherwise.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ class NodeStats:
 
     Counters (``count(name)``): e.g. ``received``, ``processed``, ``dropped``, ``rejected``. Stage times
     (``add_times({"track": ms, ...})``) and latency (``add_latency(ms)``) keep the last 100 values.
-    ``error(text)`` records an input error with the wall time; ``state`` is a free string.
+    ``error(text)`` records an input error with the wall time, ``warning(text)`` a lesser problem (WARN for
+    ``error_hold`` s); ``state`` is a free string.
     """
 
     def __init__(self, name: str, error_hold: float = 5.0, input_timeout: float = 2.0) -> None:
@@ -43,6 +44,8 @@ class NodeStats:
         self.last_error = ""
         self.last_error_time = -math.inf
         self.n_errors = 0
+        self.last_warning = ""
+        self.last_warning_time = -math.inf
         self.last_input_time: float | None = None
         self._lock = threading.Lock()
 
@@ -73,11 +76,18 @@ class NodeStats:
             self.last_error_time = time.monotonic() if now is None else now
             self.n_errors += 1
 
+    def warning(self, text: str, now: float | None = None) -> None:
+        with self._lock:
+            self.last_warning = str(text)
+            self.last_warning_time = time.monotonic() if now is None else now
+
     def level(self, now: float | None = None) -> tuple[int, str]:
         """``(level, message)`` now."""
         now = time.monotonic() if now is None else now
         if now - self.last_error_time < self.error_hold:
             return ERROR, f"input error: {self.last_error}"
+        if now - self.last_warning_time < self.error_hold:
+            return WARN, self.last_warning
         if self.last_input_time is not None and now - self.last_input_time > self.input_timeout:
             return WARN, f"no input for {now - self.last_input_time:.1f} s ({self.state})"
         if self.state in ("lost", "initialising"):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ from tf2_msgs.msg import TFMessage
 
 from online3r_ros.eval import write_tum
 from online3r_ros.ros import topics as T
-from online3r_ros.ros.adaptive_qos import AdaptiveSubscription
+from online3r_ros.ros.adaptive_qos import AdaptiveSubscription, create_input_subscription
+from online3r_ros.ros.dds import large_data_profile
 from online3r_ros.ros.frames import ExternalOdometry, RobotFrames, StaticTfChain
 from online3r_ros.ros.nodes.common import (
     LogOnce,
@@ -156,16 +158,20 @@ class TrackerNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, T.DIAGNOSTICS.name, T.qos_for(T.DIAGNOSTICS))
         self.tf = TfBroadcaster(self) if p.publish_tf else None
         image_type = CompressedImage if p.image_transport == "compressed" else Image
-        inputs = [(image_type, p.image_topic, self._on_image)]
-        inputs += [(Image, p.depth_topic, self._on_depth)] if p.depth_topic else []
-        inputs += [(CameraInfo, p.camera_info_topic, self._on_info)] if p.camera_info_topic else []
+        inputs = [("image", image_type, p.image_topic, self._on_image)]
+        inputs += [("depth", Image, p.depth_topic, self._on_depth)] if p.depth_topic else []
+        if p.camera_info_topic:
+            inputs += [("camera_info", CameraInfo, p.camera_info_topic, self._on_info)]
         if p.image_qos == "auto":  # follow the publishers' reliability (ros/adaptive_qos.py)
-            self._adaptive = [AdaptiveSubscription(self, *args, depth=p.input_queue) for args in inputs]
+            self._adaptive = [
+                AdaptiveSubscription(self, *args, depth=p.input_queue, on_lost=partial(self._on_lost, role))
+                for role, *args in inputs
+            ]
             self.create_timer(1.0, self._match_publishers)
         else:
-            for msg_type, topic, callback in inputs:
-                qos = qos_from_parameter(p.image_qos, depth=p.input_queue)
-                self.create_subscription(msg_type, topic, callback, qos)
+            qos = qos_from_parameter(p.image_qos, depth=p.input_queue)
+            for role, msg_type, topic, callback in inputs:
+                create_input_subscription(self, msg_type, topic, callback, qos, partial(self._on_lost, role))
         self.create_subscription(
             Float64MultiArray, T.KEYFRAME_SIM3.name, self._on_poses, T.qos_for(T.KEYFRAME_SIM3)
         )
@@ -215,6 +221,18 @@ class TrackerNode(Node):
             self._wake.notify()
         if problem is not None:
             self._input_error(problem)
+
+    def _on_lost(self, role: str, n: int) -> None:
+        """DDS lost ``n`` ``role`` messages before they reached us: counted, WARN, logged (rate-limited)."""
+        self.stats.count("lost_in_transport", n)
+        self.stats.count(f"lost_in_transport_{role}", n)
+        text = (
+            f"{n} {role} message(s) lost in transport (DDS); full-size images get lost this way when the "
+            f"publisher uses Fast DDS's default 512 KiB shared-memory segment: start the camera driver with "
+            f"FASTDDS_DEFAULT_PROFILES_FILE={large_data_profile()} (online3r dds-profile)"
+        )
+        self.stats.warning(text)
+        self._log_once(self.get_logger().warning, text)
 
     def _match_publishers(self) -> None:
         for sub in self._adaptive:
