@@ -393,6 +393,7 @@ PROBES: dict[str, tuple] = {
     "tracking.flow_max_side": (64, "flow", {}),
     "tracking.flow_points": (100, "flow", {}),
     "tracking.flow_agree_px": (0.0, "flow", {}),
+    "tracking.flow_max_correction": (0.001, "flow", {"tracking": {"flow_agree_px": 0.0}}),
     "tracking.keyframe_max_dist": (0.01, "pipeline", {}),
     "tracking.model_keyframes": (0, "pipeline", {}),
     "tracking.model_max_dist": (0.01, "pipeline", {"tracking": {"model_keyframes": 6}}),

@@ -123,6 +123,20 @@ def test_a_motion_guess_the_flow_confirms_is_kept_a_wrong_one_replaced() -> None
     assert prior.stats()["motion_confirmed"] == 1 and prior.stats()["used"] == 1
 
 
+def test_a_flow_pose_far_from_the_motion_guess_is_refused() -> None:
+    """``max_correction``: the flow's verified pose (15 cm from the reference) replaces a guess 10 cm off it
+    with a 0.25 m limit, not with a 0.05 m one (the guess stands; counted as implausible)."""
+    (query, T_wq), (ref, T_wr) = _view(0.15, 8.0), _view(0.0, 0.0)
+    wrong = _relative(T_wq, T_wr)
+    wrong[0] += 0.1
+    for limit, used in ((0.25, True), (0.05, False)):
+        prior = FlowPrior(320, 2000, torch.as_tensor, agree_px=3.0, max_correction=limit)
+        prior.remember(0, ref)
+        found = prior.guess(query, wrong)
+        assert (found is not None and found.source == "flow") == used, limit
+        assert prior.stats()["rejected_implausible"] == (0 if used else 1)
+
+
 def test_flow_image_shrinks_to_max_side_and_keeps_input_depth() -> None:
     prior = FlowPrior(160, 2000, lambda d: torch.as_tensor(d) * 2.0)  # a source with depth_scale 2
     ref, _ = _view(0.0, 0.0)
@@ -203,3 +217,31 @@ def test_keyframe_max_dist_makes_a_far_frame_a_keyframe() -> None:
         assert not res.lost and res.match_frac > 0.5
         out[limit] = res.new_keyframe
     assert out == {0.5: True, 0.0: False}
+
+
+def test_a_fast_orbit_stays_on_track() -> None:
+    """The synthetic orbit every 8th frame (12 deg and 14 cm per frame), two laps: the flows fail at that
+    image motion and verify poses 0.45-0.78 m from a right motion guess, which ICP followed (1.35 m off
+    without ``flow_max_correction``); with it every pose stays within 2 cm and the second lap reuses the
+    first lap's keyframes."""
+    from online3r_ros.slam.frontend import TrackerFrontend
+    from online3r_ros.slam.runner import build_source
+    from online3r_ros.synthetic import make_synthetic_sequence
+
+    cfg = load_config()
+    frames = list(make_synthetic_sequence(n_frames=241, width=160, height=120))[:240:8]
+    fe = TrackerFrontend(cfg, build_source(cfg))
+    T_0w = np.linalg.inv(frames[0].pose_gt)
+    errors = []
+    for lap in range(2):
+        for f in frames:
+            n_posed = len(fe.trajectory()[1])
+            fe.process(f.rgb, f.depth, f.K, 8.0 * lap + f.timestamp)
+            if len(fe.trajectory()[1]) > n_posed:  # this frame got a pose
+                est = sim3_to_matrix(fe.trajectory()[2][-1]).numpy()
+                errors.append(np.linalg.norm(est[:3, 3] - (T_0w @ f.pose_gt)[:3, 3]))
+        if lap == 0:
+            first_lap_keyframes = fe.num_keyframes
+    assert len(errors) >= 2 * len(frames) - 2  # the second frame waits for the first to initialise
+    assert max(errors) < 0.02, np.round(errors, 3)
+    assert fe.num_keyframes == first_lap_keyframes and fe.n_reused > 0

@@ -222,6 +222,14 @@ class TrackingConfig(ResidualConfig):
         "499 guesses kept, 4.7 ms per frame on average; 0: the flow's own pose on every frame, ~20 ms",
         ge=0.0,
     )
+    flow_max_correction: float = _opt(
+        0.25,
+        "(online3r_ros) flow prior: the flow's pose replaces the motion model's guess only within this "
+        "distance of it (m; 0: no limit). DIS flow fails at large image motion (a synthetic orbit at 12 deg "
+        "and 14 cm per frame) and RANSAC then verifies a wrong pose 0.45-0.78 m from a guess that was "
+        "right, which ICP followed (0.66 m off); the TUM fr3 cabinet's corrections are at most 0.15 m",
+        ge=0.0,
+    )
     icp_rel_error: float = _opt(
         1e-4, "(online3r_ros) RGB-D ICP: convergence on relative cost decrease", gt=0.0
     )

@@ -15,8 +15,11 @@ both images have texture. Where the motion model's guess puts the samples within
 samples the backward flow returns within :data:`MAX_FB_ERROR` px are lifted to 3D by both depth images and
 go through the vectorised RANSAC and verification of
 :func:`~online3r_ros.retrieval.relpose.fit_relative_pose` (enough inliers, inlier fraction, residual, pose
-uncertainty, image coverage); ICP starts from that pose. Unverified, it is not used and the motion model's
-guess stands. Flat or blank images give no prior.
+uncertainty, image coverage); ICP starts from that pose. Unverified, or farther than
+``tracking.flow_max_correction`` from the motion model's guess, it is not used and that guess stands. Flat
+or blank images give no prior. The distance limit: at large image motion (a synthetic orbit at 12 deg and 14
+cm per frame) both flows fail and RANSAC verifies a wrong pose 0.45-0.78 m from a right guess, which ICP
+then followed; the cabinet's corrections are at most 0.15 m.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..geometry.lie import sim3_to_matrix
+from ..geometry.lie import sim3_compose, sim3_inverse, sim3_to_matrix
 from ..retrieval.relpose import RelPose, RelPoseConfig, fit_relative_pose
 from ..retrieval.sift import backproject_keypoints, grey_image
 
@@ -209,6 +212,8 @@ class FlowPrior:
         max_points: correspondences entering RANSAC (``tracking.flow_points``).
         agree_px: the motion model's guess stands where the forward flow agrees with it within this many
             flow-image pixels (``tracking.flow_agree_px``; 0: never).
+        max_correction: the flow's pose is refused farther than this from the motion model's guess (m,
+            translation of the difference; ``tracking.flow_max_correction``; 0: no limit).
         metres: the metric source's reading of a depth image (metres, 0 where invalid, its depth scale
             applied: :meth:`RGBDSource.metres <online3r_ros.sources.rgbd.RGBDSource.metres>`).
 
@@ -221,13 +226,15 @@ class FlowPrior:
         max_points: int,
         metres: Callable[[object], torch.Tensor],
         agree_px: float = 3.0,
+        max_correction: float = 0.0,
     ) -> None:
         self.max_side, self.max_points, self.metres = int(max_side), int(max_points), metres
-        self.agree_px = float(agree_px)
+        self.agree_px, self.max_correction = float(agree_px), float(max_correction)
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         self._check = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)  # the guess check only
         self._last: tuple[int, FlowImage] | None = None
         self.n_agreed = self.n_used = self.n_rejected = 0  # motion guess confirmed / flow pose / neither
+        self.n_implausible = 0  # of the rejected: verified, but farther than max_correction from the guess
         self.seconds = 0.0
 
     def reset(self) -> None:
@@ -253,8 +260,8 @@ class FlowPrior:
         """Where to start tracking ``image``: the motion model's guess ``T_motion`` (Sim(3) ``[8]``, the new
         frame in the last posed frame) when a fast forward flow agrees with it within ``agree_px`` (DIS's
         FAST preset, ~1 ms at 320x240), else the flow's verified pose (forward and backward flows at the
-        MEDIUM preset, RANSAC); ``None``: no image to compare, another image size, or the flow did not
-        verify."""
+        MEDIUM preset, RANSAC) within ``max_correction`` of ``T_motion``; ``None``: no image to compare,
+        another image size, the flow did not verify, or its pose is that implausible."""
         if image is None or self._last is None or self._last[1].grey.shape != image.grey.shape:
             return None
         index, last = self._last
@@ -268,11 +275,20 @@ class FlowPrior:
             rp = flow_relative_pose(image, last, self._dis, self.max_points)
         finally:
             self.seconds += time.perf_counter() - t0
-        if not rp.ok:
+        if not rp.ok or self._implausible(rp.T_ref_query, T_motion):
             self.n_rejected += 1
             return None
         self.n_used += 1
         return FlowGuess(index, rp.T_ref_query.to(torch.float64), "flow")
+
+    def _implausible(self, T_flow: Tensor, T_motion: Tensor | None) -> bool:
+        """The flow's pose is more than ``max_correction`` from the motion model's guess (counted)."""
+        if self.max_correction <= 0 or T_motion is None:
+            return False
+        gap = sim3_compose(sim3_inverse(T_motion.detach().to("cpu", torch.float64)), T_flow.to(torch.float64))
+        far = float(gap[:3].norm()) > self.max_correction
+        self.n_implausible += far
+        return far
 
     def state_dict(self) -> dict | None:
         """The last posed frame's index and flow image (CPU tensors; ``None``: none), so that a saved session
@@ -298,5 +314,6 @@ class FlowPrior:
             "motion_confirmed": self.n_agreed,
             "used": self.n_used,
             "rejected": self.n_rejected,
+            "rejected_implausible": self.n_implausible,
             "mean_ms": round(1000.0 * self.seconds / n, 2) if n else None,
         }

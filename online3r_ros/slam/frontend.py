@@ -152,9 +152,8 @@ class TrackerFrontend:
         self.place = None if describe is None or places is None else PlaceTracking(config, describe, places)
         tc = config.tracking
         flow = tc.flow_prior and source.metric
-        self.flow = (
-            FlowPrior(tc.flow_max_side, tc.flow_points, source.metres, tc.flow_agree_px) if flow else None
-        )
+        limits = (tc.flow_agree_px, tc.flow_max_correction)
+        self.flow = FlowPrior(tc.flow_max_side, tc.flow_points, source.metres, *limits) if flow else None
         self._offered_prompts: PromptUpdate | None = None
         self.reset(session)
 
