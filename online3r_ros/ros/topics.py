@@ -198,8 +198,8 @@ TRACKER_STATUS = TopicSpec(
     "-",
     "tracker",
     "users",
-    "JSON: state (initialising/tracking/lost), frames received/processed/dropped/rejected, stage times, "
-    "latency, last error",
+    "JSON: state (initialising/tracking/lost), frames received/processed/dropped/rejected, inputs lost in "
+    "transport, stage times, latency, last error",
 )
 KEYFRAME_POSES = TopicSpec(
     "online3r/keyframe_poses",

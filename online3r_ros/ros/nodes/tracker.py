@@ -12,7 +12,8 @@ input pairing (:class:`~online3r_ros.ros.nodes.inputs.InputSync`).
 - Never processes stale frames: the worker takes the newest image whose depth and CameraInfo are there
   (either may arrive first); older waiting images count as ``dropped``; one still incomplete after
   ``sync_wait`` is rejected. The ROS callbacks only queue, so they never wait for the SLAM work.
-- Bad input is rejected with a log line and ``/diagnostics`` at ERROR; the node keeps running.
+- Bad input is rejected with a log line and ``/diagnostics`` at ERROR; the node keeps running. Inputs DDS
+  reports lost on the way are counted (``lost_in_transport``), logged and WARN (``ros/dds.py``: the cause).
 - ``map`` is the base frame at the first image, ``odom`` follows the continuous odometry, ``map -> odom``
   carries the mapper's corrections; with ``external_odometry`` another node owns ``odom -> base`` and the
   tracker publishes only ``map -> odom`` against it (after publishing the odometry and pose).
