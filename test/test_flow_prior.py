@@ -159,7 +159,8 @@ def _cabinet() -> tuple[list, list]:
 @pytest.mark.realdata
 def test_cabinet_pairs_converge_from_the_prior_not_from_the_previous_pose() -> None:
     """Each cabinet frame tracked against the one before it (as a keyframe): from the previous frame's pose
-    ICP ends > 10 cm off in many pairs (measured 19 of 57); from the flow prior in none (max 3.9 cm)."""
+    ICP ends > 10 cm off in many pairs (measured 19 of 57); from the flow prior in none (max 9.3 cm since the
+    flow images are blurred, ``BLUR_SIGMA``: 3.9 cm before, but blocky images defeated the flow)."""
     frames, sf = _cabinet()
     cfg = load_config()
     tracker = FrameTracker(RGBDSource.from_config(cfg), cfg, "se3")
@@ -177,7 +178,7 @@ def test_cabinet_pairs_converge_from_the_prior_not_from_the_previous_pose() -> N
             T = sim3_to_matrix(res.T_CkCf).numpy()
             errors.append(np.linalg.norm((np.linalg.inv(gt) @ T)[:3, 3]))
     assert sum(e > 0.10 for e in from_previous) >= 10, from_previous
-    assert max(from_prior) < 0.06 and np.median(from_prior) < 0.015, from_prior
+    assert max(from_prior) < 0.10 and np.median(from_prior) < 0.015, from_prior
 
 
 @needs_cabinet
@@ -219,24 +220,30 @@ def test_keyframe_max_dist_makes_a_far_frame_a_keyframe() -> None:
     assert out == {0.5: True, 0.0: False}
 
 
-def test_a_fast_orbit_stays_on_track() -> None:
+@pytest.mark.parametrize("stride, upsample", [(8, 1), (4, 2)])
+def test_a_fast_orbit_stays_on_track(stride: int, upsample: int) -> None:
     """The synthetic orbit every 8th frame (12 deg and 14 cm per frame), two laps: the flows fail at that
     image motion and verify poses 0.45-0.78 m from a right motion guess, which ICP followed (1.35 m off
     without ``flow_max_correction``); with it every pose stays within 2 cm and the second lap reuses the
-    first lap's keyframes."""
+    first lap's keyframes. Every 4th frame upsampled 2x nearest-neighbour (blocky, as the camera-stream
+    benchmark's renders): several metres off without ``BLUR_SIGMA``."""
     from online3r_ros.slam.frontend import TrackerFrontend
     from online3r_ros.slam.runner import build_source
     from online3r_ros.synthetic import make_synthetic_sequence
 
     cfg = load_config()
-    frames = list(make_synthetic_sequence(n_frames=241, width=160, height=120))[:240:8]
+    frames = list(make_synthetic_sequence(n_frames=241, width=160, height=120))[:240:stride]
     fe = TrackerFrontend(cfg, build_source(cfg))
     T_0w = np.linalg.inv(frames[0].pose_gt)
+    up = lambda a: np.repeat(np.repeat(a, upsample, axis=0), upsample, axis=1)  # noqa: E731
+    K = np.array(frames[0].K, dtype=np.float64)
+    K[:2, :2] *= upsample
+    K[:2, 2] = upsample * (K[:2, 2] + 0.5) - 0.5  # pixel centres of the upsampled image
     errors = []
     for lap in range(2):
         for f in frames:
             n_posed = len(fe.trajectory()[1])
-            fe.process(f.rgb, f.depth, f.K, 8.0 * lap + f.timestamp)
+            fe.process(up(f.rgb), up(f.depth), K, 8.0 * lap + f.timestamp)
             if len(fe.trajectory()[1]) > n_posed:  # this frame got a pose
                 est = sim3_to_matrix(fe.trajectory()[2][-1]).numpy()
                 errors.append(np.linalg.norm(est[:3, 3] - (T_0w @ f.pose_gt)[:3, 3]))
