@@ -62,7 +62,7 @@ MAX_FB_ERROR = 1.0
 MIN_GRADIENT = 0.5
 #: Gaussian blur of the flow images (flow px): blocky images (an upsampled camera or render) made DIS follow
 #: their block edges, and RANSAC verified wrong poses from that flow (the synthetic orbit upsampled 2x or 4x,
-#: every 4th frame: 0.7 m off; blurred: within 7 mm). Cabinet 2.87 -> 2.89 cm, 7-Scenes 0.0280 -> 0.0278 m
+#: every 4th frame: 0.7 m off; blurred: within 9 mm). Cabinet 2.87 -> 2.89 cm, 7-Scenes 0.0280 -> 0.0278 m
 BLUR_SIGMA = 1.0
 #: RANSAC and verification of the prior: many correspondences, so more inliers are demanded than of
 #: sparse features, and fewer hypotheses are needed (inlier fractions are high)
