@@ -152,8 +152,17 @@ class TrackerFrontend:
         self.place = None if describe is None or places is None else PlaceTracking(config, describe, places)
         tc = config.tracking
         flow = tc.flow_prior and source.metric
-        limits = (tc.flow_agree_px, tc.flow_max_correction)
-        self.flow = FlowPrior(tc.flow_max_side, tc.flow_points, source.metres, *limits) if flow else None
+        self.flow = (
+            FlowPrior(
+                tc.flow_max_side,
+                tc.flow_points,
+                source.metres,
+                agree_px=tc.flow_agree_px,
+                max_correction=tc.flow_max_correction,
+            )
+            if flow
+            else None
+        )
         self._offered_prompts: PromptUpdate | None = None
         self.reset(session)
 
