@@ -216,10 +216,11 @@ class TrackingConfig(ResidualConfig):
     )
     flow_agree_px: float = _opt(
         3.0,
-        "(online3r_ros) flow prior: the motion model's guess stands where the forward flow lands within this "
+        "(online3r_ros) flow prior: the motion model's guess stands where the forward flow, started from the "
+        "flow the guess implies (a repeating texture otherwise traps DIS one period off), lands within this "
         "median distance of where the guess puts the samples (px of the flow image, ~6 px of a 640x480 "
-        "image): one fast flow instead of two careful ones and no RANSAC. 7-Scenes redkitchen 0-499: 459 of "
-        "499 guesses kept, 4.7 ms per frame on average; 0: the flow's own pose on every frame, ~20 ms",
+        "image): one fast flow instead of two careful ones and no RANSAC. 7-Scenes redkitchen 0-499: 458 of "
+        "499 guesses kept, 5.3 ms per frame on average; 0: the flow's own pose on every frame, ~20 ms",
         ge=0.0,
     )
     flow_max_correction: float = _opt(

@@ -11,15 +11,20 @@ this prior, in none (all within 4 cm, median 0.9 cm).
 The prior: DIS optical flow (OpenCV; coarse to fine, so displacements of a hundred pixels converge) from the
 new grey image to the previous one at ``tracking.flow_max_side``, sampled every :data:`GRID_STEP` px where
 both images have texture. Where the motion model's guess puts the samples within
-``tracking.flow_agree_px`` of the flow (smooth motion: most frames), that guess stands. Otherwise the
-samples the backward flow returns within :data:`MAX_FB_ERROR` px are lifted to 3D by both depth images and
-go through the vectorised RANSAC and verification of
+``tracking.flow_agree_px`` of a fast flow started from the guess's own flow (smooth motion: most frames),
+that guess stands. Started from zero, DIS locks onto the wrong period of a repeating texture: on a
+synthetic wall of diagonal stripes 8 cm and 6 deg between frames, 19 px off everywhere, and RANSAC verified
+that flow's pose 0.22 m off; started from a right guess it finds the true flow, while a wrong guess (the
+cabinet's, or 10 cm off on synthetic views) still disagrees. Otherwise a second flow from zero, whose
+samples the backward flow returns within :data:`MAX_FB_ERROR` px, is lifted to 3D by both depth images and
+goes through the vectorised RANSAC and verification of
 :func:`~online3r_ros.retrieval.relpose.fit_relative_pose` (enough inliers, inlier fraction, residual, pose
 uncertainty, image coverage); ICP starts from that pose. Unverified, or farther than
 ``tracking.flow_max_correction`` from the motion model's guess, it is not used and that guess stands. Flat
-or blank images give no prior. The distance limit: at large image motion (a synthetic orbit at 12 deg and 14
-cm per frame) both flows fail and RANSAC verifies a wrong pose 0.45-0.78 m from a right guess, which ICP
-then followed; the cabinet's corrections are at most 0.15 m.
+or blank images give no prior. The distance limit: before the check started from the guess and the flow
+images were blurred, a synthetic orbit at 12 deg and 14 cm per frame had both flows fail and RANSAC verify
+wrong poses 0.45-0.78 m from a right guess, which ICP then followed; the cabinet's corrections are at most
+0.15 m.
 """
 
 from __future__ import annotations
@@ -104,17 +109,34 @@ class FlowSamples:
     usable: np.ndarray
 
 
-def forward_flow(
-    query: np.ndarray, ref: np.ndarray, dis: cv2.DISOpticalFlow, step: int = GRID_STEP
-) -> FlowSamples:
-    """:class:`FlowSamples` of two grey images ``[h, w]`` uint8 of one size (one DIS flow)."""
-    fw = dis.calc(query, ref, None)  # [h, w, 2]: query pixel -> ref pixel
-    h, w = query.shape
+def sample_grid(shape: tuple[int, int], step: int = GRID_STEP) -> np.ndarray:
+    """Pixels ``[N, 2]`` float32 (x, y) of the flow samples of an ``[h, w]`` image, every ``step`` px,
+    row-major: ``(h // step) * (w // step)`` of them when ``step`` divides both.
+
+    >>> sample_grid((8, 12), 4).tolist()
+    [[2.0, 2.0], [6.0, 2.0], [10.0, 2.0], [2.0, 6.0], [6.0, 6.0], [10.0, 6.0]]
+    """
+    h, w = shape
     ys, xs = np.mgrid[step // 2 : h : step, step // 2 : w : step]
-    xy_q = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
-    xy_r = xy_q + fw[ys.ravel(), xs.ravel()]
+    return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
+
+
+def forward_flow(
+    query: np.ndarray,
+    ref: np.ndarray,
+    dis: cv2.DISOpticalFlow,
+    step: int = GRID_STEP,
+    init: np.ndarray | None = None,
+) -> FlowSamples:
+    """:class:`FlowSamples` of two grey images ``[h, w]`` uint8 of one size (one DIS flow, started from the
+    flow ``init [h, w, 2]`` float32 where given, else from zero at DIS's coarsest level)."""
+    fw = dis.calc(query, ref, None if init is None else init.copy())  # [h, w, 2]: query pixel -> ref pixel
+    xy_q = sample_grid(query.shape, step)
+    xs, ys = xy_q[:, 0].astype(np.int64), xy_q[:, 1].astype(np.int64)
+    xy_r = xy_q + fw[ys, xs]
+    h, w = query.shape
     inside = (xy_r[:, 0] >= 0) & (xy_r[:, 0] <= w - 1) & (xy_r[:, 1] >= 0) & (xy_r[:, 1] <= h - 1)
-    textured = (_gradient(query)[ys.ravel(), xs.ravel()] >= MIN_GRADIENT) & (
+    textured = (_gradient(query)[ys, xs] >= MIN_GRADIENT) & (
         cv2.remap(_gradient(ref), xy_r[None, :, 0], xy_r[None, :, 1], cv2.INTER_LINEAR)[0] >= MIN_GRADIENT
     )
     return FlowSamples(xy_q, xy_r, inside & textured)
@@ -152,23 +174,40 @@ def _input_pixels(xy: np.ndarray, scale: float) -> np.ndarray:
     return (xy + 0.5) * scale - 0.5
 
 
-def flow_disagreement(samples: FlowSamples, query: FlowImage, ref: FlowImage, T_ref_query: Tensor) -> float:
-    """Median distance (flow pixels) between where the flow takes the usable samples with depth and where a
-    pose ``T_ref_query`` (Sim(3) ``[8]``) puts them (query depth, then ref ``K``); ``inf`` with fewer than
-    :data:`FLOW_RELPOSE` ``.min_inliers`` such samples."""
-    P = backproject_keypoints(_input_pixels(samples.xy_q, query.scale), query.depth, query.K)
-    ok = samples.usable & np.isfinite(P).all(axis=1)
+def pose_samples(query: FlowImage, ref: FlowImage, T_ref_query: Tensor, step: int = GRID_STEP) -> np.ndarray:
+    """Where a pose ``T_ref_query`` (Sim(3) ``[8]``) takes the :func:`sample_grid` pixels of ``query``'s flow
+    image (query depth, then ref ``K``): ``[N, 2]`` float32 ref flow pixels, NaN where the query has no depth
+    or the point lands behind the ref camera."""
+    xy_q = sample_grid(query.grey.shape, step)
+    P = backproject_keypoints(_input_pixels(xy_q, query.scale), query.depth, query.K).astype(np.float64)
+    T = sim3_to_matrix(T_ref_query.detach().to("cpu", torch.float64)).numpy()
+    X = P @ T[:3, :3].T + T[:3, 3]
+    X[~(X[:, 2] > 1e-6)] = np.nan
+    uv = X @ ref.K.T
+    return ((uv[:, :2] / uv[:, 2:3] + 0.5) / ref.scale - 0.5).astype(np.float32)
+
+
+def initial_flow(predicted: np.ndarray, shape: tuple[int, int], step: int = GRID_STEP) -> np.ndarray | None:
+    """A dense flow ``[h, w, 2]`` float32 to start DIS from, interpolated from a pose's :func:`pose_samples`
+    ``predicted [N, 2]`` (samples without a prediction take the median flow); ``None`` with fewer than
+    :data:`FLOW_RELPOSE` ``.min_inliers`` predictions or where ``step`` does not divide ``shape``."""
+    h, w = shape
+    valid = np.isfinite(predicted).all(axis=1)
+    if h % step or w % step or int(valid.sum()) < FLOW_RELPOSE.min_inliers:
+        return None
+    flow = predicted - sample_grid(shape, step)
+    flow[~valid] = np.median(flow[valid], axis=0)
+    return cv2.resize(flow.reshape(h // step, w // step, 2), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def flow_disagreement(samples: FlowSamples, predicted: np.ndarray) -> float:
+    """Median distance (flow pixels) between where the flow takes the usable samples and where a pose puts
+    them (``predicted [N, 2]``, :func:`pose_samples`); ``inf`` with fewer than :data:`FLOW_RELPOSE`
+    ``.min_inliers`` usable samples with a prediction."""
+    ok = samples.usable & np.isfinite(predicted).all(axis=1)
     if int(ok.sum()) < FLOW_RELPOSE.min_inliers:
         return math.inf
-    T = sim3_to_matrix(T_ref_query.detach().to("cpu", torch.float64)).numpy()
-    X = P[ok].astype(np.float64) @ T[:3, :3].T + T[:3, 3]
-    front = X[:, 2] > 1e-6
-    if int(front.sum()) < FLOW_RELPOSE.min_inliers:
-        return math.inf
-    uv = X[front] @ ref.K.T
-    uv = uv[:, :2] / uv[:, 2:3]
-    predicted = (uv + 0.5) / ref.scale - 0.5
-    return float(np.median(np.linalg.norm(predicted - samples.xy_r[ok][front], axis=1)))
+    return float(np.median(np.linalg.norm(predicted[ok] - samples.xy_r[ok], axis=1)))
 
 
 def flow_relative_pose(
@@ -263,18 +302,21 @@ class FlowPrior:
 
     def guess(self, image: FlowImage | None, T_motion: Tensor | None = None) -> FlowGuess | None:
         """Where to start tracking ``image``: the motion model's guess ``T_motion`` (Sim(3) ``[8]``, the new
-        frame in the last posed frame) when a fast forward flow agrees with it within ``agree_px`` (DIS's
-        FAST preset, ~1 ms at 320x240), else the flow's verified pose (forward and backward flows at the
-        MEDIUM preset, RANSAC) within ``max_correction`` of ``T_motion``; ``None``: no image to compare,
-        another image size, the flow did not verify, or its pose is that implausible."""
+        frame in the last posed frame) when a fast forward flow started from its flow agrees with it within
+        ``agree_px`` (DIS's FAST preset, ~2 ms at 320x240), else the flow's verified pose (forward and
+        backward flows from zero at the MEDIUM preset, RANSAC) within ``max_correction`` of ``T_motion``;
+        ``None``: no image to compare, another image size, the flow did not verify, or its pose is that
+        implausible."""
         if image is None or self._last is None or self._last[1].grey.shape != image.grey.shape:
             return None
         index, last = self._last
         t0 = time.perf_counter()
         try:
             if self.agree_px > 0 and T_motion is not None:
-                check = forward_flow(image.grey, last.grey, self._check)
-                if flow_disagreement(check, image, last, T_motion) <= self.agree_px:
+                predicted = pose_samples(image, last, T_motion)
+                init = initial_flow(predicted, image.grey.shape)
+                check = forward_flow(image.grey, last.grey, self._check, init=init)
+                if flow_disagreement(check, predicted) <= self.agree_px:
                     self.n_agreed += 1
                     return FlowGuess(index, T_motion.detach().to("cpu", torch.float64), "motion")
             rp = flow_relative_pose(image, last, self._dis, self.max_points)
