@@ -49,6 +49,8 @@ then stops the tracker. Printed per run (counts from the last ``online3r/tracker
 
 ``--pipeline`` also starts the mapper and the retrieval node beside the tracker (their map and database in
 the temporary folder) and prints the same RSS figures for them, and the keyframes the mapper holds.
+``--json`` also gets a ``timeline`` per run: every 10 s of the stream the frames published, the tracker's
+and the mapper's keyframes and each node's RSS, to set memory growth against the map's.
 
     .venv/bin/python benchmarks/bench_camera_stream.py                       # 640x480 and 1280x720, 30 Hz
     .venv/bin/python benchmarks/bench_camera_stream.py --tracker --duration 30 --size 1280x720 \
@@ -304,6 +306,7 @@ def run_tracker(
     startup_timeout: float = 180.0,
     settle_timeout: float = 30.0,
     memory_period: float = 0.5,
+    timeline_period: float = 10.0,
     lap_frames: int = 240,
     input_queue: int | None = None,
     pipeline: bool = False,
@@ -370,7 +373,14 @@ def run_tracker(
                     stdout=subprocess.PIPE,
                     text=True,
                 )
-                out, _ = child.communicate(timeout=duration + 120.0)
+                keyframe_log: list[tuple[float, Any, Any]] = []
+
+                def log_keyframes() -> None:
+                    tracker, mapper = live.tracker_status or {}, live.mapper_status or {}
+                    t = time.monotonic() - sampler.t0
+                    keyframe_log.append((t, tracker.get("keyframes"), mapper.get("keyframes")))
+
+                out = _wait_logging(child, duration + 120.0, timeline_period, log_keyframes)
                 t0 = [float(line.split()[1]) for line in out.splitlines() if line.startswith("t0 ")]
                 if child.returncode != 0:
                     r["error"] = f"the publisher exited with code {child.returncode}"
@@ -426,12 +436,52 @@ def run_tracker(
         r[f"{prefix}_end_mib"] = float(rss[-1])
         r[f"{prefix}_max_mib"] = float(rss[during].max(initial=rss[-1]))
         r[f"{prefix}_growth_mib_per_1000_frames"] = growth_per_1000_frames(t, rss, t_frames)
+    if t0 and keyframe_log:
+        r["timeline"] = _timeline(keyframe_log, t0[0] - sampler.t0, rate, frames, memory)
     if r["error"] is None and not r["settled"]:
         r["error"] = f"the tracker's counts did not settle within {settle_timeout:.0f} s"
     if r["error"] is None and r["exit_code"] == 0 and not keep_logs:
         shutil.rmtree(tmp, ignore_errors=True)
         r["logs"] = None
     return r
+
+
+def _wait_logging(child: subprocess.Popen, timeout: float, period: float, log: Any) -> str:
+    """Wait for ``child`` to exit (``timeout`` s at most) calling ``log()`` every ``period`` s; its stdout."""
+    end = time.monotonic() + timeout
+    next_log = time.monotonic()
+    while child.poll() is None:
+        now = time.monotonic()
+        if now > end:
+            raise subprocess.TimeoutExpired(child.args, timeout)
+        if now >= next_log:
+            log()
+            next_log = now + period
+        time.sleep(0.1)
+    return child.stdout.read()
+
+
+def _timeline(
+    keyframe_log: list[tuple[float, Any, Any]],
+    stream_start: float,
+    rate: float,
+    frames: int,
+    memory: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> dict[str, list]:
+    """The JSON's ``timeline``: at each keyframe-count sample (seconds since the stream began) the frames
+    published by then, the tracker's and the mapper's keyframes, and each node's RSS (MiB, interpolated
+    between its samples), so that memory growth can be set against the map's."""
+    t = np.array([entry[0] for entry in keyframe_log])
+    since = t - stream_start
+    out: dict[str, list] = {
+        "t_s": np.round(since, 1).tolist(),
+        "frames": np.clip(np.floor(since * rate) + 1, 0, frames).astype(int).tolist(),
+        "keyframes": [entry[1] for entry in keyframe_log],
+        "mapper_keyframes": [entry[2] for entry in keyframe_log],
+    }
+    for name, (t_rss, rss) in memory.items():
+        out[f"{name}_rss_mib"] = np.round(np.interp(t, t_rss, rss), 1).tolist()
+    return out
 
 
 def _by_input(counts: dict[str, int]) -> str:

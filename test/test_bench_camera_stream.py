@@ -47,6 +47,21 @@ def test_lap_is_a_nearest_neighbour_upsampling_with_matching_intrinsics() -> Non
     np.testing.assert_allclose(lap.K @ ray, [4 * 10 + 1.5, 4 * 70 + 1.5, 1.0])
 
 
+def test_timeline_sets_memory_against_frames_and_keyframes() -> None:
+    """Keyframe counts logged at monotonic times, the stream starting at 2 s at 30 Hz for 90 frames: frames
+    published by each time (none before the start, all after the end) and each node's RSS interpolated."""
+    log = [(1.0, None, None), (2.5, 1, 0), (6.0, 3, 2)]
+    memory = {"tracker": (np.array([0.0, 4.0]), np.array([100.0, 140.0]))}
+    tl = _bench()._timeline(log, stream_start=2.0, rate=30.0, frames=90, memory=memory)
+    assert tl == {
+        "t_s": [-1.0, 0.5, 4.0],
+        "frames": [0, 16, 90],
+        "keyframes": [None, 1, 3],
+        "mapper_keyframes": [None, 0, 2],
+        "tracker_rss_mib": [110.0, 125.0, 140.0],
+    }
+
+
 @pytest.mark.ros
 @pytest.mark.slow
 def test_tracker_mode_accounts_for_every_frame(tmp_path, dds_domain) -> None:
@@ -72,3 +87,6 @@ def test_tracker_mode_accounts_for_every_frame(tmp_path, dds_domain) -> None:
     assert 0 < r["latency_p50_ms"] <= r["latency_p90_ms"]
     assert 50 < r["rss_start_mib"] <= r["rss_max_mib"] and r["rss_end_mib"] <= r["rss_max_mib"]
     assert f"published 90, received {r['received']}" in proc.stdout
+    timeline = r["timeline"]  # logged as the stream starts (the 3-s stream is shorter than its period)
+    assert set(timeline) == {"t_s", "frames", "keyframes", "mapper_keyframes", "tracker_rss_mib"}
+    assert len(set(map(len, timeline.values()))) == 1 and timeline["tracker_rss_mib"][0] > 50
