@@ -17,8 +17,8 @@ Loop closure: the retrieval node answers each keyframe's features with verified 
 (:meth:`MapperBackend.close_loops`: the same edge test, then a global optimisation) and re-publishes poses,
 paths, markers (loop edges in their own colour) and the map. Without a retrieval node nothing changes.
 
-Output frame: ``map`` = the robot base at the tracker's first image; the base -> camera transform comes with
-each keyframe (metadata ``T_bc``), so SLAM-world points/poses become ``T_bc · X`` / ``T_bc · T_WC``.
+Outputs (poses, paths, the dense map, markers, in the ``map`` frame):
+:mod:`online3r_ros.ros.nodes.map_outputs`.
 """
 
 from __future__ import annotations
@@ -29,19 +29,14 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseArray
-from nav_msgs.msg import Path as PathMsg
 from rclpy.node import Node
 from sensor_msgs.msg import PointCloud2
-from std_msgs.msg import Float32MultiArray, Float64MultiArray, Header, String
+from std_msgs.msg import Float32MultiArray, Float64MultiArray, String
 from std_srvs.srv import Trigger
-from visualization_msgs.msg import MarkerArray
 
 from online3r_ros.eval import write_tum
 from online3r_ros.ros import topics as T
-from online3r_ros.ros.frames import RobotFrames
 from online3r_ros.ros.nodes.common import (
     LogOnce,
     publish_node_diagnostics,
@@ -52,8 +47,9 @@ from online3r_ros.ros.nodes.common import (
     take_queued,
 )
 from online3r_ros.ros.nodes.diagnostics import NodeStats
+from online3r_ros.ros.nodes.map_outputs import MapOutputs
 from online3r_ros.ros.nodes.mapper_prompts import MapperPrompts
-from online3r_ros.ros.nodes.markers import frustum_lines, map_markers
+from online3r_ros.ros.nodes.markers import frustum_lines
 from online3r_ros.ros.nodes.msgs import (
     MessageFormatError,
     cloud_to_keyframe,
@@ -64,12 +60,8 @@ from online3r_ros.ros.nodes.msgs import (
 )
 from online3r_ros.ros.nodes.params import MapperParams
 from online3r_ros.ros.nodes.retrieval_msgs import array_to_features, array_to_loops
-from online3r_ros.ros.path_cdr import path_cdr
-from online3r_ros.ros.pointcloud import numpy_to_pointcloud2
-from online3r_ros.ros.pose import T_LINK_OPTICAL, matrices_to_poses
-from online3r_ros.ros.time import ns_to_stamp, sec_to_ns, stamp_to_ns
+from online3r_ros.ros.time import stamp_to_ns
 from online3r_ros.slam.backend import BackendHooks, MapperBackend
-from online3r_ros.slam.map_export import MapPoints
 from online3r_ros.slam.packets import MapUpdate
 from online3r_ros.slam.runner import build_source
 from online3r_ros.tuning import make_online_tuning
@@ -97,9 +89,6 @@ class MapperNode(Node):
         self._queue: deque = deque()
         self._running = True
         self._publish_map_request = False
-        self.frames = RobotFrames(T_LINK_OPTICAL)  # replaced by the keyframes' base -> camera transform
-        self._map_dirty = self._path_dirty = False
-        self._last_map = self._last_path = time.monotonic()
         self._last_save = -float("inf")
         self._unsaved = False  # keyframes integrated since the last autosave
         self._loops: dict[tuple[int, int], list] = {}  # (session, kf_id) -> loop candidates not yet used
@@ -117,12 +106,7 @@ class MapperNode(Node):
 
         self.pub_sim3 = pub(Float64MultiArray, T.KEYFRAME_SIM3)
         self.pub_state = pub(String, T.MAPPER_STATE)
-        self.pub_kf_poses = pub(PoseArray, T.KEYFRAME_POSES)
-        self.pub_kf_path = pub(PathMsg, T.KEYFRAME_PATH)
-        self.pub_path = pub(PathMsg, T.PATH)
-        self.pub_map = pub(PointCloud2, T.MAP)
-        self.pub_updates = pub(PointCloud2, T.MAP_UPDATES)
-        self.pub_markers = pub(MarkerArray, T.MARKERS)
+        self.outputs = MapOutputs(self, self.backend, self.p, self.stats)
         self.pub_status = pub(String, T.MAPPER_STATUS)
         self.pub_diag = pub(DiagnosticArray, T.DIAGNOSTICS)
         self.create_subscription(PointCloud2, T.KEYFRAMES.name, self._on_keyframe, T.qos_for(T.KEYFRAMES))
@@ -299,13 +283,13 @@ class MapperNode(Node):
             self._log_once(self.get_logger().error, f"malformed {kind} message: {exc}")
             return
         if kind == "kf":
-            self.frames = RobotFrames(T_bc)
+            self.outputs.set_base_camera(T_bc)
             accepted = self.backend.submit_keyframe(pkt)
             self.stats.count("keyframes_received" if accepted else "keyframes_ignored")
         else:
             accepted = self.backend.submit_observation(pkt)
             self.stats.count("observations")
-            self._map_dirty = self._path_dirty = True
+            self.outputs.map_dirty = self.outputs.path_dirty = True
         if accepted:
             self.backend.stamps_ns.setdefault(pkt.timestamp, stamp_to_ns(msg.header.stamp))
             for t, ns in stamps.items():  # the frames fused into a re-sent keyframe
@@ -349,11 +333,7 @@ class MapperNode(Node):
             scales=[round(float(s), 6) for s in update.T_WC[:, 7].tolist()[-20:]],
         )
         self.pub_sim3.publish(poses_to_array(update.T_WC, self.backend.session))
-        if update.kf_id > 0 and integrated:
-            self._publish_chunk(update.kf_id - 1)
-        self._publish_poses_and_paths()
-        self._publish_markers()
-        self._map_dirty = True
+        self.outputs.after_keyframe(update.kf_id - 1 if update.kf_id > 0 and integrated else None)
         if self.p.autosave and time.monotonic() - self._last_save >= self.p.autosave_period:
             self._autosave()
         self._publish_state()
@@ -386,98 +366,15 @@ class MapperNode(Node):
         self._publish_state()
         if self.backend.num_keyframes:
             self.pub_sim3.publish(poses_to_array(self.backend.keyframe_poses(), self.backend.session))
-            self._publish_poses_and_paths()
-            self._publish_markers()
-            self._publish_full_map()
+        self.outputs.publish_all()
 
     def _periodic(self, publish_map: bool) -> None:
         now = time.monotonic()
         if self.p.autosave and self._unsaved and now - self._last_save >= self.p.autosave_period:
             with self._lock:
                 self._autosave()
-        period = self.p.map_period
-        if publish_map or (period > 0 and self._map_dirty and now - self._last_map >= period):
-            with self._lock:
-                t0 = time.monotonic()
-                self._publish_full_map()
-                self.stats.add_times({"publish_map": 1000 * (time.monotonic() - t0)})
-            self._last_map = now
-        period = self.p.path_period
-        if period > 0 and self._path_dirty and now - self._last_path >= period:
-            with self._lock:
-                t0 = time.monotonic()
-                self._publish_poses_and_paths()
-                self.stats.add_times({"publish_paths": 1000 * (time.monotonic() - t0)})
-            self._last_path = now
-
-    # ------------------------------------------------------------------------------------------ publishing
-    def _stamp_ns(self, t: float) -> int:
-        """Integer-nanosecond stamp of the frame at ``t`` (s): the input's own where known."""
-        known = self.backend.stamps_ns.get(t)
-        return known if known is not None else sec_to_ns(max(t, 0.0))
-
-    def _stamp(self, t: float) -> Any:
-        return ns_to_stamp(self._stamp_ns(t))
-
-    def _last_stamp(self) -> Any:
-        kf_stamps = self.backend.kf_stamps
-        return self._stamp(kf_stamps[-1]) if kf_stamps else self.get_clock().now().to_msg()
-
-    def _path(self, ts: np.ndarray, poses: np.ndarray) -> bytes:
-        """The serialised ``nav_msgs/Path`` of camera poses ``[N, 4, 4]`` at ``ts [N]`` in the map frame
-        (numpy-built: :func:`~online3r_ros.ros.path_cdr.path_cdr`; a 9,000-frame path as message objects took
-        ~170 ms under the lock)."""
-        stamps = np.array([self._stamp_ns(t) for t in np.asarray(ts, np.float64).tolist()], dtype=np.int64)
-        stamp = int(stamps[-1]) if len(stamps) else self.get_clock().now().nanoseconds
-        return path_cdr(self.p.map_frame, stamp, stamps, poses)
-
-    def _publish_poses_and_paths(self) -> None:
-        kts, kposes = self.backend.keyframe_trajectory()
-        kmap = self.frames.cameras_in_map(kposes)
-        if len(kts):
-            header = Header(frame_id=self.p.map_frame, stamp=self._stamp(float(kts[-1])))
-            self.pub_kf_poses.publish(PoseArray(header=header, poses=matrices_to_poses(kmap)))
-            self.pub_kf_path.publish(self._path(kts, kmap))
-        ts, poses = self.backend.trajectory()
-        if len(ts):
-            self.pub_path.publish(self._path(ts, self.frames.cameras_in_map(poses)))
-        self._path_dirty = False
-
-    def _cloud(self, chunk: MapPoints, stamp: Any) -> PointCloud2:
-        pts = self.frames.points_in_map(chunk.points)
-        return numpy_to_pointcloud2(
-            pts, chunk.colors, chunk.confidence, frame_id=self.p.map_frame, stamp=stamp
-        )
-
-    def _publish_chunk(self, kf_id: int) -> None:
-        chunk = self.backend.map_points([kf_id])
-        self.pub_updates.publish(self._cloud(chunk, self._stamp(self.backend.kf_stamps[kf_id])))
-        self.stats.values["map_update_points"] = len(chunk)
-
-    def _publish_full_map(self) -> None:
-        chunk = self.backend.map_points().subsample(self.p.map_max_points)
-        self.pub_map.publish(self._cloud(chunk, self._last_stamp()))
-        self.stats.values["map_points"] = len(chunk)
-        self.stats.count("maps_published")
-        self._map_dirty = False
-
-    def _publish_markers(self) -> None:
-        n = self.backend.num_keyframes
-        if n == 0:
-            return
-        K = self.backend.keyframes.intrinsics(n - 1, device="cpu")
-        H, W = self.backend.keyframes.image_size(n - 1)
-        self.pub_markers.publish(
-            map_markers(
-                Header(frame_id=self.p.map_frame, stamp=self._last_stamp()),
-                self.frames.cameras_in_map(self.backend.keyframe_poses()),
-                None if K is None else K.double().numpy(),
-                (W, H),
-                self.backend.edges(),
-                self.p.frustum_scale,
-                loops=self.backend.loop_edges,
-            )
-        )
+        with self._lock:
+            self.outputs.periodic(publish_map)
 
     def _publish_state(self, reset: bool = False) -> None:
         self.pub_state.publish(mapper_state_msg(self.backend.state(reset)))

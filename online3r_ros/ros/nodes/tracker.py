@@ -5,9 +5,8 @@ parameters: :class:`online3r_ros.ros.nodes.params.TrackerParams`). The node conv
 frontend, and publishes; the decisions live in ROS-free classes: the frontend (state machine, keyframes,
 session resets on lost tracking or a time jump, out-of-order and size-change rejection), the re-send
 protocol (:class:`~online3r_ros.slam.session.MapperLink`: keyframes the mapper lacks, features the
-retrieval node lacks), the REP-105 algebra
-(:class:`~online3r_ros.ros.frames.RobotFrames`, :class:`~online3r_ros.ros.frames.ExternalOdometry`) and the
-input pairing (:class:`~online3r_ros.ros.nodes.inputs.InputSync`).
+retrieval node lacks) and the input pairing (:class:`~online3r_ros.ros.nodes.inputs.InputSync`); the
+odometry, pose and TF outputs and the robot's frames: :class:`~online3r_ros.ros.nodes.robot_poses.RobotPoses`.
 
 - Never processes stale frames: the worker takes the newest image whose depth and CameraInfo are there
   (either may arrive first); older waiting images count as ``dropped``; one still incomplete after
@@ -34,20 +33,16 @@ from typing import Any
 import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseStamped
-from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.qos import ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, String, UInt8MultiArray
 from std_srvs.srv import Trigger
-from tf2_msgs.msg import TFMessage
 
 from online3r_ros.eval import write_tum
 from online3r_ros.ros import topics as T
 from online3r_ros.ros.adaptive_qos import AdaptiveSubscription, create_input_subscription
 from online3r_ros.ros.dds import large_data_profile
-from online3r_ros.ros.frames import ExternalOdometry, RobotFrames, StaticTfChain
 from online3r_ros.ros.nodes.common import (
     LogOnce,
     publish_node_diagnostics,
@@ -68,10 +63,8 @@ from online3r_ros.ros.nodes.msgs import (
 )
 from online3r_ros.ros.nodes.params import ParameterError, TrackerParams
 from online3r_ros.ros.nodes.retrieval_msgs import features_to_array
-from online3r_ros.ros.pose import T_LINK_OPTICAL, odometry, pose_stamped, pose_to_matrix, tqs_to_matrix
-from online3r_ros.ros.pose import transform_stamped as tf_stamped
-from online3r_ros.ros.qos import qos_from_parameter, tf_qos, tf_static_qos
-from online3r_ros.ros.tf import TfBroadcaster
+from online3r_ros.ros.nodes.robot_poses import RobotPoses
+from online3r_ros.ros.qos import qos_from_parameter
 from online3r_ros.ros.time import ns_to_stamp, sec_to_ns, stamp_to_ns, stamp_to_sec
 from online3r_ros.slam.frontend import TrackerFrontend, TrackerStep
 from online3r_ros.slam.map_files import read_map
@@ -118,15 +111,10 @@ class TrackerNode(Node):
         self._reset_request = False
         self._stamps_ns: dict[float, int] = {}  # input stamp (ns) of every processed frame, by timestamp
         self._rectify_cache: dict = {}
-        self._static = StaticTfChain()
-        self._odom_ext = ExternalOdometry(p.odom_tolerance, p.odom_wait)
-        self.frames: RobotFrames | None = None  # once base -> camera is known
         self._start = time.monotonic()
         self._build_io()
         if p.map_path:
             self._load_map()
-        if p.base_to_camera:
-            self._set_base_camera(tqs_to_matrix(p.base_to_camera[:3], p.base_to_camera[3:]), publish=True)
         start_worker(
             self,
             "tracker",
@@ -148,8 +136,7 @@ class TrackerNode(Node):
 
     def _build_io(self) -> None:
         p = self.p
-        self.pub_odom = self.create_publisher(Odometry, T.ODOMETRY.name, T.qos_for(T.ODOMETRY))
-        self.pub_pose = self.create_publisher(PoseStamped, T.CAMERA_POSE.name, T.qos_for(T.CAMERA_POSE))
+        self.robot = RobotPoses(self, p, self.stats, self._log_once, self._input_error, lambda: self._running)
         self.pub_status = self.create_publisher(String, T.TRACKER_STATUS.name, T.qos_for(T.TRACKER_STATUS))
         self.pub_kf = self.create_publisher(PointCloud2, T.KEYFRAMES.name, T.qos_for(T.KEYFRAMES))
         self.pub_obs = self.create_publisher(PointCloud2, T.OBSERVATIONS.name, T.qos_for(T.OBSERVATIONS))
@@ -157,7 +144,6 @@ class TrackerNode(Node):
             Float32MultiArray, T.KEYFRAME_FEATURES.name, T.qos_for(T.KEYFRAME_FEATURES)
         )
         self.pub_diag = self.create_publisher(DiagnosticArray, T.DIAGNOSTICS.name, T.qos_for(T.DIAGNOSTICS))
-        self.tf = TfBroadcaster(self) if p.publish_tf else None
         image_type = CompressedImage if p.image_transport == "compressed" else Image
         inputs = [("image", image_type, p.image_topic, self._on_image)]
         inputs += [("depth", Image, p.depth_topic, self._on_depth)] if p.depth_topic else []
@@ -186,22 +172,10 @@ class TrackerNode(Node):
             T.qos_for(T.RETRIEVAL_STATE),
         )
         self.create_subscription(UInt8MultiArray, T.PROMPTS.name, self._on_prompts, T.qos_for(T.PROMPTS))
-        if not p.base_to_camera:
-            self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, tf_static_qos(10))
-        if p.external_odometry:
-            self.create_subscription(TFMessage, "/tf", self._on_tf, tf_qos())
         self.create_service(Trigger, "~/reset", self._srv_reset)
         self.create_service(Trigger, "~/save_trajectory", self._srv_save_trajectory)
         self.create_service(Trigger, "~/load_map", self._srv_load_map)
         self.create_timer(p.diagnostics_period, self._publish_diagnostics)
-
-    def _set_base_camera(self, T_bc: np.ndarray, publish: bool) -> None:
-        self.frames = RobotFrames(T_bc)
-        if publish and self.tf is not None:
-            now = self.get_clock().now().to_msg()
-            self.tf.send_static_transform(
-                tf_stamped(self.frames.T_bc, self.p.base_frame, self.p.camera_frame, now)
-            )
 
     # ------------------------------------------------------------------------------------------ callbacks
     def _on_image(self, msg: Any) -> None:
@@ -273,22 +247,6 @@ class TrackerNode(Node):
         self.frontend.offer_prompts(update)
         self.stats.values["prompt_version_received"] = update.version
 
-    def _on_tf(self, msg: Any) -> None:
-        for tr in msg.transforms:
-            if tr.header.frame_id == self.p.odom_frame and tr.child_frame_id == self.p.base_frame:
-                try:
-                    self._odom_ext.add(stamp_to_ns(tr.header.stamp), pose_to_matrix(tr))
-                except ValueError as exc:
-                    self._input_error(f"external odometry transform: {exc}")
-
-    def _on_tf_static(self, msg: Any) -> None:
-        self._static.add(msg)
-        if self.frames is None:
-            T_bc = self._static.lookup(self.p.base_frame, self.p.camera_frame)
-            if T_bc is not None:
-                self._set_base_camera(T_bc, publish=False)
-                self.get_logger().info(f"base -> camera from /tf_static: t={T_bc[:3, 3].round(4).tolist()}")
-
     def _srv_reset(self, request: Any, response: Any) -> Any:
         with self._wake:
             self._reset_request = True
@@ -357,7 +315,7 @@ class TrackerNode(Node):
         poses, self._poses = self._poses, None
         announced, self._announced = self._announced, {}
         item = None
-        waiting_for_tf = self.frames is None and time.monotonic() - self._start < self.p.tf_static_wait
+        waiting_for_tf = self.robot.frames is None and time.monotonic() - self._start < self.p.tf_static_wait
         if not waiting_for_tf:
             try:
                 item = self._inputs.take(time.monotonic())
@@ -419,9 +377,8 @@ class TrackerNode(Node):
             with self._wake:
                 self._announced.setdefault("mapper", state)
         elif step.action is LinkAction.RESEND:
-            T_bc = self.frames.T_bc if self.frames is not None else T_LINK_OPTICAL
             for k in range(step.first, step.stop):
-                self._publish_keyframe(fe.keyframe_packet(k), T_bc)
+                self._publish_keyframe(fe.keyframe_packet(k), self.robot.T_bc)
             self.stats.count("keyframes_resent", step.stop - step.first)
             self.get_logger().info(
                 f"mapper generation {state.generation}: re-sent keyframes {step.first}..{step.stop - 1}"
@@ -471,12 +428,7 @@ class TrackerNode(Node):
             self._reject(type(exc).__name__, f"{type(exc).__name__}: {exc}")
             return
         with self._lock:
-            if self.frames is None:
-                self._set_base_camera(T_LINK_OPTICAL, publish=True)
-                self.get_logger().warning(
-                    f"no {self.p.base_frame} -> {self.p.camera_frame} transform (parameter or /tf_static): "
-                    "using the REP-103 optical rotation at the base origin"
-                )
+            self.robot.robot_frames()  # the base -> camera transform now, whatever came
             try:
                 step = self.frontend.process(rgb, depth, K, stamp_to_sec(stamp))
             except (SourceError, ValueError) as exc:
@@ -492,7 +444,7 @@ class TrackerNode(Node):
             self.stats.count("relocalised")  # frames posed by a relocalisation (after being lost)
         self._publish_packets(step, stamp)
         if step.has_pose:
-            self._publish_pose(step, stamp, T_W_odom)
+            self.robot.publish(step, stamp, T_W_odom)
         self.stats.add_times(step.timings_ms)
         self.stats.add_latency((self.get_clock().now().nanoseconds - stamp_to_ns(stamp)) * 1e-6)
         self.stats.values["keyframes"] = self.frontend.num_keyframes
@@ -507,7 +459,7 @@ class TrackerNode(Node):
         if step.observation is not None:
             self.pub_obs.publish(observation_to_cloud(step.observation, stamp))
         if step.keyframe is not None:
-            self._publish_keyframe(step.keyframe, self.frames.T_bc)
+            self._publish_keyframe(step.keyframe, self.robot.T_bc)
             self.stats.count("keyframes")
 
     def _publish_keyframe(self, pkt: Any, T_bc: np.ndarray) -> None:
@@ -519,32 +471,6 @@ class TrackerNode(Node):
         self.pub_kf.publish(keyframe_to_cloud(pkt, stamp, T_bc, fused))
         if pkt.features is not None:
             self.pub_feat.publish(features_to_array(pkt.session, pkt.kf_id, pkt.features))
-
-    def _publish_pose(self, step: TrackerStep, stamp: Any, T_W_odom: np.ndarray) -> None:
-        p, frames = self.p, self.frames
-        T_odom_base = frames.base_in_odom(step.T_odom)
-        self.pub_odom.publish(odometry(T_odom_base, p.odom_frame, p.base_frame, stamp))
-        self.pub_pose.publish(pose_stamped(frames.camera_in_map(step.T_WC), p.map_frame, stamp))
-        T_map_odom = frames.odom_in_map(T_W_odom)
-        if p.external_odometry:  # map -> odom against the other node's odom -> base at this stamp
-            T_odom_ext = self._odom_ext.at(stamp_to_ns(stamp), lambda: self._running)
-            T_map_odom = None if T_odom_ext is None else frames.odom_in_map_external(step.T_WC, T_odom_ext)
-            if T_map_odom is None:
-                self.stats.count("odometry_missing")
-                self._log_once(
-                    self.get_logger().warning,
-                    f"no external {p.odom_frame} -> {p.base_frame} on /tf near the image stamp: "
-                    "map -> odom not published",
-                )
-        if self.tf is None:
-            return
-        tfs = []
-        if p.publish_odom_tf and not p.external_odometry:
-            tfs.append(tf_stamped(T_odom_base, p.odom_frame, p.base_frame, stamp))
-        if p.publish_map_tf and T_map_odom is not None:
-            tfs.append(tf_stamped(T_map_odom, p.map_frame, p.odom_frame, stamp))
-        if tfs:
-            self.tf.send_transform(tfs)
 
     def _publish_diagnostics(self) -> None:
         publish_node_diagnostics(self, self.stats, "online3r_tracker")
