@@ -155,13 +155,13 @@ def test_a_right_motion_guess_is_confirmed_where_the_texture_repeats() -> None:
 
 def test_initial_flow_interpolates_the_samples_and_needs_enough_of_them() -> None:
     shift = np.array([3.0, -2.0], np.float32)
-    grid = sample_grid((240, 320))
-    predicted = grid + shift
-    predicted[:10] = np.nan  # no depth there: the median flow
-    init = initial_flow(predicted, (240, 320))
-    assert init.shape == (240, 320, 2) and init.dtype == np.float32 and np.allclose(init, shift)
-    assert initial_flow(np.full_like(grid, np.nan), (240, 320)) is None
-    assert initial_flow(predicted[:-1], (240, 321)) is None  # the grid does not tile the image
+    for shape in ((240, 320), (181, 320)):  # 640x480 and 848x480 at 320 px
+        grid = sample_grid(shape)
+        predicted = grid + shift
+        predicted[:10] = np.nan  # no depth there: the median flow
+        init = initial_flow(predicted, shape)
+        assert init.shape == (*shape, 2) and init.dtype == np.float32 and np.allclose(init, shift)
+        assert initial_flow(np.full_like(grid, np.nan), shape) is None
 
 
 def test_a_flow_pose_far_from_the_motion_guess_is_refused() -> None:

@@ -151,14 +151,6 @@ def sim3_error(Te: torch.Tensor, Tg: torch.Tensor) -> tuple[float, float, float]
 
 
 # -------------------------------------------------------------------------------------------------- tests
-def test_doctest():
-    import doctest
-
-    import online3r_ros.retrieval.relpose as mod
-
-    assert doctest.testmod(mod).failed == 0
-
-
 def test_match_features_mutual_and_ratio():
     g = torch.Generator().manual_seed(1)
     a = torch.nn.functional.normalize(torch.randn(50, 16, generator=g), dim=1)

@@ -4,7 +4,6 @@ real Fast DDS between two processes on a domain of their own."""
 
 from __future__ import annotations
 
-import doctest
 import os
 import subprocess
 import sys
@@ -25,7 +24,6 @@ NS = {"f": "http://www.eprosima.com"}
 
 
 def test_profile_is_used_only_where_nothing_else_is_set() -> None:
-    assert doctest.testmod(dds).failed == 0
     env: dict[str, str] = {"RMW_IMPLEMENTATION": "rmw_fastrtps_dynamic_cpp"}
     assert dds.use_large_data_profile(env) == str(dds.large_data_profile())
     assert env["FASTDDS_DEFAULT_PROFILES_FILE"] == str(dds.large_data_profile())

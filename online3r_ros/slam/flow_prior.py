@@ -110,8 +110,8 @@ class FlowSamples:
 
 
 def sample_grid(shape: tuple[int, int], step: int = GRID_STEP) -> np.ndarray:
-    """Pixels ``[N, 2]`` float32 (x, y) of the flow samples of an ``[h, w]`` image, every ``step`` px,
-    row-major: ``(h // step) * (w // step)`` of them when ``step`` divides both.
+    """Pixels ``[N, 2]`` float32 (x, y) of the flow samples of an ``[h, w]`` image, every ``step`` px from
+    ``step // 2``, row-major.
 
     >>> sample_grid((8, 12), 4).tolist()
     [[2.0, 2.0], [6.0, 2.0], [10.0, 2.0], [2.0, 6.0], [6.0, 6.0], [10.0, 6.0]]
@@ -188,16 +188,18 @@ def pose_samples(query: FlowImage, ref: FlowImage, T_ref_query: Tensor, step: in
 
 
 def initial_flow(predicted: np.ndarray, shape: tuple[int, int], step: int = GRID_STEP) -> np.ndarray | None:
-    """A dense flow ``[h, w, 2]`` float32 to start DIS from, interpolated from a pose's :func:`pose_samples`
-    ``predicted [N, 2]`` (samples without a prediction take the median flow); ``None`` with fewer than
-    :data:`FLOW_RELPOSE` ``.min_inliers`` predictions or where ``step`` does not divide ``shape``."""
+    """A dense flow ``[h, w, 2]`` float32 to start DIS from, resized from a pose's :func:`pose_samples`
+    ``predicted [N, 2]`` (samples without a prediction take the median flow; DIS starts at its coarsest
+    level, so the grid's sub-pixel offset does not matter); ``None`` with fewer than :data:`FLOW_RELPOSE`
+    ``.min_inliers`` predictions."""
     h, w = shape
     valid = np.isfinite(predicted).all(axis=1)
-    if h % step or w % step or int(valid.sum()) < FLOW_RELPOSE.min_inliers:
+    if int(valid.sum()) < FLOW_RELPOSE.min_inliers:
         return None
     flow = predicted - sample_grid(shape, step)
     flow[~valid] = np.median(flow[valid], axis=0)
-    return cv2.resize(flow.reshape(h // step, w // step, 2), (w, h), interpolation=cv2.INTER_LINEAR)
+    rows, cols = len(range(step // 2, h, step)), len(range(step // 2, w, step))
+    return cv2.resize(flow.reshape(rows, cols, 2), (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def flow_disagreement(samples: FlowSamples, predicted: np.ndarray) -> float:
