@@ -13,8 +13,8 @@ from rclpy.serialization import deserialize_message, serialize_message  # noqa: 
 from std_msgs.msg import Header  # noqa: E402
 
 from online3r_ros.ros.errors import PoseError, ScaleError, StampError  # noqa: E402
-from online3r_ros.ros.path_cdr import path_cdr  # noqa: E402
-from online3r_ros.ros.pose import matrices_to_poses, pose_to_matrix  # noqa: E402
+from online3r_ros.ros.path_cdr import PathCdrError, path_cdr, path_from_cdr  # noqa: E402
+from online3r_ros.ros.pose import matrices_to_poses, matrices_to_tqs, pose_to_matrix  # noqa: E402
 from online3r_ros.ros.time import ns_to_stamp  # noqa: E402
 
 
@@ -89,3 +89,31 @@ def test_bad_input_is_refused():
     broken[0, 0, 0] = np.nan
     with pytest.raises(PoseError):
         path_cdr("map", 0, np.array([1, 2]), broken)
+
+
+@pytest.mark.parametrize("frame_id", ["map", "", "m", "world_frame", "карта"])
+@pytest.mark.parametrize("n", [0, 1, 2, 7])
+def test_path_from_cdr_reads_what_rclpy_writes(frame_id, n):
+    """rclpy's own serialisation of a path whose poses share its frame id reads back exactly."""
+    poses = _poses(n, seed=n)
+    stamps = 1_700_000_000 * 10**9 + np.arange(n, dtype=np.int64) * 33_333_333 + 7
+    stamp = int(stamps[-1]) if n else 5
+    frame, got_stamp, got_stamps, got = path_from_cdr(
+        serialize_message(_reference(frame_id, stamp, stamps, poses))
+    )
+    assert frame == frame_id and got_stamp == stamp and got_stamps.tolist() == stamps.tolist()
+    t, q, _ = matrices_to_tqs(poses) if n else (np.zeros((0, 3)), np.zeros((0, 4)), None)
+    np.testing.assert_array_equal(got, np.concatenate([t, q], axis=1).reshape(n, 7))
+
+
+def test_path_from_cdr_refuses_what_it_cannot_read():
+    poses, stamps = _poses(3), np.arange(3, dtype=np.int64)
+    mixed = _reference("map", 2, stamps, poses)
+    mixed.poses[1].header.frame_id = "odom"
+    with pytest.raises(PathCdrError, match="frame ids differ"):
+        path_from_cdr(serialize_message(mixed))
+    data = path_cdr("map", 2, stamps, poses)
+    with pytest.raises(PathCdrError, match="need"):
+        path_from_cdr(data[:-8])
+    with pytest.raises(PathCdrError, match="little-endian"):
+        path_from_cdr(b"\x00\x00" + data[2:])

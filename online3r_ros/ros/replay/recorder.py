@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from online3r_ros.ros import topics as T
+from online3r_ros.ros.path_cdr import PathCdrError, path_from_cdr
 from online3r_ros.ros.pointcloud import pointcloud2_to_numpy
-from online3r_ros.ros.pose import pose_to_matrix
+from online3r_ros.ros.pose import pose_to_matrix, tqs_to_matrix
 from online3r_ros.ros.qos import tf_qos
 from online3r_ros.ros.time import stamp_to_ns
 
@@ -86,13 +87,13 @@ class OutputRecorder:
         def name(spec: T.TopicSpec) -> str:
             return spec.name if spec.name.startswith("/") or not ns else f"{ns}/{spec.name}"
 
-        def sub(msg_type: Any, spec: T.TopicSpec, callback: Callable[[Any], None]) -> None:
-            node.create_subscription(msg_type, name(spec), callback, T.qos_for(spec))
+        def sub(msg_type: Any, spec: T.TopicSpec, callback: Callable[[Any], None], raw: bool = False) -> None:
+            node.create_subscription(msg_type, name(spec), callback, T.qos_for(spec), raw=raw)
 
         sub(Odometry, T.ODOMETRY, self._on_odometry)
         sub(PoseStamped, T.CAMERA_POSE, self._on_camera_pose)
-        sub(Path, T.PATH, self._on_path)
-        sub(Path, T.KEYFRAME_PATH, self._on_keyframe_path)
+        sub(Path, T.PATH, self._on_path, raw=True)  # serialised: read with numpy
+        sub(Path, T.KEYFRAME_PATH, self._on_keyframe_path, raw=True)
         sub(PointCloud2, T.MAP, self._on_map)
         sub(PointCloud2, T.MAP_UPDATES, self._on_map_update)
         sub(MarkerArray, T.MARKERS, self._on_markers)
@@ -126,21 +127,35 @@ class OutputRecorder:
             self._s.frame_ids["camera_pose"] = rec.frame_id
 
     @staticmethod
-    def _path_poses(msg: Any) -> list[tuple[int, np.ndarray]]:
-        return [(stamp_to_ns(p.header.stamp), pose_to_matrix(p.pose)) for p in msg.poses]
+    def _path_poses(data: bytes) -> tuple[str, list[tuple[int, np.ndarray]]]:
+        """The frame id and ``(stamp_ns, [4, 4] pose)`` per pose of a serialised ``nav_msgs/Path``: read
+        with numpy (:func:`~online3r_ros.ros.path_cdr.path_from_cdr`), or with rclpy where its poses carry
+        other frame ids."""
+        try:
+            frame_id, _, stamps, poses = path_from_cdr(data)
+        except PathCdrError:
+            from nav_msgs.msg import Path
+            from rclpy.serialization import deserialize_message
 
-    def _on_path(self, msg: Any) -> None:
-        poses = self._path_poses(msg)
+            msg = deserialize_message(data, Path)
+            return msg.header.frame_id, [
+                (stamp_to_ns(p.header.stamp), pose_to_matrix(p.pose)) for p in msg.poses
+            ]
+        matrices = tqs_to_matrix(poses[:, :3], poses[:, 3:]) if len(poses) else np.zeros((0, 4, 4))
+        return frame_id, list(zip(stamps.tolist(), matrices, strict=True))
+
+    def _on_path(self, data: bytes) -> None:
+        frame_id, poses = self._path_poses(data)
         with self._lock:
             self._s.path = poses
-            self._s.frame_ids["path"] = msg.header.frame_id
+            self._s.frame_ids["path"] = frame_id
             self._s.path_count += 1
 
-    def _on_keyframe_path(self, msg: Any) -> None:
-        poses = self._path_poses(msg)
+    def _on_keyframe_path(self, data: bytes) -> None:
+        frame_id, poses = self._path_poses(data)
         with self._lock:
             self._s.keyframe_path = poses
-            self._s.frame_ids["keyframe_path"] = msg.header.frame_id
+            self._s.frame_ids["keyframe_path"] = frame_id
             self._s.keyframe_path_count += 1
 
     @staticmethod
