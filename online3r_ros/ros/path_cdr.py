@@ -12,8 +12,8 @@ orientation ``x y z w``) aligned to 8. Every record after the first starts 8-ali
 numpy record type; the first may start 4 bytes off and gets its own.
 
 :func:`path_from_cdr` reads such a stream back (a subscription with ``raw=True``): deserialised into
-message objects and converted pose by pose, a 11,000-frame path took the recording side of the camera-stream
-benchmark ~0.2 s per message.
+message objects and converted pose by pose, an 11,000-pose path took the recorder 722 ms per message, read
+with numpy 4.5 ms (``benchmarks/bench_path_publish.py``).
 """
 
 from __future__ import annotations
